@@ -1,0 +1,421 @@
+"""Step-wise L∞ PGD and APGD for segmentation: one loop for all six attacks, one record per iteration.
+
+The optimiser (step, projection, step-size control, best-iterate tracking) is separate from what each
+attack changes (a per-pixel objective, :mod:`attack_engine.losses`).  The caller owns the loop::
+
+    run = AttackRun(model, x, config=AttackConfig(attack="tsallis", steps=100))
+    for rec in run:                 # one StepRecord per model evaluation; stop/resume at will
+        print(rec.iteration, rec.acc)
+    result = run.result             # per-image best iterate (lowest pixel accuracy)
+
+``model`` maps an RGB batch in [0, 1] ``[B,3,H,W]`` to logits ``[B,C,H,W]`` (see ``attack_engine.models``).
+
+APGD follows the paper's reference code: stages (2ε, 1.5ε, ε) over (⌊0.3N⌋, ⌊0.3N⌋, rest) iterations,
+step size 2ε_stage halved at checkpoints (first after ⌊0.22 N_s⌋, then shrinking by ⌊0.03 N_s⌋ to at
+least ⌊0.06 N_s⌋) when the control objective (mean pixel CE) oscillates or stalls, momentum 0.75, q/λ
+schedules restarting per stage, the max-CE iterate handed to the next stage, and the result being the
+per-image iterate of the last stage with the lowest pixel accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from attack_engine.losses import ATTACKS, pixel_terms
+from attack_engine.metrics import confusion_matrix, mean_iou, pixel_accuracy
+from attack_engine.schedules import parse_schedule
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+OPTIMIZERS = ("pgd", "apgd")
+CONFIDENT = 0.9  # p_y threshold between "confident-correct" and "uncertain-correct" pixels
+
+
+@dataclass
+class AttackConfig:
+    """Everything that defines a run; ``AttackConfig(**cfg.to_dict())`` re-creates it.
+
+    ``eps`` and ``step_size`` are in image units ([0, 1] scale).  ``step_size`` is PGD's fixed step
+    (default ε/4); APGD sets its own (2ε per stage).  ``schedule`` is the Tsallis q-schedule text
+    (default ``linear:-2:1``; a plain number is a fixed q).
+    """
+
+    attack: str = "tsallis"
+    optimizer: str = "apgd"
+    eps: float = 8 / 255
+    steps: int = 100
+    step_size: float | None = None
+    schedule: str | None = None
+    seed: int = 0
+    random_start: bool = True
+    multi_eps: bool = True
+    targeted: bool = False
+    ignore_index: int = 255
+    telemetry: bool = True
+
+    def __post_init__(self) -> None:
+        if self.attack not in ATTACKS:
+            raise ValueError(f"unknown attack {self.attack!r}; choose one of {', '.join(ATTACKS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose 'pgd' or 'apgd'")
+        if not (isinstance(self.steps, int) and self.steps >= 1):
+            raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
+        if not (math.isfinite(self.eps) and 0 <= self.eps <= 1):
+            raise ValueError(f"eps must be in [0, 1] (image units, e.g. 8/255), got {self.eps!r}")
+        if self.step_size is not None and not (math.isfinite(self.step_size) and 0 < self.step_size <= 1):
+            raise ValueError(f"step_size must be in (0, 1], got {self.step_size!r}")
+        if self.schedule is not None:
+            self.schedule = parse_schedule(self.schedule).text()
+
+    @property
+    def q_schedule(self):
+        return parse_schedule(self.schedule or "linear:-2:1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class StepRecord:
+    """What a viewer needs about one model evaluation; tensors stay on the model's device.
+
+    Per-image fields are ``[B]``; per-pixel maps ``[B,H,W]``.  Telemetry fields are ``None`` when
+    ``AttackConfig.telemetry`` is off.
+    """
+
+    index: int  # record number (0 = start point)
+    iteration: int  # gradient steps taken so far
+    stage: int
+    stage_step: int  # step within the stage (the schedule's position)
+    stage_total: int
+    eps: torch.Tensor  # [B] radius of this stage
+    step_size: torch.Tensor  # [B] step size for the next step
+    param: float | None  # q (tsallis) or λ (segpgd)
+    loss: torch.Tensor  # [B] mean pixel objective of the attack
+    ce: torch.Tensor  # [B] mean pixel CE (APGD's control objective)
+    acc: torch.Tensor  # [B] pixel accuracy vs the labels (targeted: share of pixels at the target)
+    miou: torch.Tensor  # [B]
+    best_acc: torch.Tensor  # [B] best (lowest; targeted: highest) accuracy among eligible iterates, NaN if none yet
+    best_index: torch.Tensor  # [B] record index of that iterate, -1 if none yet
+    x_adv: torch.Tensor  # [B,3,H,W]
+    pred: torch.Tensor  # [B,H,W]
+    p_true: torch.Tensor | None = None  # [B,H,W] softmax probability of the label class
+    weight: torch.Tensor | None = None  # [B,H,W] gradient weight relative to CE
+    grad_logits: torch.Tensor | None = None  # [B,H,W] |dℓ_i/dz_i|
+    grad_input: torch.Tensor | None = None  # [B,H,W] sum over channels of |dL/dx|
+    mass: torch.Tensor | None = None  # [B,3] gradient-mass share: confident-correct, uncertain-correct, wrong
+    x_clean: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def perturbation(self) -> torch.Tensor:
+        return self.x_adv - self.x_clean
+
+
+@dataclass
+class AttackResult:
+    """Final outcome: ``x_adv`` is the per-image best iterate."""
+
+    x_adv: torch.Tensor
+    pred: torch.Tensor
+    acc: torch.Tensor
+    miou: torch.Tensor
+    clean_acc: torch.Tensor
+    clean_miou: torch.Tensor
+    best_index: torch.Tensor
+    records: int
+
+
+def apgd_stages(steps: int, multi_eps: bool = True) -> list[tuple[float, int]]:
+    """(ε multiplier, iterations) per stage: (2, ⌊0.3N⌋), (1.5, ⌊0.3N⌋), (1, rest); empty stages dropped."""
+    if not multi_eps:
+        return [(1.0, steps)]
+    n1 = int(0.3 * steps)
+    stages = [(2.0, n1), (1.5, n1), (1.0, steps - 2 * n1)]
+    return [s for s in stages if s[1] > 0]
+
+
+def apgd_checkpoints(n: int) -> list[int]:
+    """Iteration counts (1-based, within a stage of n) after which the step size may be halved."""
+    k = max(int(0.22 * n), 1)
+    dec, kmin = int(0.03 * n), max(int(0.06 * n), 1)
+    out, pos = [], k
+    while pos <= n:
+        out.append(pos)
+        k = max(k - dec, kmin)
+        pos += k
+    return out
+
+
+def _per_image(t: torch.Tensor) -> torch.Tensor:
+    return t.view(-1, *([1] * 3))
+
+
+class AttackRun:
+    """One attack on a batch; iterate it for :class:`StepRecord` s, read ``result`` when done.
+
+    Args:
+        model: RGB [0, 1] ``[B,3,H,W]`` -> logits ``[B,C,H,W]``, differentiable w.r.t. the input.
+        x: clean images ``[B,3,H,W]`` in [0, 1].
+        labels: ``[B,H,W]`` ground truth; ``None`` uses the clean prediction (untargeted).
+        config: :class:`AttackConfig`.
+        eps: optional per-image radii ``[B]`` overriding ``config.eps``.
+        target: targeted mode: class id (int) or ``[B,H,W]`` target labels (``ignore_index`` = leave alone).
+        region: targeted mode: optional bool mask ``[B,H,W]`` of the pixels to push to ``target``.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        x: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        config: AttackConfig | None = None,
+        *,
+        eps: torch.Tensor | None = None,
+        target: int | torch.Tensor | None = None,
+        region: torch.Tensor | None = None,
+    ) -> None:
+        self.model = model
+        self.cfg = config or AttackConfig()
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(f"x must be [B,3,H,W], got {tuple(x.shape)}")
+        if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+            raise ValueError("x must be finite and within [0, 1]")
+        self.x0 = x.detach()
+        b = x.shape[0]
+        with torch.no_grad():
+            clean_logits = model(self.x0)
+        self.num_classes = clean_logits.shape[1]
+        self.clean_pred = clean_logits.argmax(1)
+        self.clean_logits = clean_logits
+        ii = self.cfg.ignore_index
+        if labels is None:
+            labels = self.clean_pred.clone()
+        elif labels.shape != self.clean_pred.shape:
+            raise ValueError(f"labels must be [B,H,W] = {tuple(self.clean_pred.shape)}, got {tuple(labels.shape)}")
+        self.labels = labels.to(x.device).long()
+        self.attack_labels = self.labels
+        if self.cfg.targeted:
+            if target is None:
+                raise ValueError("targeted mode needs a target class or target label map")
+            if isinstance(target, int):
+                if not 0 <= target < self.num_classes:
+                    raise ValueError(f"target class {target} is outside [0, {self.num_classes})")
+                tl = torch.full_like(self.labels, target)
+            else:
+                tl = target.to(x.device).long()
+            if region is not None:
+                tl = torch.where(region.to(x.device).bool(), tl, torch.full_like(tl, ii))
+            self.attack_labels = tl
+        self.sign = -1.0 if self.cfg.targeted else 1.0
+        e = torch.full((b,), float(self.cfg.eps), device=x.device) if eps is None else eps.to(x.device).float()
+        if e.shape != (b,):
+            raise ValueError(f"per-image eps must have shape [{b}]")
+        self.eps = e
+        self.clean_acc, self.clean_miou = self._metrics(self.clean_pred)
+        self.records = 0
+        self.result: AttackResult | None = None
+
+    # -- helpers -------------------------------------------------------------------------------------
+    def _metrics(self, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cm = confusion_matrix(pred, self.attack_labels, self.num_classes, self.cfg.ignore_index)
+        return pixel_accuracy(cm).float(), mean_iou(cm).float()
+
+    def _project(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        x = x.clamp(0.0, 1.0)
+        e = _per_image(eps)
+        return self.x0 + torch.maximum(torch.minimum(x - self.x0, e), -e)
+
+    def _evaluate(self, x: torch.Tensor, step: int, total: int):
+        """One forward + backward at ``x``: gradient, the per-pixel terms and per-image scalars."""
+        cfg = self.cfg
+        x = x.detach().requires_grad_(True)
+        logits = self.model(x)
+        terms = pixel_terms(
+            cfg.attack, logits, self.attack_labels, step=step, total=total,
+            q=cfg.q_schedule if cfg.attack == "tsallis" else None, ignore_index=cfg.ignore_index,
+            with_grad_norm=cfg.telemetry,
+        )
+        loss_img = terms.loss.flatten(1).mean(1)
+        (grad,) = torch.autograd.grad((self.sign * loss_img).sum(), x)
+        return grad.detach(), terms, loss_img.detach(), x.detach()
+
+    def _record(self, x, grad, terms, loss_img, acc, miou, *, index, iteration, stage, stage_step, stage_total,
+                eps, eta, best_acc, best_index) -> StepRecord:
+        ce_img = terms.ce.flatten(1).mean(1)
+        rec = StepRecord(
+            index=index, iteration=iteration, stage=stage, stage_step=stage_step, stage_total=stage_total,
+            eps=eps.clone(), step_size=eta.clone(), param=terms.param, loss=loss_img.float(), ce=ce_img.float(),
+            acc=acc, miou=miou, best_acc=best_acc.clone(), best_index=best_index.clone(), x_adv=x, pred=terms.pred,
+            x_clean=self.x0,
+        )
+        if self.cfg.telemetry:
+            gz = terms.weight * terms.ce_grad_norm
+            wrong = terms.valid & ~terms.correct
+            conf = terms.correct & (terms.p_true >= CONFIDENT)
+            unc = terms.correct & (terms.p_true < CONFIDENT)
+            parts = torch.stack([(gz * m).flatten(1).sum(1) for m in (conf, unc, wrong)], 1)
+            total = parts.sum(1, keepdim=True)
+            rec.p_true = terms.p_true.float()
+            rec.weight = terms.weight.float()
+            rec.grad_logits = gz.float()
+            rec.grad_input = grad.abs().sum(1)
+            rec.mass = (parts / total.where(total > 0, torch.ones_like(total))).float()
+        return rec
+
+    def _success(self, acc: torch.Tensor) -> torch.Tensor:
+        """Higher is better for the attacker: 1 - acc (untargeted) or acc (targeted); NaN -> worst."""
+        s = acc if self.cfg.targeted else 1.0 - acc
+        return torch.nan_to_num(s, nan=-1.0)
+
+    def _random_start(self, radius: torch.Tensor) -> torch.Tensor:
+        if not self.cfg.random_start:
+            return self.x0.clone()
+        gen = torch.Generator(device="cpu").manual_seed(int(self.cfg.seed))
+        u = torch.rand(self.x0.shape, generator=gen, dtype=torch.float32).to(self.x0.device, self.x0.dtype)
+        return (self.x0 + (2 * u - 1) * _per_image(radius)).clamp(0.0, 1.0)
+
+    # -- the loops -----------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[StepRecord]:
+        if self.result is not None or self.records:
+            raise RuntimeError("an AttackRun can be iterated once; create a new one to re-run (same seed = same result)")
+        gen = self._pgd() if self.cfg.optimizer == "pgd" else self._apgd()
+        yield from gen
+
+    def run(self, progress: bool = False) -> AttackResult:
+        """Consume the whole run (optionally with a tqdm bar) and return the result."""
+        it = iter(self)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=self.expected_records(), desc=f"{self.cfg.attack}/{self.cfg.optimizer}", unit="it")
+        for _ in it:
+            pass
+        assert self.result is not None
+        return self.result
+
+    def expected_records(self) -> int:
+        if self.cfg.optimizer == "pgd":
+            return self.cfg.steps + 1
+        return self.cfg.steps + len(apgd_stages(self.cfg.steps, self.cfg.multi_eps))
+
+    def _finish(self, best_x, best_index) -> None:
+        with torch.no_grad():
+            pred = self.model(best_x).argmax(1)
+        acc, miou = self._metrics(pred)
+        self.result = AttackResult(best_x, pred, acc, miou, self.clean_acc, self.clean_miou, best_index, self.records)
+
+    def _pgd(self) -> Iterator[StepRecord]:
+        cfg = self.cfg
+        n = cfg.steps
+        b = self.x0.shape[0]
+        eta = torch.full_like(self.eps, cfg.step_size) if cfg.step_size is not None else self.eps / 4
+        x = self._random_start(self.eps)
+        best_s = torch.full((b,), -math.inf, device=x.device)
+        best_acc = torch.full((b,), math.nan, device=x.device)
+        best_index = torch.full((b,), -1, dtype=torch.long, device=x.device)
+        best_x = x.clone()
+        for i in range(n + 1):
+            grad, terms, loss_img, x = self._evaluate(x, i, n)
+            acc, miou = self._metrics(terms.pred)
+            s = self._success(acc)
+            better = s >= best_s
+            best_s = torch.where(better, s, best_s)
+            best_acc = torch.where(better, acc, best_acc)
+            best_index = torch.where(better, torch.full_like(best_index, self.records), best_index)
+            best_x = torch.where(_per_image(better), x, best_x)
+            yield self._record(x, grad, terms, loss_img, acc, miou, index=self.records, iteration=i, stage=0, stage_step=i,
+                               stage_total=n, eps=self.eps, eta=eta, best_acc=best_acc, best_index=best_index)
+            self.records += 1
+            if i < n:
+                x = self._project(x + _per_image(eta) * grad.sign(), self.eps)
+        self._finish(best_x, best_index)
+
+    def _apgd(self) -> Iterator[StepRecord]:
+        cfg = self.cfg
+        b = self.x0.shape[0]
+        dev = self.x0.device
+        stages = apgd_stages(cfg.steps, cfg.multi_eps)
+        x = self._random_start(self.eps * stages[0][0])
+        iteration = 0
+        nan_b = torch.full((b,), math.nan, device=dev)
+        best_index = torch.full((b,), -1, dtype=torch.long, device=dev)
+        best_acc = nan_b.clone()
+        best_x = x.clone()
+        for si, (mult, n) in enumerate(stages):
+            last = si == len(stages) - 1
+            eps = self.eps * mult
+            x = self._project(x, eps)
+            eta = 2 * eps
+            checkpoints = set(apgd_checkpoints(n))
+            grad, terms, loss_img, x = self._evaluate(x, 0, n)
+            obj = self.sign * terms.ce.flatten(1).mean(1)
+            best_obj, x_best_obj, g_best = obj.clone(), x.clone(), grad.clone()
+            obj_last_check = best_obj.clone()
+            reduced_last = torch.ones(b, dtype=torch.bool, device=dev)
+            n_incr = torch.zeros(b, device=dev)
+            best_s = torch.full((b,), -math.inf, device=dev)
+            acc, miou = self._metrics(terms.pred)
+            if last:
+                best_s, best_acc, best_x = self._success(acc), acc, x.clone()
+                best_index = torch.full_like(best_index, self.records)
+            yield self._record(x, grad, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
+                               stage_step=0, stage_total=n, eps=eps, eta=eta, best_acc=best_acc, best_index=best_index)
+            self.records += 1
+            x_prev, obj_prev, k_prev = x, obj, 0
+            for i in range(n):
+                d = x - x_prev
+                x_prev = x
+                x1 = self._project(x + _per_image(eta) * grad.sign(), eps)
+                if i > 0:
+                    x1 = self._project(x + 0.75 * (x1 - x) + 0.25 * d, eps)
+                grad, terms, loss_img, x = self._evaluate(x1, i + 1, n)
+                iteration += 1
+                obj = self.sign * terms.ce.flatten(1).mean(1)
+                n_incr += (obj > obj_prev).float()
+                obj_prev = obj
+                up = obj >= best_obj
+                best_obj = torch.where(up, obj, best_obj)
+                x_best_obj = torch.where(_per_image(up), x, x_best_obj)
+                g_best = torch.where(_per_image(up), grad, g_best)
+                acc, miou = self._metrics(terms.pred)
+                if last:
+                    s = self._success(acc)
+                    better = s >= best_s
+                    best_s = torch.where(better, s, best_s)
+                    best_acc = torch.where(better, acc, best_acc)
+                    best_index = torch.where(better, torch.full_like(best_index, self.records), best_index)
+                    best_x = torch.where(_per_image(better), x, best_x)
+                rec = self._record(x, grad, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
+                                   stage_step=i + 1, stage_total=n, eps=eps, eta=eta, best_acc=best_acc,
+                                   best_index=best_index)
+                if (i + 1) in checkpoints:
+                    k = (i + 1) - k_prev
+                    k_prev = i + 1
+                    oscillating = n_incr <= 0.75 * k
+                    stalled = (~reduced_last) & (obj_last_check >= best_obj)
+                    halve = oscillating | stalled
+                    reduced_last = halve
+                    obj_last_check = best_obj.clone()
+                    n_incr.zero_()
+                    eta = torch.where(halve, eta / 2, eta)
+                    x = torch.where(_per_image(halve), x_best_obj, x)
+                    grad = torch.where(_per_image(halve), g_best, grad)
+                    rec.step_size = eta.clone()
+                yield rec
+                self.records += 1
+            if not last:
+                x = x_best_obj
+        self._finish(best_x, best_index)
+
+
+def run_attack(model: Model, x: torch.Tensor, labels: torch.Tensor | None = None, **config) -> AttackResult:
+    """Run a whole attack; ``config`` are :class:`AttackConfig` fields.
+
+    Example:
+        >>> result = run_attack(model, x, attack="tsallis", steps=100, eps=8/255)
+        >>> result.acc, result.clean_acc
+    """
+    return AttackRun(model, x, labels, AttackConfig(**config)).run()

@@ -1,0 +1,73 @@
+"""Confusion-matrix metrics for semantic segmentation (as in the paper's harness).
+
+Rows are true classes, columns predictions.  Pixels whose label is ``ignore_index`` or outside
+``[0, num_classes)`` never count.
+
+* pixel accuracy (aAcc) = trace / sum
+* IoU_c = diag / (rowsum + colsum - diag); mIoU = mean over classes with a nonzero union
+* mean class accuracy = mean over classes that occur in the labels of diag / rowsum
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """Per-image confusion matrices ``[B, C, C]`` (int64) for ``pred``/``labels`` of shape ``[B, H, W]``."""
+    b = pred.shape[0]
+    valid = (labels != ignore_index) & (labels >= 0) & (labels < num_classes)
+    idx = labels.long().clamp(0, num_classes - 1) * num_classes + pred.long().clamp(0, num_classes - 1)
+    idx = idx + (torch.arange(b, device=pred.device) * num_classes * num_classes).view(b, 1, 1)
+    counts = torch.bincount(idx[valid], minlength=b * num_classes * num_classes)
+    return counts.view(b, num_classes, num_classes)
+
+
+def pixel_accuracy(cm: torch.Tensor) -> torch.Tensor:
+    """Pixel accuracy of ``[..., C, C]`` matrices; NaN where no pixel counts."""
+    cm = cm.double()
+    total = cm.sum((-1, -2))
+    return torch.diagonal(cm, dim1=-2, dim2=-1).sum(-1) / total.where(total > 0, torch.nan)
+
+
+def per_class_iou(cm: torch.Tensor) -> torch.Tensor:
+    """IoU per class ``[..., C]``; NaN for classes with zero union."""
+    cm = cm.double()
+    tp = torch.diagonal(cm, dim1=-2, dim2=-1)
+    union = cm.sum(-1) + cm.sum(-2) - tp
+    return tp / union.where(union > 0, torch.nan)
+
+
+def mean_iou(cm: torch.Tensor) -> torch.Tensor:
+    """mIoU: mean of :func:`per_class_iou` over classes with nonzero union."""
+    return torch.nanmean(per_class_iou(cm), dim=-1)
+
+
+def mean_class_accuracy(cm: torch.Tensor) -> torch.Tensor:
+    """Mean over classes present in the labels of recall diag/rowsum."""
+    cm = cm.double()
+    rows = cm.sum(-1)
+    return torch.nanmean(torch.diagonal(cm, dim1=-2, dim2=-1) / rows.where(rows > 0, torch.nan), dim=-1)
+
+
+@dataclass
+class SegMetrics:
+    """Accumulates one confusion matrix over batches (dataset-level ACC / mIoU)."""
+
+    num_classes: int
+    ignore_index: int = 255
+
+    def __post_init__(self) -> None:
+        self.cm = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
+
+    def update(self, pred: torch.Tensor, labels: torch.Tensor) -> None:
+        self.cm += confusion_matrix(pred, labels, self.num_classes, self.ignore_index).sum(0).cpu()
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "acc": float(pixel_accuracy(self.cm)),
+            "miou": float(mean_iou(self.cm)),
+            "macc": float(mean_class_accuracy(self.cm)),
+        }
