@@ -19,6 +19,7 @@ p* = (1-q)/(2-q) is the confidence at which the Tsallis gradient magnitude p^(1-
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -61,7 +62,7 @@ class Schedule:
             pts = self.points
             if t <= pts[0][0]:
                 return pts[0][1]
-            for (t0, q0), (t1, q1) in zip(pts, pts[1:], strict=False):
+            for (t0, q0), (t1, q1) in itertools.pairwise(pts):
                 if t <= t1:
                     return q0 if t1 == t0 else q0 + (q1 - q0) * (t - t0) / (t1 - t0)
             return pts[-1][1]
@@ -132,7 +133,7 @@ def parse_schedule(text: str | Schedule | float | int) -> Schedule:
         if not pts:
             raise ScheduleError(f"schedule {raw!r}: give at least one point 't:q', e.g. points:0:-2,1:1")
         ts = [t for t, _ in pts]
-        if any(t < 0 or t > 1 for t in ts) or any(b < a for a, b in zip(ts, ts[1:], strict=False)):
+        if any(t < 0 or t > 1 for t in ts) or any(b < a for a, b in itertools.pairwise(ts)):
             raise ScheduleError(f"schedule {raw!r}: point positions t must be ascending within [0, 1]")
         return Schedule("points", (), tuple(pts))
     parts = [p for p in rest.split(":")] if rest else []

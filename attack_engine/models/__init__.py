@@ -1,0 +1,23 @@
+"""Segmentation model adapters (one contract, see :mod:`attack_engine.models.base`) and the registry."""
+
+from attack_engine.models.base import ModelInfo, SegModel, default_palette
+from attack_engine.models.registry import (
+    DEFAULT_MODEL,
+    ModelEntry,
+    ModelUnavailable,
+    get_entry,
+    list_models,
+    load_model,
+)
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelEntry",
+    "ModelInfo",
+    "ModelUnavailable",
+    "SegModel",
+    "default_palette",
+    "get_entry",
+    "list_models",
+    "load_model",
+]

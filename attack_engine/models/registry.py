@@ -1,0 +1,84 @@
+"""Registry of every model the CLI and the app can use, with metadata and whether its weights are here.
+
+Entries are cheap to list (no weights loaded); :func:`load_model` builds the adapter on demand and caches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from attack_engine.models.base import SegModel
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+DEFAULT_MODEL = "mediapipe-selfie"
+
+
+class ModelUnavailable(RuntimeError):
+    """The model's weights are not on this machine (and cannot be downloaded): the message says what to do."""
+
+
+@dataclass
+class ModelEntry:
+    """One model in the registry."""
+
+    id: str
+    title: str
+    family: str  # "bundled", "mmseg", "segformer", "custom"
+    num_classes: int
+    licence: str
+    source: str
+    loader: Callable[..., SegModel] = field(repr=False)
+    weights: Callable[[], list[Path]] = field(repr=False, default=lambda: [])  # files that must exist
+    description: str = ""
+
+    def available(self) -> bool:
+        """True when every weight file is on this machine (no download needed)."""
+        return all(p.exists() for p in self.weights())
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+_CACHE: dict[tuple[str, str], SegModel] = {}
+
+
+def register(entry: ModelEntry) -> ModelEntry:
+    _REGISTRY[entry.id] = entry
+    return entry
+
+
+def list_models() -> list[ModelEntry]:
+    _ensure_builtin()
+    return list(_REGISTRY.values())
+
+
+def get_entry(model_id: str) -> ModelEntry:
+    _ensure_builtin()
+    if model_id not in _REGISTRY:
+        raise KeyError(f"unknown model {model_id!r}; known: {', '.join(_REGISTRY)}")
+    return _REGISTRY[model_id]
+
+
+def load_model(model_id: str = DEFAULT_MODEL, device: str | torch.device = "cpu", **kwargs) -> SegModel:
+    """Build (or reuse) the adapter for ``model_id`` on ``device``; raises :class:`ModelUnavailable` offline."""
+    entry = get_entry(model_id)
+    key = (model_id, str(device))
+    if key not in _CACHE or kwargs:
+        model = entry.loader(device=device, **kwargs).freeze()
+        if kwargs:
+            return model
+        _CACHE[key] = model
+    return _CACHE[key]
+
+
+_BUILTIN_DONE = False
+
+
+def _ensure_builtin() -> None:
+    global _BUILTIN_DONE
+    if _BUILTIN_DONE:
+        return
+    _BUILTIN_DONE = True
+    from attack_engine.models import zoo  # noqa: F401  (registers its entries on import)
