@@ -1,0 +1,241 @@
+"""Command line: ``python -m attack_engine {attack,models,eval}``.
+
+Bad arguments get one clear line on stderr (exit code 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from attack_engine.attack import OPTIMIZERS, AttackConfig, AttackRun, StepRecord
+from attack_engine.losses import ATTACK_TITLES, ATTACKS
+from attack_engine.schedules import ScheduleError, parse_schedule
+
+RUN_FORMAT = "tsallispgd-run/1"
+
+
+class CLIError(Exception):
+    """A user error: printed as one line."""
+
+
+def parse_eps(text: str) -> float:
+    """``8/255`` or ``0.0314`` -> float in [0, 1]."""
+    try:
+        v = float(Fraction(text.strip())) if "/" in text else float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"cannot read {text!r} as a number; write e.g. 8/255 or 0.0314") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is larger than 1 (image units are [0, 1]); did you mean {text}/255?")
+    return v
+
+
+def _schedule_arg(text: str) -> str:
+    try:
+        return parse_schedule(text).text()
+    except ScheduleError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return v
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one clear line, exit 2
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m attack_engine", description="TsallisPGD Explorer attack library: attacks on segmentation models.")
+    sub = p.add_subparsers(dest="command", metavar="{attack,models,eval}", parser_class=_Parser)
+
+    a = sub.add_parser("attack", help="attack one image and write a run file", description=(
+        "Attack one image. Labels are the --mask when given, else the model's clean prediction. "
+        "Prints clean and adversarial pixel accuracy / mIoU and writes a run file that reproduces the run."))
+    a.add_argument("--model", default=None, help="model id from `models` (default: the bundled selfie model)")
+    a.add_argument("--image", help="image path, or an example id from assets/examples (e.g. astronaut)")
+    a.add_argument("--mask", help="ground-truth label PNG (class ids); default: clean prediction")
+    a.add_argument("--attack", choices=ATTACKS, default="tsallis", help="; ".join(f"{k}={v}" for k, v in ATTACK_TITLES.items()))
+    a.add_argument("--schedule", type=_schedule_arg, default=None,
+                   help="Tsallis q-schedule: linear:-2:1 (default), cosine:A:B, const:Q, plinear:P0:P1, pcosine:P0:P1, points:t:q,...")
+    a.add_argument("--eps", type=parse_eps, default=8 / 255, help="L∞ radius, e.g. 8/255 (default) or 0.0314")
+    a.add_argument("--steps", type=_positive_int, default=100, help="iterations (default 100)")
+    a.add_argument("--optimizer", choices=OPTIMIZERS, default="apgd", help="apgd (paper, default) or pgd")
+    a.add_argument("--step-size", type=parse_eps, default=None, help="PGD step, e.g. 2/255 (default eps/4; APGD ignores it)")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--no-random-start", action="store_true", help="start from the clean image")
+    a.add_argument("--single-eps", action="store_true", help="APGD without the 2ε/1.5ε/ε stages")
+    a.add_argument("--target-class", type=int, default=None, help="targeted mode: push every pixel toward this class")
+    a.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
+    a.add_argument("--out", help="write the run file (JSON) here")
+    a.add_argument("--save-adv", help="write the adversarial image (PNG, model resolution) here")
+    a.add_argument("--from-run", help="re-run the configuration stored in a run file (other flags are ignored)")
+    a.add_argument("--no-progress", action="store_true")
+
+    sub.add_parser("models", help="list the models and whether their weights are here")
+    e = sub.add_parser("eval", help="robustness evaluation over a dataset", add_help=False)
+    e.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def _resolve_image(spec: str):
+    from attack_engine.images import load_image
+
+    path = Path(spec)
+    if path.exists():
+        return load_image(path), None, str(path)
+    try:
+        from attack_engine.examples import load_example
+    except ImportError:
+        load_example = None
+    if load_example is not None:
+        try:
+            img, mask = load_example(spec)
+            return img, mask, f"example:{spec}"
+        except KeyError:
+            pass
+    raise CLIError(f"image {spec!r} not found (give a file path or an example id)")
+
+
+def _record_row(rec: StepRecord) -> dict:
+    return {
+        "index": rec.index, "iteration": rec.iteration, "stage": rec.stage, "stage_step": rec.stage_step,
+        "eps": float(rec.eps[0]), "step_size": float(rec.step_size[0]), "param": rec.param,
+        "loss": float(rec.loss[0]), "ce": float(rec.ce[0]), "acc": float(rec.acc[0]), "miou": float(rec.miou[0]),
+        **({"mass": [round(float(v), 6) for v in rec.mass[0]]} if rec.mass is not None else {}),
+    }
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from attack_engine.images import load_mask, model_size, resize_image, resize_labels, to_tensor, to_uint8
+    from attack_engine.models import DEFAULT_MODEL, load_model
+
+    if args.from_run:
+        try:
+            card = json.loads(Path(args.from_run).read_text())
+            cfg = AttackConfig(**card["config"])
+            model_id, image_spec, mask_spec = card["model"], card["image"], card.get("mask")
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise CLIError(f"cannot read run file {args.from_run!r}: {e}") from None
+        if image_spec.startswith("example:"):
+            image_spec = image_spec.split(":", 1)[1]
+    else:
+        if not args.image:
+            raise CLIError("--image is required (a path or an example id)")
+        if args.target_class is not None and args.target_class < 0:
+            raise CLIError("--target-class must be >= 0")
+        cfg = AttackConfig(
+            attack=args.attack, optimizer=args.optimizer, eps=args.eps, steps=args.steps, step_size=args.step_size,
+            schedule=args.schedule, seed=args.seed, random_start=not args.no_random_start,
+            multi_eps=not args.single_eps, targeted=args.target_class is not None,
+        )
+        model_id, image_spec, mask_spec = args.model or DEFAULT_MODEL, args.image, args.mask
+    img, example_mask, image_ref = _resolve_image(image_spec)
+    model = load_model(model_id, device=args.device)
+    info = model.info
+    cfg.ignore_index = info.ignore_index
+    x = to_tensor(img)
+    size = model_size(tuple(x.shape[-2:]), info.input_size, info.size_multiple)
+    x = resize_image(x, size).to(model.device)
+    labels = None
+    mask_ref = None
+    if mask_spec:
+        labels_np = load_mask(mask_spec, info.num_classes, info.ignore_index)
+        mask_ref = mask_spec
+    elif example_mask is not None:
+        labels_np, mask_ref = example_mask, "example"
+    if mask_ref is not None:
+        if labels_np.shape != img.shape[:2]:
+            raise CLIError(f"mask is {labels_np.shape[1]}×{labels_np.shape[0]} but the image is {img.shape[1]}×{img.shape[0]}")
+        labels = resize_labels(torch.from_numpy(labels_np)[None], size).to(model.device)
+    run = AttackRun(model, x, labels, cfg, target=args.target_class if not args.from_run else card.get("target_class"))
+    rows = []
+    t0 = time.perf_counter()
+    it = iter(run)
+    if not args.no_progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, total=run.expected_records(), desc=f"{ATTACK_TITLES[cfg.attack]} ({cfg.optimizer})", unit="it")
+    for rec in it:
+        rows.append(_record_row(rec))
+    res = run.result
+    seconds = time.perf_counter() - t0
+    what = "target-class share" if cfg.targeted else "pixel accuracy"
+    print(f"model {model_id} | image {image_ref} at {size[1]}×{size[0]} | labels: {mask_ref or 'clean prediction'}")
+    print(f"{ATTACK_TITLES[cfg.attack]} {cfg.optimizer.upper()} eps={cfg.eps * 255:.4g}/255 steps={cfg.steps} seed={cfg.seed}"
+          + (f" schedule={cfg.q_schedule.text()}" if cfg.attack == "tsallis" else ""))
+    print(f"clean:       {what} {float(res.clean_acc[0]):.4f}  mIoU {float(res.clean_miou[0]):.4f}")
+    print(f"adversarial: {what} {float(res.acc[0]):.4f}  mIoU {float(res.miou[0]):.4f}  (best record {int(res.best_index[0])}, {seconds:.1f} s)")
+    if args.save_adv:
+        from PIL import Image
+
+        Image.fromarray(to_uint8(res.x_adv)).save(args.save_adv)
+    if args.out:
+        card = {
+            "format": RUN_FORMAT, "model": model_id, "image": image_ref, "mask": mask_spec,
+            "image_sha256": hashlib.sha256(img.tobytes()).hexdigest(), "size": list(size),
+            "target_class": args.target_class if not args.from_run else card.get("target_class"),
+            "config": cfg.to_dict(), "device": str(args.device), "torch": torch.__version__,
+            "clean": {"acc": float(res.clean_acc[0]), "miou": float(res.clean_miou[0])},
+            "adversarial": {"acc": float(res.acc[0]), "miou": float(res.miou[0]), "best_index": int(res.best_index[0])},
+            "seconds": round(seconds, 3), "iterations": rows,
+        }
+        Path(args.out).write_text(json.dumps(card, indent=1))
+        print(f"run file: {args.out}")
+    return 0
+
+
+def cmd_models(_: argparse.Namespace) -> int:
+    from attack_engine.models import list_models
+
+    rows = [(e.id, e.family, str(e.num_classes), "yes" if e.available() else "no", e.licence, e.title) for e in list_models()]
+    head = ("id", "family", "classes", "weights here", "licence", "title")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["eval"]:
+        try:
+            from attack_engine.evaluate import main as eval_main
+        except ImportError as e:
+            print(f"python -m attack_engine eval: not available ({e})", file=sys.stderr)
+            return 2
+        return eval_main(argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from attack_engine.images import ImageError
+    from attack_engine.models import ModelUnavailable
+
+    try:
+        return {"attack": cmd_attack, "models": cmd_models}[args.command](args)
+    except (CLIError, ValueError, ImageError, ModelUnavailable, KeyError, OSError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"{parser.prog} {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
