@@ -1,0 +1,53 @@
+"""Confusion-matrix metrics against a direct computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from attack_engine.metrics import SegMetrics, confusion_matrix, mean_class_accuracy, mean_iou, pixel_accuracy
+
+
+def direct(pred: np.ndarray, lab: np.ndarray, c: int, ii: int):
+    m = lab != ii
+    p, t = pred[m], lab[m]
+    acc = (p == t).mean()
+    ious, accs = [], []
+    for k in range(c):
+        inter = ((p == k) & (t == k)).sum()
+        union = ((p == k) | (t == k)).sum()
+        if union:
+            ious.append(inter / union)
+        if (t == k).sum():
+            accs.append(inter / (t == k).sum())
+    return acc, np.mean(ious), np.mean(accs)
+
+
+def test_metrics_match_direct_computation_and_accumulate():
+    rng = np.random.default_rng(0)
+    c, ii = 5, 255
+    acc_metric = SegMetrics(c, ii)
+    preds, labs = [], []
+    for _ in range(3):
+        pred = rng.integers(0, c, (2, 9, 11))
+        lab = rng.integers(0, c - 1, (2, 9, 11))  # class 4 never in labels
+        lab[:, 0, :] = ii
+        preds.append(pred)
+        labs.append(lab)
+        acc_metric.update(torch.from_numpy(pred), torch.from_numpy(lab))
+    acc, miou, macc = direct(np.concatenate(preds), np.concatenate(labs), c, ii)
+    s = acc_metric.summary()
+    assert np.isclose(s["acc"], acc) and np.isclose(s["miou"], miou) and np.isclose(s["macc"], macc)
+    cm = confusion_matrix(torch.from_numpy(preds[0]), torch.from_numpy(labs[0]), c, ii)
+    for i in range(2):
+        a, m, ma = direct(preds[0][i], labs[0][i], c, ii)
+        assert np.isclose(float(pixel_accuracy(cm[i])), a)
+        assert np.isclose(float(mean_iou(cm[i])), m)
+        assert np.isclose(float(mean_class_accuracy(cm[i])), ma)
+
+
+def test_ignored_and_out_of_range_labels_never_count():
+    pred = torch.zeros(1, 2, 3, dtype=torch.long)
+    lab = torch.tensor([[[0, 255, 7], [0, 0, -1]]])
+    cm = confusion_matrix(pred, lab, 3)
+    assert int(cm.sum()) == 3 and float(pixel_accuracy(cm[0])) == 1.0
