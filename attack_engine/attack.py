@@ -32,6 +32,11 @@ from attack_engine.schedules import parse_schedule
 Model = Callable[[torch.Tensor], torch.Tensor]
 OPTIMIZERS = ("pgd", "apgd")
 CONFIDENT = 0.9  # p_y threshold between "confident-correct" and "uncertain-correct" pixels
+# Per-image gradient scaling: the image objective is multiplied by a detached positive factor so that the
+# largest per-pixel |dL/dz| becomes 2^GRAD_LOG2 before it enters the model's (float32) backward pass. sign(grad)
+# is unchanged; pixels whose gradient would underflow float32 (saturated pixels) keep a nonzero contribution.
+GRAD_LOG2 = {torch.float16: 0.0}
+GRAD_LOG2_DEFAULT = 64.0
 
 
 @dataclass
@@ -105,6 +110,7 @@ class StepRecord:
     p_true: torch.Tensor | None = None  # [B,H,W] softmax probability of the label class
     weight: torch.Tensor | None = None  # [B,H,W] gradient weight relative to CE
     grad_logits: torch.Tensor | None = None  # [B,H,W] |dℓ_i/dz_i|
+    log_grad_logits: torch.Tensor | None = None  # [B,H,W] natural log of |dℓ_i/dz_i|, finite where it underflows
     grad_input: torch.Tensor | None = None  # [B,H,W] sum over channels of |dL/dx|
     mass: torch.Tensor | None = None  # [B,3] gradient-mass share: confident-correct, uncertain-correct, wrong
     x_clean: torch.Tensor | None = field(default=None, repr=False)
@@ -239,10 +245,15 @@ class AttackRun:
             with_grad_norm=cfg.telemetry,
         )
         loss_img = terms.loss.flatten(1).mean(1)
-        (grad,) = torch.autograd.grad((self.sign * loss_img).sum(), x)
-        return grad.detach(), terms, loss_img.detach(), x.detach()
+        with torch.no_grad():  # log of the largest per-pixel |d loss_img / dz|, then the factor that lifts it
+            top = terms.log_grad.flatten(1).amax(1) - math.log(terms.log_grad[0].numel())
+            target = GRAD_LOG2.get(logits.dtype, GRAD_LOG2_DEFAULT) * math.log(2.0)
+            scale = torch.where(torch.isfinite(top), torch.exp((target - top).clamp(-700, 700)), 1.0)
+        (grad,) = torch.autograd.grad((self.sign * scale * loss_img).sum(), x)
+        grad = torch.nan_to_num(grad, nan=0.0)  # guard: an overflow in the model's backward must not poison x
+        return grad.detach(), scale, terms, loss_img.detach(), x.detach()
 
-    def _record(self, x, grad, terms, loss_img, acc, miou, *, index, iteration, stage, stage_step, stage_total,
+    def _record(self, x, grad, scale, terms, loss_img, acc, miou, *, index, iteration, stage, stage_step, stage_total,
                 eps, eta, best_acc, best_index) -> StepRecord:
         ce_img = terms.ce.flatten(1).mean(1)
         rec = StepRecord(
@@ -261,7 +272,8 @@ class AttackRun:
             rec.p_true = terms.p_true.float()
             rec.weight = terms.weight.float()
             rec.grad_logits = gz.float()
-            rec.grad_input = grad.abs().sum(1)
+            rec.log_grad_logits = terms.log_grad.float()
+            rec.grad_input = (grad.abs().sum(1).double() / _per_image(scale)[:, 0]).float()
             rec.mass = (parts / total.where(total > 0, torch.ones_like(total))).float()
         return rec
 
@@ -318,7 +330,7 @@ class AttackRun:
         best_index = torch.full((b,), -1, dtype=torch.long, device=x.device)
         best_x = x.clone()
         for i in range(n + 1):
-            grad, terms, loss_img, x = self._evaluate(x, i, n)
+            grad, scale, terms, loss_img, x = self._evaluate(x, i, n)
             acc, miou = self._metrics(terms.pred)
             s = self._success(acc)
             better = s >= best_s
@@ -326,7 +338,7 @@ class AttackRun:
             best_acc = torch.where(better, acc, best_acc)
             best_index = torch.where(better, torch.full_like(best_index, self.records), best_index)
             best_x = torch.where(_per_image(better), x, best_x)
-            yield self._record(x, grad, terms, loss_img, acc, miou, index=self.records, iteration=i, stage=0, stage_step=i,
+            yield self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=i, stage=0, stage_step=i,
                                stage_total=n, eps=self.eps, eta=eta, best_acc=best_acc, best_index=best_index)
             self.records += 1
             if i < n:
@@ -350,7 +362,7 @@ class AttackRun:
             x = self._project(x, eps)
             eta = 2 * eps
             checkpoints = set(apgd_checkpoints(n))
-            grad, terms, loss_img, x = self._evaluate(x, 0, n)
+            grad, scale, terms, loss_img, x = self._evaluate(x, 0, n)
             obj = self.sign * terms.ce.flatten(1).mean(1)
             best_obj, x_best_obj, g_best = obj.clone(), x.clone(), grad.clone()
             obj_last_check = best_obj.clone()
@@ -361,7 +373,7 @@ class AttackRun:
             if last:
                 best_s, best_acc, best_x = self._success(acc), acc, x.clone()
                 best_index = torch.full_like(best_index, self.records)
-            yield self._record(x, grad, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
+            yield self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
                                stage_step=0, stage_total=n, eps=eps, eta=eta, best_acc=best_acc, best_index=best_index)
             self.records += 1
             x_prev, obj_prev, k_prev = x, obj, 0
@@ -371,7 +383,7 @@ class AttackRun:
                 x1 = self._project(x + _per_image(eta) * grad.sign(), eps)
                 if i > 0:
                     x1 = self._project(x + 0.75 * (x1 - x) + 0.25 * d, eps)
-                grad, terms, loss_img, x = self._evaluate(x1, i + 1, n)
+                grad, scale, terms, loss_img, x = self._evaluate(x1, i + 1, n)
                 iteration += 1
                 obj = self.sign * terms.ce.flatten(1).mean(1)
                 n_incr += (obj > obj_prev).float()
@@ -388,7 +400,7 @@ class AttackRun:
                     best_acc = torch.where(better, acc, best_acc)
                     best_index = torch.where(better, torch.full_like(best_index, self.records), best_index)
                     best_x = torch.where(_per_image(better), x, best_x)
-                rec = self._record(x, grad, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
+                rec = self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
                                    stage_step=i + 1, stage_total=n, eps=eps, eta=eta, best_acc=best_acc,
                                    best_index=best_index)
                 if (i + 1) in checkpoints:

@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from attack_engine.schedules import Schedule, parse_schedule
 
@@ -50,27 +49,25 @@ _Q_ONE_TOL = 1e-6
 
 
 class _StableCE(torch.autograd.Function):
-    """Per-pixel CE ``logsumexp(z) - z_y`` whose gradient keeps every pixel that float64 can represent.
+    """Per-pixel CE ``lse(z) - z_y`` whose gradient keeps every pixel that float64 can represent.
 
     Autograd of ``log_softmax`` forms ``p_y - 1``, which rounds to 0 once ``p_y > 1 - eps``.  Here the
     true-class entry is computed as ``-sum_{j != y} p_j`` instead, which has no cancellation.
+    ``lse`` (the detached logsumexp over classes) is passed in so that it is computed once.
     """
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # z [B,C,H,W], y [B,H,W]
-        lse = torch.logsumexp(z, dim=1)
-        zy = z.gather(1, y.unsqueeze(1)).squeeze(1)
+    def forward(ctx, z: torch.Tensor, y: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:  # z [B,C,H,W]
         ctx.save_for_backward(z, y, lse)
-        return lse - zy
+        return lse - z.gather(1, y.unsqueeze(1)).squeeze(1)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         z, y, lse = ctx.saved_tensors
-        p = torch.exp(z - lse.unsqueeze(1))
-        onehot = F.one_hot(y, z.shape[1]).permute(0, 3, 1, 2).to(torch.bool)
-        p_other = p.masked_fill(onehot, 0.0)
-        grad = p_other - onehot * p_other.sum(1, keepdim=True)
-        return grad * g.unsqueeze(1), None
+        idx = y.unsqueeze(1)
+        grad = torch.exp(z - lse.unsqueeze(1)).scatter_(1, idx, 0.0)
+        grad.scatter_(1, idx, -grad.sum(1, keepdim=True))
+        return grad.mul_(g.unsqueeze(1)), None, None
 
 
 def _objective_dtype(logits: torch.Tensor) -> torch.dtype:
@@ -98,6 +95,8 @@ class PixelTerms:
     param: float | None  # q (tsallis) or λ (segpgd); None otherwise
     pred: torch.Tensor  # argmax class
     ce_grad_norm: torch.Tensor | None  # ||dCE/dz||_2 = ||p - e_y||, exact in float64 (with_grad_norm only)
+    log_grad: torch.Tensor  # log |dℓ/dz|, finite where float64 underflows (-inf: zero weight); exact with
+    # with_grad_norm, else a lower bound within log(sqrt(2) (C-1)) (enough for gradient scaling)
 
 
 def tsallis_of_ce(ce: torch.Tensor, q: float) -> torch.Tensor:
@@ -155,18 +154,34 @@ def pixel_terms(
         z = logits.to(_objective_dtype(logits))
         y, valid = _safe_labels(labels, z.shape[1], ignore_index)
         validf = valid.to(z.dtype)
-        ce = _StableCE.apply(z, y) * validf
         with torch.no_grad():
-            logp = torch.log_softmax(z, 1)
-            p = logp.exp()
-            p_true = p.gather(1, y.unsqueeze(1)).squeeze(1)
-            pred = z.argmax(1)
-            correct = (pred == y) & valid
+            lse = torch.logsumexp(z.detach(), 1)
+        ce = _StableCE.apply(z, y, lse) * validf
+        with torch.no_grad():
+            zd = z.detach()
             cef = ce.detach()
+            p_true = torch.exp(-cef)
+            if z.shape[1] > 1:
+                top = zd.topk(2, dim=1)
+                pred = top.indices[:, 0]
+                # log of the largest p_j over j != y (the label's rivals); log(1 - p_y) lies within log(C-1) above
+                log_rival = torch.where(pred == y, top.values[:, 1], top.values[:, 0]) - lse
+            else:
+                pred = torch.zeros_like(y)
+                log_rival = torch.full_like(lse, -math.inf)
+            correct = (pred == y) & valid
             grad_norm = None
+            if with_grad_norm or name == "cospgd":
+                p = torch.exp(zd - lse.unsqueeze(1))
             if with_grad_norm:
-                others = p.masked_fill(F.one_hot(y, z.shape[1]).permute(0, 3, 1, 2).to(torch.bool), 0.0)
+                idx = y.unsqueeze(1)
+                others = p.scatter(1, idx, 0.0)
                 grad_norm = torch.sqrt(others.square().sum(1) + others.sum(1).square()) * validf
+                # the same norm in log space: 0.5 * log(sum_j p_j^2 + (sum_j p_j)^2), j != y
+                lo = (zd - lse.unsqueeze(1)).scatter_(1, idx, -math.inf)
+                log_ce_grad = 0.5 * torch.logaddexp(torch.logsumexp(2 * lo, 1), 2 * torch.logsumexp(lo, 1))
+            else:  # lower bound within log(sqrt(2) (C-1)) of the exact norm, from [B,H,W] tensors only
+                log_ce_grad = log_rival + 0.5 * math.log(2.0)
         param: float | None = None
         if name == "ce":
             loss, weight = ce, torch.ones_like(cef)
@@ -175,7 +190,7 @@ def pixel_terms(
             weight = torch.where(correct, 1.0 - param, param).to(z.dtype)
             loss = weight * ce
         elif name == "cospgd":
-            weight = p_true / p.norm(dim=1).clamp_min(1e-300)
+            weight = p_true / p.norm(dim=1).clamp_min(1e-300)  # p computed above for cospgd
             loss = weight * ce
         elif name == "masked_ce":
             weight = correct.to(z.dtype)
@@ -195,7 +210,19 @@ def pixel_terms(
                 if a < 0:
                     weight = torch.where(cef > _P_FLOOR_LOG, torch.zeros_like(weight), weight)
         weight = weight.detach() * validf
-    return PixelTerms(loss, cef, p_true, weight, correct, valid, param, pred, grad_norm)
+        log_grad = torch.where(valid, _log_weight(name, weight, cef, param) + log_ce_grad, -math.inf)
+    return PixelTerms(loss, cef, p_true, weight, correct, valid, param, pred, grad_norm, log_grad)
+
+
+def _log_weight(name: str, weight: torch.Tensor, ce: torch.Tensor, param: float | None) -> torch.Tensor:
+    """log of the gradient weight relative to CE, exact where the weight itself underflows."""
+    if name == "tsallis":
+        a = 1.0 - float(param)  # type: ignore[arg-type]
+        lw = -a * (ce.clamp(max=_P_FLOOR_LOG) if a < 0 else ce)
+        return torch.where((ce > _P_FLOOR_LOG) & (a < 0), -math.inf, lw)
+    if name == "js":  # log(p/2 * log(1 + 1/p)) with log p = -ce
+        return math.log(0.5) - ce + torch.log(ce + torch.log1p(torch.exp(-ce)))
+    return torch.log(weight)
 
 
 def pixel_loss(
