@@ -82,3 +82,20 @@ def _ensure_builtin() -> None:
         return
     _BUILTIN_DONE = True
     from attack_engine.models import zoo  # noqa: F401  (registers its entries on import)
+
+
+def describe_models() -> list[dict]:
+    """One row per registered model for the CLI table and the app dropdown (no weights loaded, no heavy imports)."""
+    return [
+        {
+            "id": e.id,
+            "title": e.title,
+            "family": e.family,
+            "classes": e.num_classes,
+            "licence": e.licence,
+            "source": e.source,
+            "available": e.available(),
+            "description": e.description,
+        }
+        for e in list_models()
+    ]

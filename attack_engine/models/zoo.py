@@ -1,4 +1,4 @@
-"""Built-in registry entries: the bundled MediaPipe selfie models (more families register here too)."""
+"""Built-in registry entries: the bundled MediaPipe selfie models, the mmseg presets and Hugging Face SegFormers."""
 
 from __future__ import annotations
 
@@ -26,3 +26,46 @@ register(ModelEntry(
     loader=_selfie("landscape"), weights=lambda: [ASSETS / "models" / "selfie_segmentation_landscape.tflite"],
     description="Person vs background, landscape input; bundled, works offline.",
 ))
+
+
+# -- downloadable zoo (weights on first use into $TSALLIS_CACHE; mmseg / transformers imported only on load) --------
+def _mmseg(preset_id: str):
+    def load(device="cpu", **kw):
+        from attack_engine.models.mmseg import load_preset
+
+        return load_preset(preset_id, device=device, **kw)
+
+    return load
+
+
+def _hf_segformer(preset_id: str):
+    def load(device="cpu", **kw):
+        from attack_engine.models.segformer import load_preset
+
+        return load_preset(preset_id, device=device, **kw)
+
+    return load
+
+
+def _register_zoo() -> None:
+    # Preset tables are plain data: importing these modules does not import mmseg or transformers.
+    from attack_engine.models.datasets import DATASETS
+    from attack_engine.models.mmseg import PRESETS as MMSEG_PRESETS
+    from attack_engine.models.segformer import PRESETS as HF_PRESETS
+
+    for p in MMSEG_PRESETS.values():
+        register(ModelEntry(
+            id=p.id, title=p.title, family="mmseg", num_classes=len(DATASETS[p.dataset][0]), licence=p.licence,
+            source=p.source, loader=_mmseg(p.id), weights=lambda pid=p.id: [MMSEG_PRESETS[pid].weights_path()],
+            description=f"{p.notes} Needs mmsegmentation (requirements-mm.txt); weights {p.filename} "
+                        "downloaded on first use.",
+        ))
+    for p in HF_PRESETS.values():
+        register(ModelEntry(
+            id=p.id, title=p.title, family="segformer", num_classes=len(DATASETS[p.dataset][0]), licence=p.licence,
+            source=p.source, loader=_hf_segformer(p.id), weights=lambda pid=p.id: [HF_PRESETS[pid].weights_path()],
+            description=f"{p.notes} Needs transformers; weights downloaded on first use.",
+        ))
+
+
+_register_zoo()
