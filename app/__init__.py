@@ -1,0 +1,23 @@
+"""TsallisPGD Explorer's Gradio app (layout and wiring only; the maths lives in :mod:`attack_engine`).
+
+Importing this package turns off Gradio analytics and Hugging Face Hub telemetry/downloads *before* Gradio
+is imported, so the app makes no outbound request (set the variables yourself to override).
+"""
+
+import os
+
+for _k, _v in {
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "DO_NOT_TRACK": "1",
+}.items():
+    os.environ.setdefault(_k, _v)
+
+
+def main() -> None:
+    """Start the app on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (default 127.0.0.1:7860)."""
+    from app.ui import main as _main
+
+    _main()

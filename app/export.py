@@ -1,0 +1,240 @@
+"""Exports of a recorded run: run card (JSON, re-runnable), per-record CSV, PNG of the panels, animated GIF,
+and the shareable link's query string."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import datetime as dt
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from app import figures as fg
+from app.trajectory import SCALARS, Trajectory
+from app.view import render_main, render_static
+from attack_engine.losses import ATTACK_TITLES, ATTACKS
+
+CARD_FORMAT = "tsallispgd-explorer/run-card@1"
+QUERY_KEYS = ("example", "model", "attack", "opt", "eps", "steps", "alpha", "seed", "schedule")
+
+
+# -- run card -------------------------------------------------------------------------------------------
+def _png_b64(arr: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PNG", optimize=True)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _from_png_b64(text: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(text))))
+
+
+def _f(v: float) -> float | None:
+    return None if v is None or not math.isfinite(v) else round(float(v), 6)
+
+
+def run_card(traj: Trajectory) -> dict[str, Any]:
+    """Everything needed to re-run and check this run: model, exact input (PNG), config, metrics."""
+    info = traj.info
+    n = len(traj)
+    labels = None
+    if info.has_gt:
+        lab = traj.labels
+        labels = _png_b64(lab.astype(np.uint8) if lab.max(initial=0) < 256 and lab.min(initial=0) >= 0 else lab.astype(np.uint16))
+    bi = traj.best_index()
+    return {
+        "format": CARD_FORMAT,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": info.model_id,
+        "source": {"example": None if info.source == "upload" else info.source, "image_hw": list(traj.image.shape[:2]),
+                   "image_png": _png_b64(traj.image), "labels_png": labels},
+        "config": dict(info.config),
+        "records": n,
+        "expected_records": info.expected_records,
+        "finished": traj.finished,
+        "metrics": {
+            "clean_acc": _f(info.clean_acc), "clean_miou": _f(info.clean_miou),
+            "last_acc": _f(traj.get("acc", n - 1)) if n else None, "last_miou": _f(traj.get("miou", n - 1)) if n else None,
+            "best_index": bi, "best_acc": _f(traj.get("acc", bi)) if bi >= 0 else None,
+            "result_acc": _f(info.extra.get("result_acc", math.nan)),
+            "result_miou": _f(info.extra.get("result_miou", math.nan)),
+        },
+        "per_record": {"acc": [_f(v) for v in traj.scalars("acc")], "miou": [_f(v) for v in traj.scalars("miou")]},
+        "how_to_rerun": "from app.export import rerun_card; rerun_card(json.load(open(PATH)))",
+    }
+
+
+def rerun_card(card: dict | str | Path, records: int | None = None) -> Trajectory:
+    """Run the card's config again on its exact input with its model; returns the new trajectory.
+
+    ``records`` limits the run (default: as many records as the card has).  On the same machine type the
+    per-record accuracies equal the card's.
+    """
+    from app.runner import LiveRun, Prepared
+    from attack_engine import AttackConfig
+    from attack_engine.models import load_model
+
+    if not isinstance(card, dict):
+        card = json.loads(Path(card).read_text())
+    if card.get("format") != CARD_FORMAT:
+        raise ValueError(f"not a run card (format {card.get('format')!r})")
+    model = load_model(card["model"])
+    src = card["source"]
+    image = _from_png_b64(src["image_png"]).astype(np.uint8)
+    labels = None if not src.get("labels_png") else _from_png_b64(src["labels_png"]).astype(np.int64)
+    cfg = AttackConfig(**card["config"])
+    live = LiveRun(model, Prepared(image, labels, src.get("example") or "upload", model.info.id), cfg)
+    limit = records if records is not None else card.get("records") or live.traj.info.expected_records
+    while len(live.traj) < limit and live.step():
+        pass
+    return live.traj
+
+
+# -- tables and pictures --------------------------------------------------------------------------------
+def records_csv(traj: Trajectory) -> str:
+    """One row per record with every scalar (ε and step size also in /255)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    cols = [*SCALARS, "eps_255", "step_size_255"]
+    w.writerow(cols)
+    for k in range(len(traj)):
+        row = [traj.sc[c][k] for c in SCALARS]
+        row += [traj.sc["eps"][k] * 255, traj.sc["step_size"][k] * 255]
+        w.writerow(["" if isinstance(v, float) and not math.isfinite(v) else (round(v, 7) if isinstance(v, float) else v)
+                    for v in row])
+    return buf.getvalue()
+
+
+def _line_chart(series: dict[str, tuple[np.ndarray, tuple[int, int, int]]], n: int, k: int, size=(420, 220),
+                title: str = "") -> Image.Image:
+    """A small PIL line chart (0..1 on y), used when Plotly's PNG export (kaleido) is not installed."""
+    w, h = size
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    left, r, t, b = 36, 8, 22, 22
+    d.rectangle([left, t, w - r, h - b], outline=(180, 180, 180))
+    for y in (0.0, 0.5, 1.0):
+        yy = h - b - y * (h - t - b)
+        d.line([(left, yy), (w - r, yy)], fill=(230, 230, 230))
+        d.text((4, yy - 6), f"{int(y * 100)}%", fill=(90, 90, 90))
+    d.text((left, 4), title, fill=(20, 20, 20))
+    sx = (w - left - r) / max(n - 1, 1)
+    for i, (name, (ys, col)) in enumerate(series.items()):
+        pts = [(left + j * sx, h - b - float(np.clip(v, 0, 1)) * (h - t - b)) for j, v in enumerate(ys) if math.isfinite(v)]
+        if len(pts) > 1:
+            d.line(pts, fill=col, width=2)
+        d.text((left + 8 + i * 110, h - b + 4), name, fill=col)
+    xk = left + k * sx
+    d.line([(xk, t), (xk, h - b)], fill=(120, 120, 120))
+    return img
+
+
+def panels_png(traj: Trajectory, k: int | None = None, probe_yx: tuple[int, int] | None = None) -> bytes:
+    """The image panels at record ``k`` with captions, plus accuracy curves, as one PNG."""
+    k = traj.clamp(k)
+    st, mn = render_static(traj), render_main(traj, k, probe_yx)
+    names = [("clean", "clean image", st), ("adv", "adversarial", mn), ("pert", "perturbation (amplified)", mn),
+             ("clean_seg", "clean segmentation", st), ("seg", "current segmentation", mn), ("gt", "ground truth", st),
+             ("flipped", "flipped pixels", mn), ("firstflip", "first-flip record", mn), ("weight", "weight vs CE", mn),
+             ("grad", "|dL/dz|", mn)]
+    side = max(traj.hw)
+    tiles = []
+    for key, title, src in names:
+        if key in src:
+            im = src[key]
+            if max(im.size) != side:
+                s = side / max(im.size)
+                im = im.resize((round(im.width * s), round(im.height * s)), Image.NEAREST)
+            tiles.append(fg.label_tile(im, title))
+    chart = _line_chart({"pixel acc": (traj.scalars("acc"), (44, 160, 44)), "mIoU": (traj.scalars("miou"), (148, 103, 189))},
+                        max(len(traj), traj.info.expected_records), k, size=(max(side, 300), max(side * 2 // 3, 200)),
+                        title="accuracy over records")
+    tiles.append(fg.label_tile(chart, "metrics"))
+    grid = fg.grid_image(tiles, cols=4)
+    head = Image.new("RGB", (grid.width, 40), "white")
+    d = ImageDraw.Draw(head)
+    cfg = traj.info.config
+    d.text((8, 4), f"TsallisPGD Explorer — {ATTACK_TITLES.get(cfg['attack'], cfg['attack'])} / {cfg['optimizer'].upper()}, "
+                   f"eps {cfg['eps'] * 255:.3g}/255, {cfg['steps']} steps, seed {cfg['seed']}, model {traj.info.model_id}",
+           fill=(0, 0, 0))
+    d.text((8, 20), f"record {k}: pixel acc {100 * traj.get('acc', k):.1f}% (clean {100 * traj.info.clean_acc:.1f}%), "
+                    f"mIoU {100 * traj.get('miou', k):.1f}%", fill=(60, 60, 60))
+    out = Image.new("RGB", (grid.width, grid.height + 40), "white")
+    out.paste(head, (0, 0))
+    out.paste(grid, (0, 40))
+    buf = io.BytesIO()
+    out.save(buf, "PNG", optimize=True)
+    return buf.getvalue()
+
+
+def evolution_gif(traj: Trajectory, max_frames: int = 48, side: int = 192, ms: int = 140) -> bytes:
+    """Animated GIF over records: segmentation, flipped pixels and weight map side by side."""
+    n = len(traj)
+    if n == 0:
+        raise ValueError("nothing recorded yet")
+    ks = sorted(set(np.linspace(0, n - 1, min(n, max_frames)).round().astype(int).tolist()))
+    frames = []
+    for k in ks:
+        mn = render_main(traj, k)
+        tiles = [mn["seg"], mn["flipped"]] + ([mn["weight"]] if "weight" in mn else [])
+        tiles = [t.resize((max(1, round(t.width * side / max(t.size))), max(1, round(t.height * side / max(t.size)))),
+                          Image.NEAREST) for t in tiles]
+        row = fg.grid_image(tiles, cols=len(tiles), pad=3)
+        fr = fg.label_tile(row, f"record {k}/{n - 1}", f"pixel acc {100 * traj.get('acc', k):.1f}%  mIoU "
+                                                      f"{100 * traj.get('miou', k):.1f}%")
+        frames.append(fr.quantize(colors=128, method=Image.Quantize.MEDIANCUT))
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=ms, loop=0, optimize=True)
+    return buf.getvalue()
+
+
+# -- shareable link ---------------------------------------------------------------------------------------
+def config_query(example: str | None, model: str, attack: str, optimizer: str, eps255: float, steps: int,
+                 alpha255: float | None, seed: int, schedule: str | None) -> str:
+    """The query string (without ``?``) that restores these controls."""
+    q: dict[str, Any] = {"model": model, "attack": attack, "opt": optimizer, "eps": f"{float(eps255):g}",
+                         "steps": int(steps), "seed": int(seed)}
+    if example:
+        q = {"example": example, **q}
+    if alpha255:
+        q["alpha"] = f"{float(alpha255):g}"
+    if attack == "tsallis" and schedule:
+        q["schedule"] = schedule
+    return urlencode(q)
+
+
+def parse_query(params: dict[str, str]) -> dict[str, Any]:
+    """Validated control values from URL query parameters; unknown or bad values are dropped."""
+    out: dict[str, Any] = {}
+    p = {k: str(v) for k, v in params.items() if k in QUERY_KEYS}
+    if p.get("attack") in ATTACKS:
+        out["attack"] = p["attack"]
+    if p.get("opt") in ("pgd", "apgd"):
+        out["opt"] = p["opt"]
+    for key, lo, hi, typ in (("eps", 0.0, 64.0, float), ("steps", 1, 500, int), ("alpha", 0.0, 64.0, float),
+                             ("seed", 0, 2**31 - 1, int)):
+        if key in p:
+            try:
+                v = typ(float(p[key]))
+            except ValueError:
+                continue
+            if lo <= v <= hi:
+                out[key] = v
+    for key in ("example", "model", "schedule"):
+        if p.get(key):
+            out[key] = p[key][:200]
+    if "schedule" in out:
+        from attack_engine.schedules import ScheduleError, parse_schedule
+
+        try:
+            out["schedule"] = parse_schedule(out["schedule"]).text()
+        except ScheduleError:
+            del out["schedule"]
+    return out

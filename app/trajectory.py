@@ -1,0 +1,355 @@
+"""Compact CPU record of one attack run: per-record scalars plus small quantised per-pixel maps.
+
+A :class:`Trajectory` is filled from :class:`attack_engine.StepRecord` s while an attack runs (or loaded
+from an ``.npz``) and then answers every question the viewer asks without recomputing anything:
+adversarial image, perturbation, prediction, p_y, gradient weight and ``|∂L/∂z|`` maps, first-flip
+map, confidence histograms and a per-pixel probe over iterations.
+
+Storage per record (maps at "view" resolution, the model resolution capped at :data:`MAP_SIDE`):
+
+* perturbation ``int8`` (δ / δ_max · 127), prediction ``uint8``/``uint16``;
+* p_y ``uint8`` (linear), weight and ``|∂L/∂z|`` ``uint8`` (log10, fixed ranges :data:`W_LOG`, :data:`G_LOG`);
+* top-k class probabilities on a grid of at most :data:`PROBE_SIDE` per side (the pixel probe);
+* histogram counts of p_y (correct / wrong) from the full-precision maps.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MAP_SIDE = 512  # per-pixel maps are stored/shown at most this many pixels per side
+PROBE_SIDE = 64  # top-k class probabilities are kept on a grid of at most this many pixels per side
+TOPK = 3
+HIST_BINS = 40
+W_LOG = (-6.0, 2.0)  # log10 range of the stored gradient weight (relative to CE)
+G_LOG = (-7.0, 1.0)  # log10 range of the stored |dL/dz|
+SCALARS = (
+    "index", "iteration", "stage", "stage_step", "stage_total", "eps", "step_size", "param", "loss", "ce",
+    "acc", "miou", "best_acc", "best_index", "mass_cc", "mass_uc", "mass_wrong", "flipped",
+)
+
+
+def quantise_log(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Positive values -> 1..255 on a log10 scale over [lo, hi]; zero/negative/NaN -> 0."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (np.log10(x) - lo) / (hi - lo)
+    q = np.clip(np.rint(t * 254.0), 0, 254) + 1
+    return np.where(np.isfinite(t) & (x > 0), q, 0).astype(np.uint8)
+
+
+def quantise_log10(logv: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Like :func:`quantise_log` but from log10 values (-inf/NaN -> 0)."""
+    t = (np.asarray(logv, dtype=np.float64) - lo) / (hi - lo)
+    q = np.clip(np.rint(np.nan_to_num(t, nan=0.0, neginf=0.0, posinf=1.0) * 254.0), 0, 254) + 1
+    return np.where(np.isfinite(t), q, 0).astype(np.uint8)
+
+
+def dequantise_log(q: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Inverse of :func:`quantise_log` (0 -> 0)."""
+    q = np.asarray(q)
+    v = np.power(10.0, lo + (q.astype(np.float64) - 1.0) / 254.0 * (hi - lo))
+    return np.where(q == 0, 0.0, v).astype(np.float32)
+
+
+def view_size(hw: tuple[int, int], side: int = MAP_SIDE) -> tuple[int, int]:
+    """(H, W) scaled so the longer side is at most ``side`` (never upscaled)."""
+    h, w = hw
+    s = min(1.0, side / max(h, w))
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def _area(t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """``[B,C,H,W]`` float -> area-averaged ``hw`` (identity when already that size)."""
+    if tuple(t.shape[-2:]) == tuple(hw):
+        return t
+    return F.interpolate(t, size=hw, mode="area")
+
+
+def _nearest(t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """``[H,W]`` any dtype -> nearest-neighbour ``hw`` (pixel centres)."""
+    h, w = t.shape[-2:]
+    if (h, w) == tuple(hw):
+        return t
+    ys = ((torch.arange(hw[0]) + 0.5) * h / hw[0]).long().clamp(max=h - 1)
+    xs = ((torch.arange(hw[1]) + 0.5) * w / hw[1]).long().clamp(max=w - 1)
+    return t[..., ys[:, None], xs[None, :]]
+
+
+def _np(t: torch.Tensor | None) -> np.ndarray | None:
+    return None if t is None else t.detach().float().cpu().numpy()
+
+
+@dataclass
+class RunInfo:
+    """What a run was: model, classes, config and where the image came from."""
+
+    model_id: str
+    class_names: list[str]
+    palette: list[list[int]]
+    config: dict
+    ignore_index: int = 255
+    source: str = "upload"  # example id or "upload"
+    has_gt: bool = False
+    model_hw: tuple[int, int] = (0, 0)
+    expected_records: int = 0
+    clean_acc: float = math.nan
+    clean_miou: float = math.nan
+    dmax: float = 0.0  # largest stage radius (perturbation quantisation scale)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["model_hw"] = list(self.model_hw)
+        return json.dumps(d)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunInfo:
+        d = json.loads(text)
+        d["model_hw"] = tuple(d["model_hw"])
+        return cls(**d)
+
+
+class Trajectory:
+    """The recorded run; append :class:`~attack_engine.StepRecord` s, then read any record instantly.
+
+    Args:
+        info: :class:`RunInfo`.
+        image: clean image at model resolution ``H×W×3`` uint8 (what the attack ran on).
+        labels: the attack's labels at model resolution (ground truth or the clean prediction), int.
+        clean_pred: the model's clean prediction at model resolution.
+        light: keep only predictions and scalars (for compare runs).
+    """
+
+    def __init__(self, info: RunInfo, image: np.ndarray, labels: np.ndarray, clean_pred: np.ndarray,
+                 light: bool = False) -> None:
+        self.info = info
+        self.light = light
+        self.image = np.ascontiguousarray(image, dtype=np.uint8)
+        self.labels = np.asarray(labels).astype(np.int64)
+        self.clean_pred = np.asarray(clean_pred).astype(np.int64)
+        self.hw = view_size(self.image.shape[:2])
+        vh, vw = self.hw
+        self.probe_hw = view_size(self.hw, PROBE_SIDE)
+        img_t = torch.from_numpy(self.image).permute(2, 0, 1)[None].float() / 255.0
+        self.image_v = (_area(img_t, self.hw)[0].permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+        self.labels_v = _nearest(torch.from_numpy(self.labels), self.hw).numpy()
+        self.clean_pred_v = _nearest(torch.from_numpy(self.clean_pred), self.hw).numpy()
+        valid = (self.labels_v != info.ignore_index) & (self.labels_v >= 0) & (self.labels_v < info.num_classes)
+        self.valid_v = valid
+        self.pred_dtype = np.uint8 if info.num_classes <= 255 else np.uint16
+        self.sc: dict[str, list[float]] = {k: [] for k in SCALARS}
+        self.delta: list[np.ndarray] = []
+        self.pred: list[np.ndarray] = []
+        self.p_true: list[np.ndarray] = []
+        self.weight: list[np.ndarray] = []
+        self.grad: list[np.ndarray] = []
+        self.topk_cls: list[np.ndarray] = []
+        self.topk_p: list[np.ndarray] = []
+        self.hist: list[np.ndarray] = []
+        self.first_flip = np.full((vh, vw), -1, dtype=np.int32)
+        self.finished = False
+        self._background = None  # PIL image, built on first use
+
+    # -- filling ----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.sc["index"])
+
+    def append(self, rec: Any, logits: torch.Tensor | None = None) -> None:
+        """Add one record (batch item 0); ``logits`` ``[1,C,H,W]`` of that evaluation feed the probe."""
+        info = self.info
+        k = len(self)
+        pred_v = _nearest(rec.pred[0].detach().cpu(), self.hw).numpy().astype(self.pred_dtype)
+        flipped = (pred_v != self.clean_pred_v) & self.valid_v
+        self.first_flip[flipped & (self.first_flip < 0)] = k
+        mass = _np(rec.mass)[0] if rec.mass is not None else np.full(3, np.nan)
+        vals = {
+            "index": rec.index, "iteration": rec.iteration, "stage": rec.stage, "stage_step": rec.stage_step,
+            "stage_total": rec.stage_total, "eps": float(rec.eps[0]), "step_size": float(rec.step_size[0]),
+            "param": math.nan if rec.param is None else float(rec.param), "loss": float(rec.loss[0]),
+            "ce": float(rec.ce[0]), "acc": float(rec.acc[0]), "miou": float(rec.miou[0]),
+            "best_acc": float(rec.best_acc[0]), "best_index": int(rec.best_index[0]),
+            "mass_cc": float(mass[0]), "mass_uc": float(mass[1]), "mass_wrong": float(mass[2]),
+            "flipped": float(flipped.sum() / max(1, self.valid_v.sum())),
+        }
+        for key, v in vals.items():
+            self.sc[key].append(v)
+        self.pred.append(pred_v)
+        if self.light:
+            return
+        d = (rec.x_adv[0] - rec.x_clean[0]).detach().float().cpu()[None]
+        d = _area(d, self.hw)[0].permute(1, 2, 0).numpy()
+        dmax = info.dmax or 1.0
+        self.delta.append(np.clip(np.rint(d / dmax * 127.0), -127, 127).astype(np.int8))
+        if rec.p_true is not None:
+            pt_full = rec.p_true[0].detach().float().cpu()
+            self._hist_append(pt_full.numpy(), rec.pred[0].detach().cpu().numpy())
+            log_g = getattr(rec, "log_grad_logits", None)  # natural log of |dL/dz|, finite where it underflows
+            g = (log_g[0].detach().double().cpu() / math.log(10.0) if log_g is not None
+                 else torch.log10(rec.grad_logits[0].detach().double().cpu()))
+            maps = torch.stack([pt_full.double(), rec.weight[0].detach().double().cpu(), g])
+            maps = _area(maps[None], self.hw)[0].numpy()
+            self.p_true.append(np.clip(np.rint(maps[0] * 255.0), 0, 255).astype(np.uint8))
+            self.weight.append(quantise_log(maps[1], *W_LOG))
+            self.grad.append(quantise_log10(maps[2], *G_LOG))
+        if logits is not None and info.num_classes > 2:
+            p = torch.softmax(logits[0].detach().float().cpu(), 0)
+            p = _nearest(p, self.probe_hw)
+            kk = min(TOPK, p.shape[0])
+            top = p.topk(kk, dim=0)
+            self.topk_cls.append(top.indices.numpy().astype(np.uint16))
+            self.topk_p.append(np.clip(np.rint(top.values.numpy() * 255.0), 0, 255).astype(np.uint8))
+
+    def _hist_append(self, p_true: np.ndarray, pred: np.ndarray) -> None:
+        valid = (self.labels != self.info.ignore_index) & (self.labels >= 0) & (self.labels < self.info.num_classes)
+        correct = (pred == self.labels) & valid
+        wrong = valid & ~correct
+        edges = np.linspace(0.0, 1.0, HIST_BINS + 1)
+        hc, _ = np.histogram(p_true[correct], bins=edges)
+        hw_, _ = np.histogram(p_true[wrong], bins=edges)
+        self.hist.append(np.stack([hc, hw_]).astype(np.int32))
+
+    # -- reading ----------------------------------------------------------------------------------
+    @property
+    def display_hw(self) -> tuple[int, int]:
+        """Panel size: the original image's aspect ratio, no smaller than the view maps in either direction."""
+        src = self.info.extra.get("source_hw")
+        hv, wv = self.hw
+        if not src:
+            return self.hw
+        ho, wo = src
+        s = max(hv / ho, wv / wo)
+        return max(1, round(ho * s)), max(1, round(wo * s))
+
+    def background(self):
+        """Dimmed grey copy of the clean view image (cached; background of the flip panels)."""
+        if self._background is None:
+            from app.figures import dimmed
+
+            self._background = dimmed(self.image_v)
+        return self._background
+
+    @property
+    def has_telemetry(self) -> bool:
+        return bool(self.p_true)
+
+    def clamp(self, k: int | float | None) -> int:
+        """A valid record index (the last one for ``None``)."""
+        n = len(self)
+        if n == 0:
+            return 0
+        return n - 1 if k is None else int(min(max(int(k), 0), n - 1))
+
+    def scalars(self, name: str) -> np.ndarray:
+        return np.asarray(self.sc[name], dtype=np.float64)
+
+    def get(self, name: str, k: int) -> float:
+        return float(self.sc[name][k])
+
+    def delta_at(self, k: int) -> np.ndarray:
+        """Perturbation ``H×W×3`` float32 in image units at the view resolution."""
+        return self.delta[k].astype(np.float32) * (self.info.dmax / 127.0)
+
+    def x_adv_at(self, k: int) -> np.ndarray:
+        """Adversarial image ``H×W×3`` uint8 at the view resolution."""
+        x = self.image_v.astype(np.float32) + self.delta_at(k) * 255.0
+        return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+    def p_true_at(self, k: int) -> np.ndarray:
+        return self.p_true[k].astype(np.float32) / 255.0
+
+    def weight_at(self, k: int) -> np.ndarray:
+        return dequantise_log(self.weight[k], *W_LOG)
+
+    def grad_at(self, k: int) -> np.ndarray:
+        return dequantise_log(self.grad[k], *G_LOG)
+
+    def first_flip_at(self, k: int) -> np.ndarray:
+        """Record index of each pixel's first flip (vs the clean prediction) up to ``k``; -1 = not yet."""
+        return np.where((self.first_flip >= 0) & (self.first_flip <= k), self.first_flip, -1)
+
+    def best_index(self) -> int:
+        """Record index of the best iterate so far (-1 if none yet)."""
+        return int(self.sc["best_index"][-1]) if len(self) else -1
+
+    def probe(self, y: int, x: int) -> dict[str, Any]:
+        """Everything stored about view pixel (y, x) over all records (class probabilities, weight, grad)."""
+        n = len(self)
+        out: dict[str, Any] = {
+            "y": y, "x": x, "label": int(self.labels_v[y, x]), "clean": int(self.clean_pred_v[y, x]),
+            "pred": np.array([int(p[y, x]) for p in self.pred]), "first_flip": int(self.first_flip[y, x]),
+        }
+        if self.p_true:
+            out["p_true"] = np.array([p[y, x] for p in self.p_true], dtype=np.float32) / 255.0
+            out["weight"] = dequantise_log(np.array([w[y, x] for w in self.weight]), *W_LOG)
+            out["grad"] = dequantise_log(np.array([g[y, x] for g in self.grad]), *G_LOG)
+        probs: dict[int, np.ndarray] = {}
+        c = self.info.num_classes
+        lab = out["label"]
+        if c == 2 and "p_true" in out and 0 <= lab < 2:
+            probs = {lab: out["p_true"], 1 - lab: 1.0 - out["p_true"]}
+        elif self.topk_cls:
+            py = min(int(y * self.probe_hw[0] / self.hw[0]), self.probe_hw[0] - 1)
+            px = min(int(x * self.probe_hw[1] / self.hw[1]), self.probe_hw[1] - 1)
+            for i in range(len(self.topk_cls)):
+                for cls, pv in zip(self.topk_cls[i][:, py, px], self.topk_p[i][:, py, px], strict=True):
+                    probs.setdefault(int(cls), np.full(n, np.nan, dtype=np.float32))[i] = pv / 255.0
+        out["probs"] = probs
+        return out
+
+    # -- persistence ------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write a compressed ``.npz`` (perturbations delta-coded between records, so replays stay small)."""
+        arrs: dict[str, np.ndarray] = {
+            "info": np.frombuffer(self.info.to_json().encode(), dtype=np.uint8),
+            "image": self.image, "labels": self.labels.astype(np.int32), "clean_pred": self.clean_pred.astype(np.int32),
+            "first_flip": self.first_flip, "finished": np.array(self.finished),
+            "light": np.array(self.light),
+        }
+        for k in SCALARS:
+            arrs["sc_" + k] = self.scalars(k)
+        if self.pred:
+            arrs["pred"] = np.stack(self.pred)
+        if self.delta:
+            dl = np.stack(self.delta).astype(np.int16)
+            arrs["delta_diff"] = np.concatenate([dl[:1], np.diff(dl, axis=0)]).astype(np.int16)
+        for name in ("p_true", "weight", "grad", "topk_cls", "topk_p", "hist"):
+            lst = getattr(self, name)
+            if lst:
+                arrs[name] = np.stack(lst)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrs)
+        Path(path).write_bytes(buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Trajectory:
+        z = np.load(path, allow_pickle=False)
+        info = RunInfo.from_json(bytes(z["info"]).decode())
+        t = cls(info, z["image"], z["labels"], z["clean_pred"], light=bool(z["light"]))
+        for k in SCALARS:
+            vals = z["sc_" + k].tolist()
+            t.sc[k] = [int(v) for v in vals] if k in ("index", "iteration", "stage", "stage_step", "stage_total",
+                                                      "best_index") else vals
+        if "pred" in z:
+            t.pred = list(z["pred"])
+        if "delta_diff" in z:
+            t.delta = list(np.cumsum(z["delta_diff"].astype(np.int16), axis=0).astype(np.int8))
+        for name in ("p_true", "weight", "grad", "topk_cls", "topk_p", "hist"):
+            if name in z:
+                setattr(t, name, list(z[name]))
+        t.first_flip = z["first_flip"].astype(np.int32)
+        t.finished = bool(z["finished"])
+        return t

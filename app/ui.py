@@ -1,0 +1,703 @@
+"""The Gradio app: layout and wiring.  All computing happens in :mod:`attack_engine`; all drawing in
+:mod:`app.figures` / :mod:`app.view`; this module only connects them to components and per-session state.
+
+Public API endpoints (``gradio_client``): ``/run`` (streams every record), ``/step``, ``/pause``, ``/stop``,
+``/reset``, ``/scrub``, ``/probe``, ``/load_example``, ``/compare``, ``/compare_scrub``, ``/export``,
+``/preview``.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+from app import figures as fg
+from app.export import config_query, evolution_gif, panels_png, parse_query, records_csv, run_card
+from app.runner import MAX_STEPS, InputError, LiveRun, make_config, prepare
+from app.sources import PRECOMPUTED_DIR, ExampleItem, bundled_examples, load_precomputed
+from app.trajectory import Trajectory
+from app.view import (
+    LEADERBOARD_HEADERS,
+    MAIN_PANELS,
+    STATIC_PANELS,
+    compare_tiles,
+    leaderboard_rows,
+    panel_to_view,
+    render_main,
+    render_static,
+)
+from attack_engine.losses import ATTACK_TITLES, ATTACKS
+from attack_engine.models import DEFAULT_MODEL, ModelUnavailable, list_models, load_model
+from attack_engine.schedules import PRESETS, ScheduleError, parse_schedule
+
+STATE_TTL_S = 2 * 3600
+ATTACK_CONCURRENCY = int(os.environ.get("TSALLIS_ATTACK_CONCURRENCY", "1"))
+DEFAULT_STEPS = 40
+PLAY_INTERVAL_S = 0.35
+CUSTOM = "your own (edit the text)"
+CONST_PRESET = "constant q (slider)"
+
+EXPLAIN = {
+    "clean": "The input the model sees (resized to the model's input size).",
+    "adv": "Clean image + perturbation δ at this record: it should look unchanged.",
+    "pert": "δ amplified to full contrast: grey = 0, saturated colours = ±ε in a channel.",
+    "clean_seg": "The model's prediction on the clean image.",
+    "seg": "The prediction on the adversarial image at this record (click a pixel to probe it).",
+    "gt": "Ground-truth labels, when the example or your upload has them.",
+    "flipped": "Changed vs the clean prediction: red = became wrong, blue = became right, yellow = wrong→other wrong.",
+    "firstflip": "When each pixel first flipped: dark purple = early, yellow = late; grey = not (yet).",
+    "weight": "Per-pixel gradient weight relative to CE (log colours: dark = ~0, yellow = ≥100). For TsallisPGD w = p_y^(1−q).",
+    "grad": "|∂L/∂z| per pixel, the gradient each pixel's logits receive (log colours).",
+    "hist": "**The core picture.** Bars: pixels by their true-class confidence p_y (green = still correct, red = "
+            "already wrong). Blue line: the weight the attack gives a pixel at that confidence (right axis); dotted: "
+            "the resulting gradient size. A low q puts the weight on confident pixels; q → 1 is plain CE.",
+    "curves": "Pixel accuracy, mIoU, loss, q (or λ) and step size over records; ★ = best iterate (lowest accuracy).",
+    "mass": "Share of the total gradient that goes to confident-correct, uncertain-correct and already-wrong pixels.",
+    "probe": "Click any pixel in an image panel: its class probabilities, weight and gradient over all records.",
+}
+
+CSS = """
+.explain {font-size: 0.82em !important; color: var(--body-text-color-subdued); line-height: 1.25; margin-top: -4px}
+.explain p {margin: 0 !important}
+#status {min-height: 3.2em}
+.panel img {image-rendering: pixelated}
+.smooth img {image-rendering: auto}
+footer {display: none !important}
+"""
+
+
+# -- per-session state ---------------------------------------------------------------------------------
+class Session:
+    """Everything one browser session holds: the recorded run, the live generator, the view position."""
+
+    def __init__(self) -> None:
+        self.traj: Trajectory | None = None
+        self.live: LiveRun | None = None
+        self.key: str | None = None
+        self.view = 0
+        self.follow = True
+        self.probe: tuple[int, int] | None = None  # (y, x) in view-map pixels
+        self.pause = False
+        self.playing = False
+        self.compare: dict[str, Trajectory] = {}
+        self.lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict) -> "Session":
+        return Session()
+
+
+def _sess(s: Any) -> Session:
+    return s if isinstance(s, Session) else Session()
+
+
+# -- helpers --------------------------------------------------------------------------------------------
+def model_choices() -> list[tuple[str, str]]:
+    out = []
+    for e in list_models():
+        mark = "✓ bundled" if e.family == "bundled" else ("✓ downloaded" if e.available() else "not downloaded")
+        out.append((f"{e.title} · {e.num_classes} classes · {mark}", e.id))
+    return out
+
+
+def _schedule_preset_for(text: str | None) -> str:
+    for name, t in PRESETS.items():
+        if text and parse_schedule(t).text() == parse_schedule(text).text():
+            return name
+    if text and text.startswith("const:"):
+        return CONST_PRESET
+    return CUSTOM
+
+
+class App:
+    """Builds the Blocks; ``model_id``/``examples`` can be injected (tests use a stand-in model)."""
+
+    def __init__(self, model_id: str | None = None, examples: list[ExampleItem] | None = None,
+                 precomputed_dir: Path = PRECOMPUTED_DIR) -> None:
+        self.model_id = model_id or DEFAULT_MODEL
+        self.examples = bundled_examples() if examples is None else examples
+        self.ex_by_id = {e.id: e for e in self.examples}
+        self.precomputed_dir = precomputed_dir
+        self.export_dir = Path(tempfile.mkdtemp(prefix="tsallis_export_"))
+
+    # -- inputs -> a started run ------------------------------------------------------------------------
+    def _source(self, image, mask, ex_id: str | None, num_classes: int) -> tuple[Any, Any, str]:
+        if ex_id and ex_id in self.ex_by_id:
+            ex = self.ex_by_id[ex_id]
+            m = mask if mask else ex.mask_for(num_classes)
+            return str(ex.image), (str(m) if m else None), ex_id
+        if image is None:
+            raise InputError("pick an example or upload an image first")
+        return image, mask, "upload"
+
+    def _key(self, image, mask, ex_id, model_id, cfg) -> str:
+        h = hashlib.sha1()
+        if ex_id:
+            h.update(f"ex:{ex_id}".encode())
+        elif isinstance(image, np.ndarray):
+            h.update(image.tobytes())
+        else:
+            h.update(str(image).encode())
+        h.update(str(mask).encode())
+        h.update(model_id.encode())
+        h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+        return h.hexdigest()
+
+    def _start(self, sess: Session, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched,
+               light: bool = False) -> tuple[LiveRun, bool]:
+        """Continue the session's live run when its inputs are unchanged, else start a new one."""
+        try:
+            cfg = make_config(attack, opt, eps, steps, alpha, seed, sched)
+            model = load_model(model_id)
+        except (InputError, ScheduleError) as e:
+            raise gr.Error(str(e)) from None
+        except (ModelUnavailable, KeyError) as e:
+            raise gr.Error(f"model {model_id!r} is not available here: {e}") from None
+        key = self._key(image, mask, ex_id, model_id, cfg)
+        if not light and sess.live is not None and sess.key == key and not sess.live.done:
+            return sess.live, False
+        try:
+            img, m, src = self._source(image, mask, ex_id, model.info.num_classes)
+            prep = prepare(img, m, model, src)
+            live = LiveRun(model, prep, cfg, light=light)
+        except InputError as e:
+            raise gr.Error(str(e)) from None
+        if not light:
+            sess.live, sess.key, sess.traj = live, key, live.traj
+            sess.view, sess.follow = 0, True
+            if sess.probe is not None and (sess.probe[0] >= live.traj.hw[0] or sess.probe[1] >= live.traj.hw[1]):
+                sess.probe = None
+        return live, True
+
+    # -- rendering to output lists ----------------------------------------------------------------------
+    def _main_values(self, sess: Session, live: bool = False, note: str = "", panels: bool = True) -> list:
+        t = sess.traj
+        if t is None or len(t) == 0:
+            return [note or "No run yet: pick an example or upload an image, then press **Run** or **Step**."] + \
+                   [gr.skip()] * (len(MAIN_PANELS) - 1) + [gr.skip()]
+        k = t.clamp(sess.view)
+        sess.view = k
+        slider = gr.Slider(minimum=0, maximum=max(len(t) - 1, 1), value=k, step=1,
+                           label=f"Record (0 … {len(t) - 1}; drag to scrub, no recomputation)")
+        if not panels:
+            return [render_main(t, k, None, live, note)["status"]] + [gr.skip()] * (len(MAIN_PANELS) - 1) + [slider]
+        out = render_main(t, k, sess.probe, live, note)
+        vals = [out.get(name, None) for name in MAIN_PANELS]
+        if sess.probe is None:
+            i, j = MAIN_PANELS.index("probe_plot"), MAIN_PANELS.index("probe_md")
+            vals[i] = None
+            vals[j] = EXPLAIN["probe"]
+        return [*vals, slider]
+
+    def _static_values(self, sess: Session) -> list:
+        if sess.traj is None:
+            return [None, None, None, ""]
+        st = render_static(sess.traj)
+        return [st[name] for name in STATIC_PANELS]
+
+    # -- event handlers -----------------------------------------------------------------------------------
+    def run(self, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, state):
+        """Stream every record of the attack (resumes a paused run with the same inputs)."""
+        sess = _sess(state)
+        live, new = self._start(sess, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched)
+        sess.pause = False
+        static = self._static_values(sess) if new else [gr.skip()] * len(STATIC_PANELS)
+        if len(live.traj) == 0:
+            with sess.lock:
+                live.step()
+        sess.view = len(live.traj) - 1 if sess.follow else sess.view
+        yield [sess, *static, *self._main_values(sess, live=not live.done)]
+        while not sess.pause and sess.live is live:
+            with sess.lock:
+                ok = live.step()
+            if not ok:
+                break
+            if sess.follow:
+                sess.view = len(live.traj) - 1
+            yield [sess] + [gr.skip()] * len(STATIC_PANELS) + self._main_values(sess, live=not live.done,
+                                                                                 panels=sess.follow)
+        note = "" if live.done else "Paused: **Run** or **Step** continues this run."
+        if sess.follow:
+            sess.view = len(live.traj) - 1
+        yield [sess] + [gr.skip()] * len(STATIC_PANELS) + self._main_values(sess, note=note)
+
+    def step(self, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, state):
+        """Compute exactly one more record (starting a run if needed)."""
+        sess = _sess(state)
+        live, new = self._start(sess, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched)
+        sess.pause = True
+        with sess.lock:
+            live.step()
+        sess.view, sess.follow = len(live.traj) - 1, True
+        static = self._static_values(sess) if new else [gr.skip()] * len(STATIC_PANELS)
+        note = "Finished." if live.done else "Stepped one record: **Step** again or **Run** to continue."
+        return [sess, *static, *self._main_values(sess, note=note)]
+
+    def pause(self, state):
+        sess = _sess(state)
+        sess.pause = True
+        sess.playing = False
+        return [sess, *self._main_values(sess, note="Paused: **Run** or **Step** continues this run.")]
+
+    def stop(self, state):
+        sess = _sess(state)
+        sess.pause = True
+        sess.playing = False
+        sess.live = None
+        sess.key = None
+        return [sess, *self._main_values(sess, note="Stopped: the recorded run stays for scrubbing; **Run** starts anew.")]
+
+    def reset(self, state):
+        sess = _sess(state)
+        sess.pause = True
+        fresh = Session()
+        return [fresh, None, None, None, "", "Reset. Pick an example or upload an image, then press **Run**.",
+                *[None] * (len(MAIN_PANELS) - 2), EXPLAIN["probe"],
+                gr.Slider(minimum=0, maximum=1, value=0, step=1, label="Record")]
+
+    def scrub(self, k, state):
+        """Show record ``k`` of the recorded run (no recomputation)."""
+        sess = _sess(state)
+        if sess.traj is not None and len(sess.traj):
+            sess.view = sess.traj.clamp(k)
+            sess.follow = sess.view >= len(sess.traj) - 1
+        return [sess, *self._main_values(sess)]
+
+    def goto_best(self, state):
+        sess = _sess(state)
+        if sess.traj is not None and sess.traj.best_index() >= 0:
+            sess.view, sess.follow = sess.traj.best_index(), False
+        return [sess, *self._main_values(sess)]
+
+    def probe(self, x, y, state):
+        """Probe view pixel (x, y): class probabilities, weight and gradient over all records."""
+        sess = _sess(state)
+        if sess.traj is not None and len(sess.traj):
+            hv, wv = sess.traj.hw
+            sess.probe = (min(max(int(y), 0), hv - 1), min(max(int(x), 0), wv - 1))
+        return [sess, *self._main_values(sess)]
+
+    def make_select(self, panel: str) -> Callable:
+        def on_select(state, evt: gr.SelectData):
+            sess = _sess(state)
+            if sess.traj is None or not len(sess.traj) or evt.index is None:
+                return [sess, *self._main_values(sess)]
+            y, x = panel_to_view(sess.traj, panel, (float(evt.index[0]), float(evt.index[1])))
+            return self.probe(x, y, sess)
+
+        return on_select
+
+    def play(self, state):
+        sess = _sess(state)
+        if sess.traj is None or len(sess.traj) < 2:
+            return [sess, gr.Timer(active=False), gr.Button(value="▶ Play")]
+        sess.playing = not sess.playing
+        if sess.playing and sess.view >= len(sess.traj) - 1:
+            sess.view = 0
+        sess.follow = False
+        return [sess, gr.Timer(active=sess.playing), gr.Button(value="⏸ Pause replay" if sess.playing else "▶ Play")]
+
+    def tick(self, state):
+        sess = _sess(state)
+        t = sess.traj
+        if not sess.playing or t is None or not len(t):
+            return [sess, gr.Timer(active=False), gr.Button(value="▶ Play"), *[gr.skip()] * (len(MAIN_PANELS) + 1)]
+        sess.view = min(sess.view + 1, len(t) - 1)
+        done = sess.view >= len(t) - 1
+        if done:
+            sess.playing = False
+        return [sess, gr.Timer(active=not done), gr.Button(value="▶ Play" if done else "⏸ Pause replay"),
+                *self._main_values(sess)]
+
+    def load_example(self, ex_id, model_id, state):
+        """Select an example; shows its precomputed run instantly when one ships for this model."""
+        sess = _sess(state)
+        ex = self.ex_by_id.get(ex_id)
+        if ex is None:
+            raise gr.Error(f"unknown example {ex_id!r}")
+        traj = load_precomputed(ex.id, model_id, self.precomputed_dir)
+        ctl = [gr.skip()] * 6
+        if traj is not None:
+            sess.traj, sess.live, sess.key = traj, None, None
+            sess.view, sess.follow, sess.probe, sess.playing = 0, False, None, False
+            c = traj.info.config
+            ctl = [c["attack"], c["optimizer"], round(c["eps"] * 255, 3), c["steps"],
+                   round((c["step_size"] or 0) * 255, 3), c["seed"]]
+            sched = c.get("schedule") or "linear:-2:1"
+            note = ("Precomputed run loaded: press **▶ Play** or drag the slider. **Run** recomputes it live "
+                    "(or with your settings).")
+            main = self._main_values(sess, note=note)
+            static = self._static_values(sess)
+        else:
+            sched = gr.skip()
+            sess.traj, sess.live, sess.key, sess.probe = None, None, None, None
+            main = self._main_values(sess, note=f"Example **{ex.title}** selected: press **Run** or **Step**.")
+            static = [str(ex.image), None, None, ""]
+        return [sess, ex.id, str(ex.image), *ctl, sched, *static, *main]
+
+    def load_linked_example(self, ex_id, model_id, state):
+        """After a shared link set ``ex_id``: load that example (no-op otherwise)."""
+        if not ex_id or ex_id not in self.ex_by_id:
+            return [gr.skip()] * (3 + 7 + len(STATIC_PANELS) + len(MAIN_PANELS) + 1)
+        return self.load_example(ex_id, model_id, state)
+
+    def compare(self, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed, sched, state):
+        """Run several attacks on the same input, seed and ε; stream progress and a leaderboard."""
+        sess = _sess(state)
+        attacks = [a for a in (attacks or []) if a in ATTACKS]
+        if not attacks:
+            raise gr.Error("tick at least one attack to compare")
+        sess.compare = {}
+        sess.pause = False
+        for a in attacks:
+            live, _ = self._start(sess, image, mask, ex_id, model_id, a, opt, eps, steps, alpha, seed, sched, light=True)
+            name = ATTACK_TITLES[a]
+            sess.compare[name] = live.traj
+            while not sess.pause and live.step():
+                n = len(live.traj)
+                if n % 4 == 0:
+                    yield [sess, f"Running **{name}**: record {n}/{live.traj.info.expected_records}", gr.skip(),
+                           gr.skip(), gr.skip(), gr.skip()]
+            yield [sess, *self._compare_values(sess, None, f"**{name}** done.")]
+            if sess.pause:
+                break
+        yield [sess, *self._compare_values(sess, None, "Comparison finished: drag the shared slider.")]
+
+    def _compare_values(self, sess: Session, k: int | None, note: str = "") -> list:
+        if not sess.compare:
+            return ["No comparison yet.", gr.skip(), None, None, None]
+        n = max(len(t) for t in sess.compare.values())
+        k = n - 1 if k is None else int(min(max(int(k), 0), n - 1))
+        series = {name: t.scalars("acc") for name, t in sess.compare.items()}
+        rows = leaderboard_rows(sess.compare)
+        df = pd.DataFrame(rows, columns=LEADERBOARD_HEADERS)
+        return [note or f"Record {k}", gr.Slider(minimum=0, maximum=max(n - 1, 1), value=k, step=1),
+                compare_tiles(sess.compare, k), fg.compare_curves_figure(series, k), df]
+
+    def compare_scrub(self, k, state):
+        sess = _sess(state)
+        return [sess, *self._compare_values(sess, k, f"Record {int(k)} (each run clamped to its length)")]
+
+    def export(self, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, state, request: gr.Request):
+        """Run card JSON, per-record CSV, panels PNG, evolution GIF and the shareable link."""
+        sess = _sess(state)
+        query = config_query(ex_id or None, model_id, attack, opt, eps, steps, alpha, seed, sched)
+        link = "?" + query
+        if request is not None:
+            try:
+                host = request.headers.get("x-forwarded-host") or request.headers.get("host")
+                proto = request.headers.get("x-forwarded-proto") or getattr(getattr(request, "url", None), "scheme",
+                                                                            "http")
+                if host:
+                    link = f"{proto}://{host}/?{query}"
+            except Exception:  # a link without the host is still useful
+                pass
+        t = sess.traj
+        if t is None or not len(t):
+            return [None, None, None, None, link]
+        d = Path(tempfile.mkdtemp(dir=self.export_dir))
+        stem = f"{t.info.config['attack']}_{t.info.source}_{len(t)}rec"
+        card = d / f"{stem}_run_card.json"
+        card.write_text(json.dumps(run_card(t), indent=1))
+        csv_p = d / f"{stem}_records.csv"
+        csv_p.write_text(records_csv(t))
+        png = d / f"{stem}_panels_record{t.clamp(sess.view)}.png"
+        png.write_bytes(panels_png(t, sess.view, sess.probe))
+        gif = d / f"{stem}_evolution.gif"
+        gif.write_bytes(evolution_gif(t))
+        return [str(card), str(csv_p), str(png), str(gif), link]
+
+    def preview(self, attack, sched, steps, opt):
+        """Validate the schedule text and plot q(t) and w_q(p) before anything runs."""
+        try:
+            s = parse_schedule(sched or "linear:-2:1").text() if attack == "tsallis" else None
+        except ScheduleError as e:
+            return [gr.skip(), f"⚠️ {e}"]
+        msg = f"Schedule `{s}`" if s else f"{ATTACK_TITLES.get(attack, attack)} has no q-schedule."
+        return [fg.schedule_preview_figure(attack, s, int(steps or 1), opt), msg]
+
+    def on_load(self, request: gr.Request):
+        """Restore the controls from URL query parameters (the shareable link)."""
+        q = parse_query(dict(request.query_params) if request is not None else {})
+        model_ids = {e.id for e in list_models()}
+        out = [
+            q["model"] if q.get("model") in model_ids else gr.skip(),
+            q.get("attack", gr.skip()), q.get("opt", gr.skip()), q.get("eps", gr.skip()), q.get("steps", gr.skip()),
+            q.get("alpha", gr.skip()), q.get("seed", gr.skip()), q.get("schedule", gr.skip()),
+        ]
+        ex = q.get("example")
+        if ex in self.ex_by_id:
+            out += [ex, str(self.ex_by_id[ex].image)]
+        else:
+            out += [gr.skip(), gr.skip()]
+        return out
+
+    # -- layout -------------------------------------------------------------------------------------------
+    def build(self) -> gr.Blocks:
+        choices = model_choices()
+        ids = [c[1] for c in choices]
+        default_model = self.model_id if self.model_id in ids else (ids[0] if ids else None)
+        with gr.Blocks(title="TsallisPGD Explorer", delete_cache=(900, 3600)) as demo:
+            state = gr.State(Session(), time_to_live=STATE_TTL_S)  # deep-copied per session -> a fresh Session
+            gr.Markdown("## TsallisPGD Explorer — watch an adversarial attack on segmentation, pixel by pixel\n"
+                        "Pick an example (or upload an image), choose an attack and press **Run**: every iteration "
+                        "streams in. Drag the record slider to scrub, click a pixel to probe it.")
+            with gr.Row():
+                # ---------------- left: inputs and controls ----------------
+                with gr.Column(scale=1, min_width=330):
+                    gallery = gr.Gallery(value=[(str(e.image), e.title) for e in self.examples], label="Examples",
+                                         columns=3, height=190, allow_preview=False, object_fit="cover",
+                                         elem_id="examples")
+                    ex_id = gr.Textbox(value="", visible=False, label="example id")
+                    image_in = gr.Image(type="numpy", label="Image (upload, paste, or pick an example)",
+                                        sources=["upload", "clipboard"], height=200, elem_id="image_in")
+                    mask_in = gr.File(label="Ground-truth mask (optional): PNG of class ids", file_types=[".png"],
+                                      type="filepath", height=70)
+                    model_dd = gr.Dropdown(choices, value=default_model, label="Model")
+                    attack_dd = gr.Dropdown([(ATTACK_TITLES[a], a) for a in ATTACKS], value="tsallis", label="Attack")
+                    opt_radio = gr.Radio([("APGD", "apgd"), ("PGD", "pgd")], value="apgd", label="Optimiser")
+                    with gr.Row():
+                        eps = gr.Slider(0.5, 32, value=8, step=0.5, label="ε (/255)")
+                        steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Steps")
+                    with gr.Row():
+                        alpha = gr.Slider(0, 16, value=0, step=0.25, label="PGD step size (/255; 0 = ε/4)",
+                                          interactive=False)
+                        seed = gr.Number(0, precision=0, label="Seed", minimum=0)
+                    with gr.Group(visible=True) as sched_group:
+                        preset = gr.Dropdown([*PRESETS.keys(), CONST_PRESET, CUSTOM], value=next(iter(PRESETS)),
+                                             label="q-schedule preset")
+                        q_slider = gr.Slider(-3, 1.5, value=0.5, step=0.05, label="constant q", visible=False)
+                        sched_text = gr.Textbox("linear:-2:1", label="q-schedule text",
+                                                info="const:Q · linear:A:B · cosine:A:B · plinear:P0:P1 · "
+                                                     "points:t0:q0,t1:q1,…")
+                    sched_msg = gr.Markdown("Schedule `linear:-2:1`")
+                    preview_plot = gr.Plot(fg.schedule_preview_figure("tsallis", "linear:-2:1", DEFAULT_STEPS),
+                                           label="Schedule preview", show_label=False)
+                    with gr.Row():
+                        run_btn = gr.Button("▶ Run", variant="primary", elem_id="run_btn")
+                        step_btn = gr.Button("⏭ Step", elem_id="step_btn")
+                    with gr.Row():
+                        pause_btn = gr.Button("⏸ Pause", elem_id="pause_btn")
+                        stop_btn = gr.Button("⏹ Stop", elem_id="stop_btn")
+                        reset_btn = gr.Button("↺ Reset", elem_id="reset_btn")
+                # ---------------- right: panels ----------------
+                with gr.Column(scale=3), gr.Tabs():
+                    with gr.Tab("Explore", id="explore"):
+                        status = gr.Markdown("No run yet: pick an example or upload an image, then press "
+                                             "**Run** or **Step**.", elem_id="status")
+                        with gr.Row(equal_height=True):
+                            slider = gr.Slider(0, 1, value=0, step=1, label="Record", scale=5, elem_id="scrub")
+                            play_btn = gr.Button("▶ Play", scale=1, min_width=90, elem_id="play_btn")
+                            best_btn = gr.Button("★ Best iterate", scale=1, min_width=90, elem_id="best_btn")
+                        legend = gr.Markdown("")
+                        panels: dict[str, gr.Image] = {}
+
+                        def panel(name: str, label: str, fmt: str = "jpeg", smooth: bool = False) -> gr.Image:
+                            with gr.Column(min_width=160):
+                                img = gr.Image(label=label, type="pil", format=fmt, interactive=False, height=240,
+                                               buttons=["download", "fullscreen"], elem_id=f"panel_{name}",
+                                               elem_classes=["panel", "smooth"] if smooth else ["panel"])
+                                gr.Markdown(EXPLAIN[name], elem_classes=["explain"])
+                            panels[name] = img
+                            return img
+
+                        with gr.Row():
+                            panel("clean", "Clean image", smooth=True)
+                            panel("adv", "Adversarial image", smooth=True)
+                            panel("pert", "Perturbation (amplified)", fmt="png")
+                        with gr.Row():
+                            panel("clean_seg", "Clean segmentation", smooth=True)
+                            panel("seg", "Current segmentation", smooth=True)
+                            panel("gt", "Ground truth", smooth=True)
+                        with gr.Row():
+                            panel("flipped", "Flipped pixels")
+                            panel("firstflip", "First-flip record")
+                            panel("weight", "Gradient weight vs CE")
+                            panel("grad", "|∂L/∂z|")
+                        with gr.Row():
+                            with gr.Column(scale=3):
+                                hist = gr.Plot(label="Confidence histogram and weight curve", elem_id="hist")
+                                gr.Markdown(EXPLAIN["hist"], elem_classes=["explain"])
+                            with gr.Column(scale=2):
+                                probe_md = gr.Markdown(EXPLAIN["probe"], elem_id="probe_md")
+                                probe_plot = gr.Plot(label="Pixel probe", elem_id="probe_plot")
+                        with gr.Row():
+                            with gr.Column(scale=3):
+                                curves = gr.Plot(label="Metrics over iterations", elem_id="curves")
+                                gr.Markdown(EXPLAIN["curves"], elem_classes=["explain"])
+                            with gr.Column(scale=2):
+                                mass = gr.Plot(label="Gradient mass", elem_id="mass")
+                                gr.Markdown(EXPLAIN["mass"], elem_classes=["explain"])
+                        with gr.Row(visible=False):
+                            probe_x = gr.Number(0, precision=0, label="probe x")
+                            probe_y = gr.Number(0, precision=0, label="probe y")
+                            probe_btn = gr.Button("probe")
+                    with gr.Tab("Compare attacks", id="compare"):
+                        gr.Markdown("Run several attacks on the same image, seed, ε, optimiser and steps (from the "
+                                    "controls on the left), then scrub them together.")
+                        with gr.Row():
+                            cmp_attacks = gr.CheckboxGroup([(ATTACK_TITLES[a], a) for a in ATTACKS],
+                                                           value=list(ATTACKS), label="Attacks", scale=4)
+                            cmp_btn = gr.Button("▶ Run comparison", variant="primary", scale=1)
+                        cmp_status = gr.Markdown("No comparison yet.")
+                        cmp_slider = gr.Slider(0, 1, value=0, step=1, label="Shared record slider")
+                        cmp_grid = gr.Image(label="Segmentation | flipped pixels, per attack", type="pil",
+                                            format="jpeg", interactive=False, elem_id="cmp_grid")
+                        with gr.Row():
+                            cmp_curves = gr.Plot(label="Pixel accuracy, all attacks")
+                            cmp_table = gr.Dataframe(headers=LEADERBOARD_HEADERS, label="Leaderboard (best iterate)",
+                                                     interactive=False)
+                    with gr.Tab("Export & share", id="export"):
+                        gr.Markdown("Download the recorded run. The **run card** holds the exact input, model and "
+                                    "config: `app.export.rerun_card(card)` reproduces it. The **link** restores "
+                                    "these controls (and the example) in a new tab.")
+                        export_btn = gr.Button("⬇ Export current run", variant="primary", elem_id="export_btn")
+                        share = gr.Textbox(label="Shareable link", buttons=["copy"], elem_id="share_link")
+                        with gr.Row():
+                            f_card = gr.File(label="Run card (JSON)")
+                            f_csv = gr.File(label="Per-record CSV")
+                        with gr.Row():
+                            f_png = gr.File(label="Panels (PNG)")
+                            f_gif = gr.File(label="Evolution (GIF)")
+                    with gr.Tab("About", id="about"):
+                        gr.Markdown(ABOUT)
+            timer = gr.Timer(PLAY_INTERVAL_S, active=False)
+
+            # ---------------- wiring ----------------
+            run_inputs = [image_in, mask_in, ex_id, model_dd, attack_dd, opt_radio, eps, steps, alpha, seed,
+                          sched_text, state]
+            static_out = [panels["clean"], panels["clean_seg"], panels["gt"], legend]
+            comp = {"status": status, "hist": hist, "curves": curves, "mass": mass, "probe_plot": probe_plot,
+                    "probe_md": probe_md, **panels}
+            main_out = [comp[n] for n in MAIN_PANELS] + [slider]
+            controls = [attack_dd, opt_radio, eps, steps, alpha, seed]
+            fast = dict(queue=False, show_progress="hidden")
+
+            run_evt = run_btn.click(self.run, run_inputs, [state, *static_out, *main_out], api_name="run",
+                                    concurrency_id="attack", concurrency_limit=ATTACK_CONCURRENCY,
+                                    show_progress="hidden", trigger_mode="once")
+            step_btn.click(self.step, run_inputs, [state, *static_out, *main_out], api_name="step",
+                           concurrency_id="attack", concurrency_limit=ATTACK_CONCURRENCY, show_progress="minimal")
+            cmp_evt = cmp_btn.click(self.compare, [image_in, mask_in, ex_id, model_dd, cmp_attacks, opt_radio, eps,
+                                                   steps, alpha, seed, sched_text, state],
+                                    [state, cmp_status, cmp_slider, cmp_grid, cmp_curves, cmp_table],
+                                    api_name="compare", concurrency_id="attack", concurrency_limit=ATTACK_CONCURRENCY,
+                                    show_progress="hidden")
+            pause_btn.click(self.pause, [state], [state, *main_out], api_name="pause", cancels=[run_evt, cmp_evt],
+                            **fast)
+            stop_btn.click(self.stop, [state], [state, *main_out], api_name="stop", cancels=[run_evt, cmp_evt], **fast)
+            reset_btn.click(self.reset, [state], [state, *static_out, *main_out], api_name="reset",
+                            cancels=[run_evt, cmp_evt], **fast)
+            slider.input(self.scrub, [slider, state], [state, *main_out], api_name="scrub", trigger_mode="always_last",
+                         **fast)
+            best_btn.click(self.goto_best, [state], [state, *main_out], api_visibility="private", **fast)
+            probe_btn.click(self.probe, [probe_x, probe_y, state], [state, *main_out], api_name="probe", **fast)
+            for name in ("clean", "adv", "seg", "clean_seg", "gt", "flipped", "firstflip", "weight", "grad"):
+                panels[name].select(self.make_select(name), [state], [state, *main_out], api_visibility="private",
+                                    **fast)
+            play_btn.click(self.play, [state], [state, timer, play_btn], api_visibility="private", **fast)
+            timer.tick(self.tick, [state], [state, timer, play_btn, *main_out], api_visibility="private",
+                       show_progress="hidden", concurrency_limit=None, concurrency_id="view")
+            cmp_slider.input(self.compare_scrub, [cmp_slider, state],
+                             [state, cmp_status, cmp_slider, cmp_grid, cmp_curves, cmp_table], api_name="compare_scrub",
+                             trigger_mode="always_last", **fast)
+            export_btn.click(self.export, [ex_id, model_dd, attack_dd, opt_radio, eps, steps, alpha, seed, sched_text,
+                                           state], [f_card, f_csv, f_png, f_gif, share], api_name="export",
+                             concurrency_limit=2, concurrency_id="export")
+
+            ex_out = [state, ex_id, image_in, *controls, sched_text, *static_out, *main_out]
+            hidden_ex_btn = gr.Button(visible=False)
+            hidden_ex_btn.click(self.load_example, [ex_id, model_dd, state], ex_out, api_name="load_example", **fast)
+
+            def gallery_pick(model_id, state, evt: gr.SelectData):
+                return self.load_example(self.examples[evt.index].id, model_id, state)
+
+            gallery.select(gallery_pick, [model_dd, state], ex_out, api_visibility="private", **fast)
+            image_in.upload(lambda: "", None, [ex_id], api_visibility="private", **fast)
+            image_in.clear(lambda: "", None, [ex_id], api_visibility="private", **fast)
+
+            # schedule editor
+            def on_preset(name):
+                if name in PRESETS:
+                    return PRESETS[name], gr.Slider(visible=False)
+                if name == CONST_PRESET:
+                    return gr.skip(), gr.Slider(visible=True)
+                return gr.skip(), gr.Slider(visible=False)
+
+            preset.input(on_preset, [preset], [sched_text, q_slider], api_visibility="private", **fast)
+            q_slider.input(lambda q: f"const:{q:g}", [q_slider], [sched_text], api_visibility="private", **fast)
+            sched_text.input(lambda t: gr.Dropdown(value=_safe_preset(t)), [sched_text], [preset],
+                             api_visibility="private", **fast)
+            gr.on([sched_text.change, attack_dd.change, steps.change, opt_radio.change], self.preview,
+                  [attack_dd, sched_text, steps, opt_radio], [preview_plot, sched_msg], api_name="preview", **fast)
+            attack_dd.change(lambda a: gr.Group(visible=a == "tsallis"), [attack_dd], [sched_group],
+                             api_visibility="private", **fast)
+            opt_radio.change(lambda o: gr.Slider(interactive=o == "pgd"), [opt_radio], [alpha],
+                             api_visibility="private", **fast)
+            demo.load(self.on_load, None, [model_dd, *controls, sched_text, ex_id, image_in], api_visibility="private",
+                      **fast).then(self.load_linked_example, [ex_id, model_dd, state], ex_out, api_visibility="private",
+                                   **fast)
+        return demo
+
+
+def _safe_preset(text: str) -> str:
+    try:
+        return _schedule_preset_for(text)
+    except ScheduleError:
+        return CUSTOM
+
+
+ABOUT = """
+### What this app shows
+An L∞ adversarial attack on a segmentation model changes every pixel of the image by at most ε and tries to make
+as many pixels as possible wrong. All six attacks here take the same signed-gradient steps (PGD, or APGD with its
+step-size control) and differ only in **how much each pixel's loss counts**:
+
+| attack | per-pixel weight relative to CE |
+|---|---|
+| CE-PGD | 1 for every pixel |
+| SegPGD | 1−λ on correct, λ on wrong pixels, λ growing over the run |
+| CosPGD | cosine between the softmax and the one-hot label |
+| JSPGD | derivative of the Jensen–Shannon divergence |
+| MaskedPGD | 1 on correct pixels, 0 on wrong ones |
+| TsallisPGD | p_y^(1−q): q < 1 favours confident pixels; the schedule moves q from −2 to 1 |
+
+The **confidence histogram** with the weight curve is the heart of it: it shows where the attack puts its effort
+and how pixels move from "confident and correct" to "wrong" as the iterations go.
+
+Runs are recorded on the server per session (for two hours); scrubbing and replay never recompute.
+The examples come with precomputed runs so they play instantly.
+"""
+
+
+def build_demo(model_id: str | None = None, examples: list[ExampleItem] | None = None,
+               precomputed_dir: Path = PRECOMPUTED_DIR) -> gr.Blocks:
+    """The app's Blocks (call ``.queue(...)`` / ``launch_kwargs()`` to serve it)."""
+    demo = App(model_id, examples, precomputed_dir).build()
+    demo.queue(default_concurrency_limit=2, max_size=32)
+    return demo
+
+
+def launch_kwargs() -> dict[str, Any]:
+    """Settings that Gradio 6 takes in ``launch()``: theme, CSS, server name/port (env respected)."""
+    return {
+        "server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        "theme": gr.themes.Default(primary_hue="indigo"),
+        "css": CSS,
+        "footer_links": ["api", "gradio"],
+        "show_error": True,
+    }
+
+
+def main() -> None:
+    """``python app.py`` / ``python -m app``."""
+    demo = build_demo()
+    demo.launch(**launch_kwargs())
