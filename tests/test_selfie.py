@@ -23,7 +23,7 @@ from attack_engine.attack import AttackConfig, AttackRun
 from attack_engine.losses import ATTACKS
 from attack_engine.models.registry import ModelUnavailable, get_entry, load_model
 from attack_engine.models.selfie import VARIANTS, SelfieSegmentation, load_selfie
-from attack_engine.models.tflite_replay import TFLiteGraph, UnsupportedOp
+from attack_engine.models.tflite_replay import TFLiteGraph, UnsupportedOp, ieee_fp32_convs
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = ROOT / "tests" / "fixtures" / "mediapipe"
@@ -31,6 +31,7 @@ FIX = ROOT / "tests" / "fixtures" / "mediapipe"
 # Measured: general ≤ 3.9e-5 (4 photos); landscape 2.4e-4 on astronaut. The landscape gap is MediaPipe's
 # own float32 rounding: our float64 replay differs from MediaPipe by the same 2.4e-4 while our float32 and
 # float64 replays agree to 2.4e-5. Scores are in the hundreds, so 1e-3 in the score moves p by ~2.5e-4.
+# On an H200 (CUDA, TF32 off in the forward, see ieee_fp32_convs): 7.9e-5 and 2.7e-4; with TF32: 0.089.
 TOL = {"general": 1e-4, "landscape": 3e-4}
 
 
@@ -172,6 +173,21 @@ def test_device_move_keeps_weights(models) -> None:
     x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(m(x.double()).float(), models["general"](x), rtol=1e-3, atol=2e-3)
+
+
+def test_ieee_fp32_convs_restores_the_global_setting() -> None:
+    cudnn = torch.backends.cudnn
+    new_api = hasattr(getattr(cudnn, "conv", None), "fp32_precision")
+
+    def state():
+        return cudnn.conv.fp32_precision if new_api else cudnn.allow_tf32
+
+    before = state()
+    with ieee_fp32_convs(True):
+        assert state() == ("ieee" if new_api else False)
+    assert state() == before
+    with ieee_fp32_convs(False):
+        assert state() == before
 
 
 # -- attacks -------------------------------------------------------------------------------------------

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -401,3 +403,32 @@ def _legacy_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def producer_of(graph: TFLiteGraph, tensor: int) -> Op | None:
     """The op that writes ``tensor`` (None for inputs and constants)."""
     return graph.producer.get(tensor)
+
+
+@contextmanager
+def ieee_fp32_convs(active: bool = True) -> Iterator[None]:
+    """Run cuDNN convolutions in full float32 (no TF32) inside the block; restores the previous setting.
+
+    PyTorch allows TF32 for cuDNN convolutions by default, which on Ampere and later GPUs rounds inputs to
+    10-bit mantissas: enough to move a saturated sigmoid model's output by ~0.09.  Only the forward pass
+    inside the block is affected; a later ``backward()`` uses the global setting.
+    """
+    cudnn = torch.backends.cudnn
+    if not active:
+        yield
+        return
+    conv = getattr(cudnn, "conv", None)
+    if conv is not None and hasattr(conv, "fp32_precision"):  # torch >= 2.9 API
+        old = conv.fp32_precision
+        conv.fp32_precision = "ieee"
+        try:
+            yield
+        finally:
+            conv.fp32_precision = old
+    else:
+        old_flag = cudnn.allow_tf32
+        cudnn.allow_tf32 = False
+        try:
+            yield
+        finally:
+            cudnn.allow_tf32 = old_flag
