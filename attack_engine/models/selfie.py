@@ -132,7 +132,7 @@ def load_selfie(variant: str = "general", device: str | torch.device = "cpu", pa
         notes=("Logits [-s/2, s/2] from the pre-sigmoid score s, so softmax = MediaPipe's sigmoid. Inputs are "
                "resized to the native size inside the adapter and logits resized back. Built for people near the "
                "camera (selfies, video calls), not crowded scenes."),
-        extra={"variant": variant, "file": str(p), "sha256": v["sha256"]},
+        extra={"variant": variant, "file": str(p), "sha256": v["sha256"] if path is None else sha256_file(p)},
     )
     model = SelfieSegmentation(variant, p, info)
     return model.to(device).freeze()
