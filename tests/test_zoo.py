@@ -56,6 +56,18 @@ def cache(tmp_path, monkeypatch) -> Path:
     return d
 
 
+def no_network(monkeypatch) -> None:
+    """Any attempt to open a network connection fails the test."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[1:] or kwargs}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
 def check_contract(model, num_classes: int, size=(32, 48)) -> torch.Tensor:
     """Output shape at input size, finite nonzero input gradient, eval mode kept, frozen weights."""
     torch.manual_seed(0)
@@ -207,10 +219,12 @@ def _write_mmseg_checkpoint(preset_id: str) -> mm.MMSegModel:
 
 
 @pytest.mark.parametrize("preset_id", LIGHT_MMSEG + HEAVY_MMSEG)
-def test_mmseg_preset_from_cache(cache, preset_id):
+def test_mmseg_preset_from_cache(cache, preset_id, monkeypatch):
     p = mm.PRESETS[preset_id]
     src = _write_mmseg_checkpoint(preset_id)
     assert get_entry(preset_id).available()
+    monkeypatch.delenv("TSALLIS_OFFLINE")  # a present file must not touch the network even when online
+    no_network(monkeypatch)
     model = load_model(preset_id)
     names, palette = DATASETS[p.dataset]
     assert model.info.class_names == names and model.info.palette == palette
@@ -279,7 +293,7 @@ def test_mmcv_shim():
 
 # -- Hugging Face SegFormer -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("preset_id", list(sf.PRESETS))
-def test_hf_segformer_preset_from_cache(cache, preset_id):
+def test_hf_segformer_preset_from_cache(cache, preset_id, monkeypatch):
     p = sf.PRESETS[preset_id]
     names, _ = DATASETS[p.dataset]
     net = transformers.SegformerForSemanticSegmentation(sf.segformer_config(p.variant, num_labels=len(names)))
@@ -291,6 +305,9 @@ def test_hf_segformer_preset_from_cache(cache, preset_id):
 
         save_file(net.state_dict(), str(p.folder() / "model.safetensors"))
     assert get_entry(preset_id).available()
+    monkeypatch.delenv("TSALLIS_OFFLINE")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    no_network(monkeypatch)
     model = load_model(preset_id)
     assert model.info.class_names == names and model.info.class_names[0] == ("wall" if p.dataset == "ade20k" else "road")
     check_contract(model, len(names))
@@ -386,6 +403,9 @@ def test_custom_segformer_safetensors(tmp_path):
     check_contract(model, 3)
     with pytest.raises(ValueError, match="does not fit"):
         custom_mod.load_custom(f, arch="segformer-b1", class_names=names)
+    same = custom_mod.load_custom(f, arch="hf-segformer-b0-cityscapes", class_names=names)  # a zoo id as arch
+    x = torch.rand(1, 3, 32, 32)
+    torch.testing.assert_close(same(x), model(x))
     with pytest.raises(ValueError, match="arch="):
         custom_mod.load_custom(f)
 
