@@ -481,13 +481,14 @@ def schedule_preview_figure(attack: str, schedule: str | None, steps: int, optim
         data.append(dict(type="scatter", x=finite_list(p, 4), y=finite_list(np.maximum(w, 1e-6), 7), name=lab,
                          line=dict(color="rgb({},{},{})".format(*c)), xaxis="x2", yaxis="y2"))
     title = ATTACK_TITLES.get(attack, attack)
-    lay = _layout(f"{title}: schedule preview", 300, hovermode="closest",
+    lay = _layout(f"{title}: {pname} over iterations | weight w(p) at stage points t", 340, hovermode="closest",
                   xaxis=dict(domain=[0, 0.42], title="iteration", anchor="y"),
                   yaxis=dict(title=pname, anchor="x"),
-                  xaxis2=dict(domain=[0.55, 1.0], title="p_y", anchor="y2", range=[0, 1]),
+                  xaxis2=dict(domain=[0.56, 1.0], title="p_y", anchor="y2", range=[0, 1]),
                   yaxis2=dict(type="log", title="weight vs CE", anchor="x2", range=[-4, 2]),
-                  legend=dict(orientation="v", x=1.02, y=1, font=dict(size=10)))
-    lay["margin"] = dict(l=48, r=10, t=34, b=36)
+                  legend=dict(orientation="h", x=0, y=-0.25, font=dict(size=9)))
+    lay["title"]["font"] = dict(size=11)
+    lay["margin"] = dict(l=40, r=8, t=30, b=20)
     return Fig(data, lay)
 
 

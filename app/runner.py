@@ -103,7 +103,8 @@ class LogitTap:
 class LiveRun:
     """A started attack whose records land in ``traj`` one :meth:`step` at a time."""
 
-    def __init__(self, model: SegModel, prep: Prepared, cfg: AttackConfig, light: bool = False) -> None:
+    def __init__(self, model: SegModel, prep: Prepared, cfg: AttackConfig, light: bool = False,
+                 map_side: int | None = None) -> None:
         self.cfg = cfg
         self.prep = prep
         self.tap = LogitTap(model)
@@ -120,7 +121,7 @@ class LiveRun:
             dmax=float(cfg.eps) * mult, extra={"source_hw": list(prep.source_hw or prep.image.shape[:2])},
         )
         self.traj = Trajectory(rinfo, prep.image, self.run.labels[0].cpu().numpy(),
-                               self.run.clean_pred[0].cpu().numpy(), light=light)
+                               self.run.clean_pred[0].cpu().numpy(), light=light, map_side=map_side)
         self._it: Iterator | None = iter(self.run)
 
     @property

@@ -132,16 +132,19 @@ class Trajectory:
         labels: the attack's labels at model resolution (ground truth or the clean prediction), int.
         clean_pred: the model's clean prediction at model resolution.
         light: keep only predictions and scalars (for compare runs).
+        map_side: longest side of the stored maps (default :data:`MAP_SIDE`; shipped runs use less).
     """
 
     def __init__(self, info: RunInfo, image: np.ndarray, labels: np.ndarray, clean_pred: np.ndarray,
-                 light: bool = False) -> None:
+                 light: bool = False, map_side: int | None = None) -> None:
         self.info = info
         self.light = light
         self.image = np.ascontiguousarray(image, dtype=np.uint8)
         self.labels = np.asarray(labels).astype(np.int64)
         self.clean_pred = np.asarray(clean_pred).astype(np.int64)
-        self.hw = view_size(self.image.shape[:2])
+        if map_side is not None:
+            info.extra["map_side"] = int(map_side)
+        self.hw = view_size(self.image.shape[:2], int(info.extra.get("map_side", MAP_SIDE)))
         vh, vw = self.hw
         self.probe_hw = view_size(self.hw, PROBE_SIDE)
         img_t = torch.from_numpy(self.image).permute(2, 0, 1)[None].float() / 255.0
@@ -152,7 +155,7 @@ class Trajectory:
         self.valid_v = valid
         self.pred_dtype = np.uint8 if info.num_classes <= 255 else np.uint16
         self.sc: dict[str, list[float]] = {k: [] for k in SCALARS}
-        self.delta: list[np.ndarray] = []
+        self.delta: list[np.ndarray | None] = []  # None where a shipped run dropped it (see save(delta_every))
         self.pred: list[np.ndarray] = []
         self.p_true: list[np.ndarray] = []
         self.weight: list[np.ndarray] = []
@@ -259,9 +262,18 @@ class Trajectory:
     def get(self, name: str, k: int) -> float:
         return float(self.sc[name][k])
 
+    def delta_key(self, k: int) -> int:
+        """The record whose perturbation is shown at ``k``: ``k`` itself unless a shipped run dropped it."""
+        if self.delta[k] is not None:
+            return k
+        for j in range(k - 1, -1, -1):
+            if self.delta[j] is not None:
+                return j
+        return next(j for j in range(k, len(self.delta)) if self.delta[j] is not None)
+
     def delta_at(self, k: int) -> np.ndarray:
         """Perturbation ``H×W×3`` float32 in image units at the view resolution."""
-        return self.delta[k].astype(np.float32) * (self.info.dmax / 127.0)
+        return self.delta[self.delta_key(k)].astype(np.float32) * (self.info.dmax / 127.0)
 
     def x_adv_at(self, k: int) -> np.ndarray:
         """Adversarial image ``H×W×3`` uint8 at the view resolution."""
@@ -311,8 +323,12 @@ class Trajectory:
         return out
 
     # -- persistence ------------------------------------------------------------------------------
-    def save(self, path: str | Path) -> None:
-        """Write a compressed ``.npz`` (perturbations delta-coded between records, so replays stay small)."""
+    def save(self, path: str | Path, delta_every: int = 1) -> None:
+        """Write a compressed ``.npz``.
+
+        ``delta_every`` > 1 keeps the perturbation (noise that does not compress) only at every n-th record and
+        at the first, best and last ones; the viewer then shows the nearest earlier kept one and says so.
+        """
         arrs: dict[str, np.ndarray] = {
             "info": np.frombuffer(self.info.to_json().encode(), dtype=np.uint8),
             "image": self.image, "labels": self.labels.astype(np.int32), "clean_pred": self.clean_pred.astype(np.int32),
@@ -324,8 +340,11 @@ class Trajectory:
         if self.pred:
             arrs["pred"] = np.stack(self.pred)
         if self.delta:
-            dl = np.stack(self.delta).astype(np.int16)
-            arrs["delta_diff"] = np.concatenate([dl[:1], np.diff(dl, axis=0)]).astype(np.int16)
+            n = len(self.delta)
+            keep = [k for k in range(n) if self.delta[k] is not None and
+                    (k % max(delta_every, 1) == 0 or k in (n - 1, self.best_index()))]
+            arrs["delta_keys"] = np.asarray(keep, dtype=np.int32)
+            arrs["delta"] = np.stack([self.delta[k] for k in keep])
         for name in ("p_true", "weight", "grad", "topk_cls", "topk_p", "hist"):
             lst = getattr(self, name)
             if lst:
@@ -345,8 +364,10 @@ class Trajectory:
                                                       "best_index") else vals
         if "pred" in z:
             t.pred = list(z["pred"])
-        if "delta_diff" in z:
-            t.delta = list(np.cumsum(z["delta_diff"].astype(np.int16), axis=0).astype(np.int8))
+        if "delta" in z:
+            t.delta = [None] * len(t)
+            for k, d in zip(z["delta_keys"].tolist(), z["delta"], strict=True):
+                t.delta[k] = d
         for name in ("p_true", "weight", "grad", "topk_cls", "topk_p", "hist"):
             if name in z:
                 setattr(t, name, list(z[name]))

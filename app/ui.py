@@ -68,8 +68,9 @@ CSS = """
 .explain {font-size: 0.82em !important; color: var(--body-text-color-subdued); line-height: 1.25; margin-top: -4px}
 .explain p {margin: 0 !important}
 #status {min-height: 3.2em}
-.panel img {image-rendering: pixelated}
-.smooth img {image-rendering: auto}
+.panel img {width: 100% !important; height: 100% !important; object-fit: contain; image-rendering: pixelated}
+.panel.smooth img {image-rendering: auto}
+#cmp_grid img {object-fit: contain}
 footer {display: none !important}
 """
 
@@ -177,7 +178,9 @@ class App:
         return live, True
 
     # -- rendering to output lists ----------------------------------------------------------------------
-    def _main_values(self, sess: Session, live: bool = False, note: str = "", panels: bool = True) -> list:
+    def _main_values(self, sess: Session, live: bool = False, note: str = "", panels: bool = True,
+                     move_slider: bool = True) -> list:
+        """Values for the main outputs; ``move_slider=False`` leaves the slider where the user put it."""
         t = sess.traj
         if t is None or len(t) == 0:
             return [note or "No run yet: pick an example or upload an image, then press **Run** or **Step**."] + \
@@ -185,7 +188,7 @@ class App:
         k = t.clamp(sess.view)
         sess.view = k
         slider = gr.Slider(minimum=0, maximum=max(len(t) - 1, 1), value=k, step=1,
-                           label=f"Record (0 … {len(t) - 1}; drag to scrub, no recomputation)")
+                           label=f"Record (0 … {len(t) - 1}; drag to scrub, no recomputation)") if move_slider else gr.skip()
         if not panels:
             return [render_main(t, k, None, live, note)["status"]] + [gr.skip()] * (len(MAIN_PANELS) - 1) + [slider]
         out = render_main(t, k, sess.probe, live, note)
@@ -268,7 +271,7 @@ class App:
         if sess.traj is not None and len(sess.traj):
             sess.view = sess.traj.clamp(k)
             sess.follow = sess.view >= len(sess.traj) - 1
-        return [sess, *self._main_values(sess)]
+        return [sess, *self._main_values(sess, move_slider=False)]
 
     def goto_best(self, state):
         sess = _sess(state)
@@ -302,7 +305,7 @@ class App:
         if sess.playing and sess.view >= len(sess.traj) - 1:
             sess.view = 0
         sess.follow = False
-        return [sess, gr.Timer(active=sess.playing), gr.Button(value="⏸ Pause replay" if sess.playing else "▶ Play")]
+        return [sess, gr.Timer(active=sess.playing), gr.Button(value="❚❚ Pause replay" if sess.playing else "▶ Play")]
 
     def tick(self, state):
         sess = _sess(state)
@@ -313,7 +316,7 @@ class App:
         done = sess.view >= len(t) - 1
         if done:
             sess.playing = False
-        return [sess, gr.Timer(active=not done), gr.Button(value="▶ Play" if done else "⏸ Pause replay"),
+        return [sess, gr.Timer(active=not done), gr.Button(value="▶ Play" if done else "❚❚ Pause replay"),
                 *self._main_values(sess)]
 
     def load_example(self, ex_id, model_id, state):
@@ -460,16 +463,16 @@ class App:
                                         sources=["upload", "clipboard"], height=200, elem_id="image_in")
                     mask_in = gr.File(label="Ground-truth mask (optional): PNG of class ids", file_types=[".png"],
                                       type="filepath", height=70)
-                    model_dd = gr.Dropdown(choices, value=default_model, label="Model")
-                    attack_dd = gr.Dropdown([(ATTACK_TITLES[a], a) for a in ATTACKS], value="tsallis", label="Attack")
+                    model_dd = gr.Dropdown(choices, value=default_model, label="Model", elem_id="model")
+                    attack_dd = gr.Dropdown([(ATTACK_TITLES[a], a) for a in ATTACKS], value="tsallis", label="Attack", elem_id="attack")
                     opt_radio = gr.Radio([("APGD", "apgd"), ("PGD", "pgd")], value="apgd", label="Optimiser")
                     with gr.Row():
-                        eps = gr.Slider(0.5, 32, value=8, step=0.5, label="ε (/255)")
-                        steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Steps")
+                        eps = gr.Slider(0.5, 32, value=8, step=0.5, label="ε (/255)", elem_id="eps")
+                        steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="steps")
                     with gr.Row():
-                        alpha = gr.Slider(0, 16, value=0, step=0.25, label="PGD step size (/255; 0 = ε/4)",
-                                          interactive=False)
-                        seed = gr.Number(0, precision=0, label="Seed", minimum=0)
+                        alpha = gr.Slider(0, 16, value=0, step=0.25, label="PGD step size (/255, 0 = ε/4)",
+                                          interactive=False, scale=3)
+                        seed = gr.Number(0, precision=0, label="Seed", minimum=0, scale=1, min_width=80)
                     with gr.Group(visible=True) as sched_group:
                         preset = gr.Dropdown([*PRESETS.keys(), CONST_PRESET, CUSTOM], value=next(iter(PRESETS)),
                                              label="q-schedule preset")
@@ -482,10 +485,10 @@ class App:
                                            label="Schedule preview", show_label=False)
                     with gr.Row():
                         run_btn = gr.Button("▶ Run", variant="primary", elem_id="run_btn")
-                        step_btn = gr.Button("⏭ Step", elem_id="step_btn")
+                        step_btn = gr.Button("Step +1", elem_id="step_btn")
                     with gr.Row():
-                        pause_btn = gr.Button("⏸ Pause", elem_id="pause_btn")
-                        stop_btn = gr.Button("⏹ Stop", elem_id="stop_btn")
+                        pause_btn = gr.Button("Pause", elem_id="pause_btn")
+                        stop_btn = gr.Button("■ Stop", elem_id="stop_btn")
                         reset_btn = gr.Button("↺ Reset", elem_id="reset_btn")
                 # ---------------- right: panels ----------------
                 with gr.Column(scale=3), gr.Tabs():

@@ -141,8 +141,12 @@ def render_main(traj: Trajectory, k: int | None = None, probe_yx: tuple[int, int
     pred = traj.pred[k]
     imgs: dict[str, Image.Image] = {}
     if traj.delta:
-        imgs["adv"] = fg.adversarial_image(traj.image_v, traj.delta[k], info.dmax)
-        imgs["pert"] = fg.perturbation_image(traj.delta[k])
+        dk = traj.delta_key(k)
+        imgs["adv"] = fg.adversarial_image(traj.image_v, traj.delta[dk], info.dmax)
+        imgs["pert"] = fg.perturbation_image(traj.delta[dk])
+        if dk != k:
+            note = (note + "  \n" if note else "") + (f"_This shipped run keeps the perturbation of every few records: "
+                                                     f"the adversarial image and δ shown are from record {dk}._")
     imgs["seg"] = fg.seg_overlay(traj.image_v, pred, info.palette, ignore_index=info.ignore_index)
     imgs["flipped"] = fg.flipped_image(traj.background(), pred, traj.clean_pred_v, traj.labels_v, traj.valid_v)
     imgs["firstflip"] = fg.first_flip_image(traj.background(), traj.first_flip_at(k),
