@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from attack_engine.losses import ATTACKS, pixel_terms
+from attack_engine.losses import ATTACKS, pixel_terms, plain_pixel_loss
 from attack_engine.metrics import confusion_matrix, mean_iou, pixel_accuracy
 from attack_engine.schedules import parse_schedule
 
@@ -60,8 +60,11 @@ class AttackConfig:
     targeted: bool = False
     ignore_index: int = 255
     telemetry: bool = True
+    numerics: str = "stable"  # "plain": textbook float32 objective, no gradient scaling (for comparison only)
 
     def __post_init__(self) -> None:
+        if self.numerics not in ("stable", "plain"):
+            raise ValueError(f"numerics must be 'stable' or 'plain', got {self.numerics!r}")
         if self.attack not in ATTACKS:
             raise ValueError(f"unknown attack {self.attack!r}; choose one of {', '.join(ATTACKS)}")
         if self.optimizer not in OPTIMIZERS:
@@ -244,6 +247,12 @@ class AttackRun:
             q=cfg.q_schedule if cfg.attack == "tsallis" else None, ignore_index=cfg.ignore_index,
             with_grad_norm=cfg.telemetry,
         )
+        if cfg.numerics == "plain":
+            plain = plain_pixel_loss(cfg.attack, logits, self.attack_labels, step=step, total=total,
+                                     q=cfg.q_schedule if cfg.attack == "tsallis" else None,
+                                     ignore_index=cfg.ignore_index).flatten(1).mean(1)
+            (grad,) = torch.autograd.grad((self.sign * plain).sum(), x)
+            return grad.detach(), torch.ones_like(plain).double(), terms, terms.loss.detach().flatten(1).mean(1), x.detach()
         loss_img = terms.loss.flatten(1).mean(1)
         with torch.no_grad():  # log of the largest per-pixel |d loss_img / dz|, then the factor that lifts it
             top = terms.log_grad.flatten(1).amax(1) - math.log(terms.log_grad[0].numel())

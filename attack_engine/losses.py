@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from attack_engine.schedules import Schedule, parse_schedule
 
@@ -256,3 +257,49 @@ def pixel_loss(
 
 
 LossFn = Callable[..., torch.Tensor]
+
+
+def plain_pixel_loss(
+    name: str,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    step: int = 0,
+    total: int = 1,
+    q: float | str | Schedule | None = None,
+    ignore_index: int = 255,
+) -> torch.Tensor:
+    """The same objectives written the textbook way, in the logits' dtype with plain autograd.
+
+    This mirrors the paper's reference code (softmax clamped at 1e-12, ``F.cross_entropy``, JS through
+    ``log m``).  It exists for comparison (``AttackConfig(numerics="plain")``): for confident pixels its
+    gradient rounds to exactly zero, which :func:`pixel_loss` avoids.
+    """
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    y, valid = _safe_labels(labels, logits.shape[1], ignore_index)
+    z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+    ce = F.cross_entropy(z, y, reduction="none") * valid
+    with torch.no_grad():
+        correct = ((z.argmax(1) == y) & valid).to(z.dtype)
+    if name == "ce":
+        return ce
+    if name == "segpgd":
+        lam = step / (2.0 * total)
+        return ((1 - lam) * correct + lam * (1 - correct)) * ce
+    if name == "masked_ce":
+        return correct * ce
+    p = torch.softmax(z, 1)
+    onehot = F.one_hot(y, z.shape[1]).permute(0, 3, 1, 2).to(z.dtype)
+    if name == "cospgd":
+        return F.cosine_similarity(p, onehot, dim=1).detach() * ce
+    if name == "js":
+        m = (p + onehot) / 2
+        kl = F.kl_div(m.log(), p, reduction="none") + F.kl_div(m.log(), onehot, reduction="none")
+        return (kl / 2).sum(1) * valid
+    qq = resolve_q(q, step, total)
+    pc = p.clamp_min(1e-12)
+    py = pc.gather(1, y.unsqueeze(1)).squeeze(1).clamp_min(1e-12)
+    if abs(1 - qq) < _Q_ONE_TOL:
+        return -torch.log(py) * valid
+    return (1 - py.pow(1 - qq)) / (1 - qq) * valid
