@@ -69,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("attack", help="attack one image and write a run file", description=(
         "Attack one image. Labels are the --mask when given, else the model's clean prediction. "
         "Prints clean and adversarial pixel accuracy / mIoU and writes a run file that reproduces the run."))
-    a.add_argument("--model", default=None, help="model id from `models` (default: the bundled selfie model)")
+    a.add_argument("--model", default=None,
+                   help="model id from `models` (default: the bundled selfie model), or a checkpoint file of your own")
+    a.add_argument("--arch", help="your checkpoint: architecture of a state_dict (mmseg:<config>, segformer-b0..b5, a zoo id)")
+    a.add_argument("--classes", help="your checkpoint: comma-separated class names")
+    a.add_argument("--trusted", action="store_true",
+                   help="your checkpoint: allow full unpickling (runs code from the file; only for files you trust)")
     a.add_argument("--image", help="image path, or an example id from assets/examples (e.g. astronaut)")
     a.add_argument("--mask", help="ground-truth label PNG (class ids); default: clean prediction")
     a.add_argument("--attack", choices=ATTACKS, default="tsallis", help="; ".join(f"{k}={v}" for k, v in ATTACK_TITLES.items()))
@@ -148,7 +153,14 @@ def cmd_attack(args: argparse.Namespace) -> int:
         )
         model_id, image_spec, mask_spec = args.model or DEFAULT_MODEL, args.image, args.mask
     img, example_mask, image_ref = _resolve_image(image_spec)
-    model = load_model(model_id, device=args.device)
+    if Path(model_id).is_file():
+        from attack_engine.models.custom import load_custom
+
+        model = load_custom(model_id, arch=getattr(args, "arch", None), trusted=True if getattr(args, "trusted", False) else None,
+                            class_names=args.classes.split(",") if getattr(args, "classes", None) else None,
+                            device=args.device).freeze()
+    else:
+        model = load_model(model_id, device=args.device)
     info = model.info
     cfg.ignore_index = info.ignore_index
     x = to_tensor(img)

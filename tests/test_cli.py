@@ -87,3 +87,14 @@ def test_help_and_models(capsys):
     assert e.value.code == 0
     assert main(["models"]) == 0
     assert "mediapipe-selfie" in capsys.readouterr().out
+
+
+def test_attack_with_your_own_torchscript_model(tiny_cli, trained_model, capsys):
+    import torch
+
+    path = tiny_cli / "mine.pt"
+    torch.jit.save(torch.jit.script(trained_model), str(path))
+    argv = ["attack", "--model", str(path), "--classes", "bg,square,disc", "--image", str(tiny_cli / "img.png"),
+            "--attack", "ce", "--eps", "16/255", "--steps", "5", "--no-progress"]
+    assert main(argv) == 0
+    assert "adversarial:" in capsys.readouterr().out
