@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=_positive_int, default=None, help="only the first N images")
     p.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="mixed precision for the model (default off)")
     p.add_argument("--device", default="auto", help="auto (GPU LOCAL_RANK if available, else cpu), cpu, cuda")
+    p.add_argument("--deterministic", action="store_true",
+                   help="GPU: deterministic kernels and no TF32, so reruns repeat exactly (slower); CPU runs always do")
     p.add_argument("--out", required=True, help="output folder (also the resume state)")
     p.add_argument("--title", default=None, help="report title")
     p.add_argument("--no-progress", action="store_true")
@@ -169,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             eps=a.eps, seeds=a.seeds, steps=a.steps, optimizer=a.optimizer, size=a.size, resize=a.resize,
             labels=a.labels, split=a.split, voc_boundary=a.voc_boundary, ade_classes=a.ade_classes,
             batch_size=a.batch_size, max_images=a.max_images, amp=a.amp, device=a.device, out=Path(a.out),
-            progress=not a.no_progress,
+            progress=not a.no_progress, deterministic=a.deterministic,
         )
+        if cfg.deterministic:
+            set_deterministic()
         d = setup_dist(cfg.device)
         return _run(cfg, d, argv, a.title)
     except (DatasetError, ValueError, ModelUnavailable, KeyError, OSError) as e:
@@ -180,6 +184,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to continue", file=sys.stderr)
         return 130
+
+
+def set_deterministic() -> None:
+    """Deterministic kernels (warn where none exists), no cuDNN autotuning, no TF32."""
+    import os
+
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
 
 
 def _run(cfg: EvalConfig, d, argv: list[str], title: str | None) -> int:
@@ -213,14 +231,14 @@ def _run(cfg: EvalConfig, d, argv: list[str], title: str | None) -> int:
         out = Path(cfg.out)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
         with (out / "commands.txt").open("a") as fh:
-            launcher = f"torchrun --nproc_per_node {d.world} -m attack_engine" if d.world > 1 else "python -m attack_engine"
+            launcher = f"torchrun --nproc_per_node {d.world} -m attack_engine" if d.backend else "python -m attack_engine"
             fh.write(f"{launcher} eval {shlex.join(argv)}\n")
         t = title or f"Robustness of {cfg.model} on {dataset.kind}"
         files = write_all([metrics], out, t, per_image_rows(res))
         print((out / "report.md").read_text())
         print(f"{res.units_run} unit(s) run, {res.units_skipped} resumed on rank 0; {res.seconds:.1f} s; "
               f"wrote {', '.join(str(f) for f in files)}")
-    if d.world > 1:
+    if d.backend is not None:
         import torch.distributed as tdist
 
         tdist.destroy_process_group()

@@ -131,7 +131,8 @@ def markdown(metrics: Sequence[dict], title: str | None = None) -> str:
         lines.append(
             f"{cfg['optimizer'].upper()}, {cfg['steps']} steps, seeds {', '.join(map(str, m['seeds']))}, "
             f"crop {m['size'][0]}×{m['size'][1]}, labels: {'ground truth' if cfg['labels'] == 'gt' else 'clean prediction'}, "
-            f"{m['world']} process(es) on {m['device']}, {m['seconds']:.0f} s"
+            + (f"mixed precision {cfg['amp']}, " if cfg.get("amp", "off") != "off" else "")
+            + f"{m['world']} process(es) on {m.get('device_name', m['device'])}, {m['seconds']:.0f} s"
             + (f" ({'; '.join(m['dataset']['notes'])})" if m["dataset"].get("notes") else "") + ".")
         lines.append("")
         c = m["clean"]

@@ -115,6 +115,7 @@ class EvalConfig:
     max_images: int | None = None
     amp: str = "off"  # off | bf16 | fp16
     device: str = "auto"
+    deterministic: bool = False  # deterministic GPU kernels, no TF32 (CPU runs are deterministic anyway)
     out: Path = Path("eval-out")
     progress: bool = True
 
@@ -228,7 +229,7 @@ def setup_dist(device: str) -> Dist:
             dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
     d = Dist(rank, world, local, dev)
-    if world > 1:
+    if world > 1 or "TORCHELASTIC_RUN_ID" in os.environ:  # under torchrun (even 1 process): join the group
         import torch.distributed as tdist
 
         d.backend = "nccl" if dev.type == "cuda" else "gloo"
@@ -238,14 +239,14 @@ def setup_dist(device: str) -> Dist:
 
 
 def _barrier(d: Dist) -> None:
-    if d.world > 1:
+    if d.backend is not None:
         import torch.distributed as tdist
 
         tdist.barrier()
 
 
 def _all_reduce(d: Dist, t: torch.Tensor) -> torch.Tensor:
-    if d.world == 1:
+    if d.backend is None:
         return t
     import torch.distributed as tdist
 
@@ -255,7 +256,7 @@ def _all_reduce(d: Dist, t: torch.Tensor) -> torch.Tensor:
 
 
 def _all_gather(d: Dist, obj):
-    if d.world == 1:
+    if d.backend is None:
         return [obj]
     import torch.distributed as tdist
 
@@ -475,6 +476,8 @@ def metrics_dict(cfg: EvalConfig, res: EvalResult, dataset: Dataset, size: tuple
         "methods": [{"name": m.name, "attack": m.attack, "schedule": m.schedule, "title": m.title} for m in cfg.methods],
         "eps": list(cfg.eps), "seeds": list(cfg.seeds), "clean": trio(res.cms[CLEAN]), "settings": settings,
         "worst": worst, "seconds": res.seconds, "world": d.world, "device": d.device.type,
+        "device_name": torch.cuda.get_device_name(d.device) if d.device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "code": code_version(),
         "units_run_rank0": res.units_run, "units_resumed_rank0": res.units_skipped,
         "confusion": {k: {"i": i.tolist(), "n": n.tolist()} for k, (i, n) in ((k, _sparse(v)) for k, v in res.cms.items())},
     }
@@ -492,3 +495,18 @@ def per_image_rows(res: EvalResult) -> list[dict]:
         out.append({"image": r["image"], "method": meth, "eps": eps, "eps_255": round(eps * 255, 6), "seed": seed,
                     "acc": r["acc"], "miou": r["miou"], "valid_pixels": r["valid"]})
     return out
+
+
+def code_version() -> dict:
+    """The git commit of this checkout and whether tracked files differ from it (best effort)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"commit": head, "dirty": bool(dirty)} if head else {}
