@@ -1,0 +1,191 @@
+"""Every public endpoint, called with ``gradio_client`` against the app served on loopback.
+
+The app runs with the stand-in model (:mod:`app.standin`) and a synthetic example with a mask, plus a
+precomputed run for it, so the whole suite takes seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+import app  # noqa: F401  (offline environment before gradio)
+
+ARGS = dict(eps=8, alpha=0, seed=0, sched="linear:-2:1")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from app.runner import LiveRun, make_config, prepare
+    from app.sources import ExampleItem
+    from app.standin import TinySeg, register_standin, write_synthetic_example
+    from app.ui import build_demo
+
+    folder = tmp_path_factory.mktemp("api")
+    mid = register_standin()
+    ip, mp = write_synthetic_example(folder, 80)
+    pre = folder / "pre"
+    pre.mkdir()
+    model = TinySeg().freeze()
+    t = LiveRun(model, prepare(str(ip), str(mp), model, "synthetic"), make_config("ce", "pgd", 4, 4, 0, 1, None)).run_all()
+    t.save(pre / "synthetic__standin.npz")
+    (pre / "index.json").write_text(json.dumps({"runs": [{"example": "synthetic", "model": mid,
+                                                          "file": "synthetic__standin.npz", "config": t.info.config}]}))
+    examples = [ExampleItem("synthetic", "Synthetic", ip, {2: mp}), ExampleItem("plain", "No precomputed run", ip)]
+    demo = build_demo(mid, examples, pre)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield {"url": f"http://127.0.0.1:{port}/", "model": mid, "image": ip, "mask": mp}
+    demo.close()
+
+
+@pytest.fixture()
+def client(server):
+    from gradio_client import Client
+
+    return Client(server["url"], verbose=False)  # a fresh session (its own gr.State) per test
+
+
+def _run_args(server, ex="synthetic", attack="tsallis", opt="apgd", steps=4, **kw):
+    a = {**ARGS, **kw}
+    return (None, None, ex, server["model"], attack, opt, a["eps"], steps, a["alpha"], a["seed"], a["sched"])
+
+
+def _status(out) -> str:
+    return out[4] if len(out) == 18 else out[0]  # run/step/reset: state + 4 static first; others: main first
+
+
+def test_public_endpoints_are_listed(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/run", "/step", "/pause", "/stop", "/reset", "/scrub", "/probe", "/load_example", "/compare",
+            "/compare_scrub", "/export", "/preview"} <= names
+
+
+def test_run_streams_every_record(server, client):
+    job = client.submit(*_run_args(server, steps=4), api_name="/run")
+    outs = list(job)
+    # first yield + one per further record (APGD 4 steps: 4 + 3 stage starts = 7 records) + final
+    assert len(outs) == 1 + 6 + 1
+    last = outs[-1]
+    assert "finished" in _status(last) and "record **6** of 7" in _status(last)
+    imgs = [p for p in last[5:12] if p]
+    assert len(imgs) == 7 and all(Path(p).stat().st_size > 0 for p in imgs)  # adv .. grad
+    hist = last[12]
+    assert hist["type"] == "plotly" and "correct" in hist["plot"]
+    assert all(Path(p).exists() for p in outs[0][0:3])  # clean image, clean seg, ground truth
+
+
+def test_step_then_run_continues_and_scrub_is_instant(server, client):
+    out = client.predict(*_run_args(server, steps=3), api_name="/step")
+    assert "record **0** of 1" in _status(out)
+    out = client.predict(*_run_args(server, steps=3), api_name="/step")
+    assert "record **1** of 2" in _status(out)
+    outs = list(client.submit(*_run_args(server, steps=3), api_name="/run"))
+    assert "record **3** of 4" in _status(outs[-1])  # continued: APGD with 3 steps has one stage: 3 + 1 records
+    t = time.perf_counter()
+    sc = client.predict(1, api_name="/scrub")
+    assert time.perf_counter() - t < 5
+    assert "record **1** of 4" in _status(sc)
+    # changing the config starts a new run
+    out = client.predict(*_run_args(server, attack="ce", steps=3), api_name="/step")
+    assert "CE-PGD" in _status(out) and "record **0** of 1" in _status(out)
+
+
+def test_pause_cancels_between_records_and_step_resumes(server, client):
+    job = client.submit(*_run_args(server, opt="pgd", steps=120), api_name="/run")
+    for seen, _ in enumerate(job, 1):
+        if seen >= 3:
+            break
+    p = client.predict(api_name="/pause")
+    assert "Paused" in p[0]
+    deadline = time.time() + 30
+    while not job.done() and time.time() < deadline:
+        time.sleep(0.1)
+    assert job.done()
+    time.sleep(0.5)
+    n_paused = int(_status(client.predict(0, api_name="/scrub")).split(" of ")[1].split(" recorded")[0])
+    assert 3 <= n_paused < 121
+    out = client.predict(*_run_args(server, opt="pgd", steps=120), api_name="/step")
+    assert f"record **{n_paused}** of {n_paused + 1}" in _status(out)
+    stop = client.predict(api_name="/stop")
+    assert "Stopped" in stop[0]
+    out = client.predict(*_run_args(server, opt="pgd", steps=120), api_name="/step")
+    assert "record **0** of 1" in _status(out)  # after Stop, a fresh run
+    reset = client.predict(api_name="/reset")
+    assert "Reset" in _status(reset)
+    assert "No run yet" in client.predict(0, api_name="/scrub")[0]
+
+
+def test_probe_pixel(server, client):
+    client.predict(*_run_args(server, steps=2), api_name="/step")
+    out = client.predict(12, 30, api_name="/probe")
+    assert "Pixel (x=12, y=30)" in out[12]
+    assert out[11]["type"] == "plotly" and "p(object)" in out[11]["plot"]
+
+
+def test_load_example_with_and_without_precomputed_run(server, client):
+    out = client.predict("synthetic", server["model"], api_name="/load_example")
+    status = out[13]
+    assert "Precomputed run loaded" in status and "record **0** of 5" in status
+    assert out[2] == "ce" and out[3] == "pgd" and out[5] == 4  # controls follow the shipped config
+    sc = client.predict(4, api_name="/scrub")
+    assert "record **4** of 5" in sc[0]
+    out = client.predict("plain", server["model"], api_name="/load_example")
+    assert "selected" in out[13]
+
+
+def test_compare_and_shared_slider(server, client):
+    outs = list(client.submit(None, None, "synthetic", server["model"], ["ce", "tsallis", "js"], "pgd", 8, 3, 0, 0,
+                              "linear:-2:1", api_name="/compare"))
+    status, _slider, grid, curves, table = outs[-1]
+    assert "finished" in status and curves["type"] == "plotly"
+    assert Path(grid).stat().st_size > 0
+    names = [r[0] for r in table["data"]]
+    assert sorted(names) == ["CE-PGD", "JSPGD", "TsallisPGD"]
+    accs = [r[1] for r in table["data"]]
+    assert accs == sorted(accs)  # leaderboard: lowest (best for the attacker) first
+    assert all(r[3] >= 0 for r in table["data"])  # best record index
+    cs = client.predict(1, api_name="/compare_scrub")
+    assert "Record 1" in cs[0] and '"x0":1' in cs[3]["plot"]
+
+
+def test_export_files_and_link(server, client):
+    client.submit(*_run_args(server, steps=3), api_name="/run").result()
+    card, csv_p, png, gif, link = client.predict("synthetic", server["model"], "tsallis", "apgd", 8, 3, 0, 0,
+                                                 "linear:-2:1", api_name="/export")
+    c = json.loads(Path(card).read_text())
+    assert c["config"]["attack"] == "tsallis" and c["records"] == 4 and c["finished"]
+    lines = Path(csv_p).read_text().splitlines()
+    assert lines[0].startswith("index,iteration") and len(lines) == 1 + 4
+    from PIL import Image
+
+    assert Image.open(png).format == "PNG"
+    g = Image.open(gif)
+    assert g.format == "GIF" and g.n_frames == 4
+    assert link.startswith("http://127.0.0.1:") and "example=synthetic" in link and "attack=tsallis" in link
+
+
+def test_preview_validates_schedule(client):
+    fig, msg = client.predict("tsallis", "points:0:-2,0.5:0,1:1", 20, "apgd", api_name="/preview")
+    assert fig["type"] == "plotly" and "points:0:-2,0.5:0,1:1" in msg
+    _, msg = client.predict("tsallis", "linear:-2:oops", 20, "apgd", api_name="/preview")
+    assert msg.startswith("⚠️") and "not a number" in msg
+
+
+def test_bad_inputs_give_readable_errors(server, client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="pick an example or upload"):
+        client.predict(*_run_args(server, ex=""), api_name="/step")
+    with pytest.raises(AppError, match="schedule"):
+        client.predict(*_run_args(server, sched="cosine:1"), api_name="/step")
