@@ -514,7 +514,7 @@ class App:
                         with gr.Row():
                             panel("clean", "Clean image", smooth=True)
                             panel("adv", "Adversarial image", smooth=True)
-                            panel("pert", "Perturbation (amplified)", fmt="png")
+                            panel("pert", "Perturbation (amplified)")
                         with gr.Row():
                             panel("clean_seg", "Clean segmentation", smooth=True)
                             panel("seg", "Current segmentation", smooth=True)

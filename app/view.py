@@ -17,6 +17,7 @@ from app import figures as fg
 from app.trajectory import Trajectory
 from attack_engine.losses import ATTACK_TITLES
 
+DISPLAY_SIDE = 384  # panels are sent at most this size per side (they are ~300 CSS px on screen)
 PERTURBATION_SIDE = 256  # noise-like panels (perturbation, |dL/dz|) are shown at most this size (noise does not compress)
 
 MAIN_PANELS = ("status", "adv", "pert", "seg", "flipped", "firstflip", "weight", "grad", "hist", "curves", "mass",
@@ -84,10 +85,12 @@ SMOOTH = {"clean", "adv", "clean_seg", "seg", "gt"}  # photo-like panels, resize
 
 
 def panel_hw(traj: Trajectory, name: str) -> tuple[int, int]:
-    """(H, W) of panel ``name`` as sent to the browser."""
+    """(H, W) of panel ``name`` as sent to the browser: the display size capped at :data:`DISPLAY_SIDE`
+    (:data:`PERTURBATION_SIDE` for noise-like panels); a panel is never shown larger than that on screen."""
     h, w = traj.display_hw
-    if name in CAPPED and max(h, w) > PERTURBATION_SIDE:
-        s = PERTURBATION_SIDE / max(h, w)
+    cap = PERTURBATION_SIDE if name in CAPPED else DISPLAY_SIDE
+    if max(h, w) > cap:
+        s = cap / max(h, w)
         return max(1, round(h * s)), max(1, round(w * s))
     return h, w
 
