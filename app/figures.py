@@ -395,6 +395,8 @@ def curves_figure(traj: Trajectory, k: int | None = None) -> Fig:
         key = "yaxis" if i == 0 else f"yaxis{i + 1}"
         lay[key] = dict(domain=list(d), title=dict(text=t, font=dict(size=10)))
     lay["yaxis"].update(range=[0, 1.02], tickformat=".0%")
+    if np.nanmin(np.concatenate([loss, ce]), initial=1.0) > 0:
+        lay["yaxis2"]["type"] = "log"  # losses spike where q -> 1 (CE of already-wrong pixels)
     return Fig(data, lay)
 
 

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.trajectory import Trajectory
+from app.trajectory import Trajectory, load_group
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECOMPUTED_DIR = ROOT / "assets" / "precomputed"
@@ -64,3 +64,16 @@ def load_precomputed(example_id: str, model_id: str, folder: Path = PRECOMPUTED_
     """The shipped run for this example and model, or ``None``."""
     p = find_precomputed(example_id, model_id, folder)
     return None if p is None else Trajectory.load(p)
+
+
+def load_precomputed_compare(example_id: str, model_id: str, image, folder: Path = PRECOMPUTED_DIR) -> dict[str, Trajectory]:
+    """The shipped attack comparison (title -> light run) for this example and model, or ``{}``.
+
+    ``image`` is the model-resolution image of the example's shipped run (the comparison does not repeat it).
+    """
+    for r in precomputed_index(folder):
+        if r["example"] == example_id and r["model"] == model_id and r.get("compare_file"):
+            p = folder / r["compare_file"]
+            if p.exists():
+                return load_group(p, image=image)
+    return {}

@@ -323,18 +323,15 @@ class Trajectory:
         return out
 
     # -- persistence ------------------------------------------------------------------------------
-    def save(self, path: str | Path, delta_every: int = 1) -> None:
-        """Write a compressed ``.npz``.
-
-        ``delta_every`` > 1 keeps the perturbation (noise that does not compress) only at every n-th record and
-        at the first, best and last ones; the viewer then shows the nearest earlier kept one and says so.
-        """
+    def to_arrays(self, delta_every: int = 1, with_image: bool = True) -> dict[str, np.ndarray]:
+        """All stored data as named arrays (see :meth:`save`)."""
         arrs: dict[str, np.ndarray] = {
             "info": np.frombuffer(self.info.to_json().encode(), dtype=np.uint8),
-            "image": self.image, "labels": self.labels.astype(np.int32), "clean_pred": self.clean_pred.astype(np.int32),
-            "first_flip": self.first_flip, "finished": np.array(self.finished),
-            "light": np.array(self.light),
+            "labels": self.labels.astype(np.int32), "clean_pred": self.clean_pred.astype(np.int32),
+            "first_flip": self.first_flip, "finished": np.array(self.finished), "light": np.array(self.light),
         }
+        if with_image:
+            arrs["image"] = self.image
         for k in SCALARS:
             arrs["sc_" + k] = self.scalars(k)
         if self.pred:
@@ -349,15 +346,16 @@ class Trajectory:
             lst = getattr(self, name)
             if lst:
                 arrs[name] = np.stack(lst)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrs)
-        Path(path).write_bytes(buf.getvalue())
+        return arrs
 
     @classmethod
-    def load(cls, path: str | Path) -> Trajectory:
-        z = np.load(path, allow_pickle=False)
+    def from_arrays(cls, z, image: np.ndarray | None = None) -> Trajectory:
+        """Inverse of :meth:`to_arrays`; ``image`` is required when the arrays were saved without it."""
         info = RunInfo.from_json(bytes(z["info"]).decode())
-        t = cls(info, z["image"], z["labels"], z["clean_pred"], light=bool(z["light"]))
+        img = z.get("image", image)
+        if img is None:
+            raise ValueError("this run was saved without its image; pass image=")
+        t = cls(info, img, z["labels"], z["clean_pred"], light=bool(z["light"]))
         for k in SCALARS:
             vals = z["sc_" + k].tolist()
             t.sc[k] = [int(v) for v in vals] if k in ("index", "iteration", "stage", "stage_step", "stage_total",
@@ -374,3 +372,43 @@ class Trajectory:
         t.first_flip = z["first_flip"].astype(np.int32)
         t.finished = bool(z["finished"])
         return t
+
+    def save(self, path: str | Path, delta_every: int = 1) -> None:
+        """Write a compressed ``.npz``.
+
+        ``delta_every`` > 1 keeps the perturbation (noise that does not compress) only at every n-th record and
+        at the first, best and last ones; the viewer then shows the nearest earlier kept one and says so.
+        """
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **self.to_arrays(delta_every))
+        Path(path).write_bytes(buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Trajectory:
+        return cls.from_arrays(np.load(path, allow_pickle=False))
+
+
+def save_group(path: str | Path, trajs: dict[str, Trajectory], with_image: bool = True) -> None:
+    """Several runs on the same image (a comparison) in one ``.npz``; the image is stored once (or not at all,
+    when the caller ships it elsewhere: then :func:`load_group` needs ``image=``)."""
+    arrs: dict[str, np.ndarray] = {"names": np.frombuffer(json.dumps(list(trajs)).encode(), dtype=np.uint8)}
+    for i, t in enumerate(trajs.values()):
+        if i == 0 and with_image:
+            arrs["image"] = t.image
+        for k, v in t.to_arrays(with_image=False).items():
+            arrs[f"{i}/{k}"] = v
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrs)
+    Path(path).write_bytes(buf.getvalue())
+
+
+def load_group(path: str | Path, image: np.ndarray | None = None) -> dict[str, Trajectory]:
+    """Inverse of :func:`save_group`."""
+    z = np.load(path, allow_pickle=False)
+    names = json.loads(bytes(z["names"]).decode())
+    image = z.get("image", image)
+    out = {}
+    for i, name in enumerate(names):
+        sub = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(f"{i}/")}
+        out[name] = Trajectory.from_arrays(sub, image=image)
+    return out

@@ -22,7 +22,7 @@ import pandas as pd
 from app import figures as fg
 from app.export import config_query, evolution_gif, panels_png, parse_query, records_csv, run_card
 from app.runner import MAX_STEPS, InputError, LiveRun, make_config, prepare
-from app.sources import PRECOMPUTED_DIR, ExampleItem, bundled_examples, load_precomputed
+from app.sources import PRECOMPUTED_DIR, ExampleItem, bundled_examples, load_precomputed, load_precomputed_compare
 from app.trajectory import Trajectory
 from app.view import (
     LEADERBOARD_HEADERS,
@@ -40,7 +40,7 @@ from attack_engine.schedules import PRESETS, ScheduleError, parse_schedule
 
 STATE_TTL_S = 2 * 3600
 ATTACK_CONCURRENCY = int(os.environ.get("TSALLIS_ATTACK_CONCURRENCY", "1"))
-DEFAULT_STEPS = 40
+DEFAULT_STEPS = 30
 PLAY_INTERVAL_S = 0.35
 CUSTOM = "your own (edit the text)"
 CONST_PRESET = "constant q (slider)"
@@ -338,17 +338,21 @@ class App:
                     "(or with your settings).")
             main = self._main_values(sess, note=note)
             static = self._static_values(sess)
+            sess.compare = load_precomputed_compare(ex.id, model_id, traj.image, self.precomputed_dir)
         else:
+            sess.compare = {}
             sched = gr.skip()
             sess.traj, sess.live, sess.key, sess.probe = None, None, None, None
             main = self._main_values(sess, note=f"Example **{ex.title}** selected: press **Run** or **Step**.")
             static = [str(ex.image), None, None, ""]
-        return [sess, ex.id, str(ex.image), *ctl, sched, *static, *main]
+        cmp = self._compare_values(sess, None, "Precomputed comparison (same config as the shipped run): drag the "
+                                               "slider." if sess.compare else "No comparison yet.")
+        return [sess, ex.id, str(ex.image), *ctl, sched, *static, *main, *cmp]
 
     def load_linked_example(self, ex_id, model_id, state):
         """After a shared link set ``ex_id``: load that example (no-op otherwise)."""
         if not ex_id or ex_id not in self.ex_by_id:
-            return [gr.skip()] * (3 + 7 + len(STATIC_PANELS) + len(MAIN_PANELS) + 1)
+            return [gr.skip()] * (3 + 7 + len(STATIC_PANELS) + len(MAIN_PANELS) + 1 + 5)
         return self.load_example(ex_id, model_id, state)
 
     def compare(self, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed, sched, state):
@@ -376,6 +380,8 @@ class App:
     def _compare_values(self, sess: Session, k: int | None, note: str = "") -> list:
         if not sess.compare:
             return ["No comparison yet.", gr.skip(), None, None, None]
+        if not any(len(t) for t in sess.compare.values()):
+            return [note, gr.skip(), gr.skip(), gr.skip(), gr.skip()]
         n = max(len(t) for t in sess.compare.values())
         k = n - 1 if k is None else int(min(max(int(k), 0), n - 1))
         series = {name: t.scalars("acc") for name, t in sess.compare.items()}
@@ -456,7 +462,7 @@ class App:
                 # ---------------- left: inputs and controls ----------------
                 with gr.Column(scale=1, min_width=330):
                     gallery = gr.Gallery(value=[(str(e.image), e.title) for e in self.examples], label="Examples",
-                                         columns=3, height=190, allow_preview=False, object_fit="cover",
+                                         columns=3, height=250, allow_preview=False, object_fit="cover",
                                          elem_id="examples")
                     ex_id = gr.Textbox(value="", visible=False, label="example id")
                     image_in = gr.Image(type="numpy", label="Image (upload, paste, or pick an example)",
@@ -615,7 +621,8 @@ class App:
                                            state], [f_card, f_csv, f_png, f_gif, share], api_name="export",
                              concurrency_limit=2, concurrency_id="export")
 
-            ex_out = [state, ex_id, image_in, *controls, sched_text, *static_out, *main_out]
+            ex_out = [state, ex_id, image_in, *controls, sched_text, *static_out, *main_out, cmp_status, cmp_slider,
+                      cmp_grid, cmp_curves, cmp_table]
             hidden_ex_btn = gr.Button(visible=False)
             hidden_ex_btn.click(self.load_example, [ex_id, model_dd, state], ex_out, api_name="load_example", **fast)
 

@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import app  # noqa: F401  (sets the offline/telemetry environment first)
 from app.runner import LiveRun, make_config, prepare
 from app.sources import PRECOMPUTED_DIR, bundled_examples
+from app.trajectory import save_group
+from attack_engine.losses import ATTACK_TITLES, ATTACKS
 from attack_engine.models import DEFAULT_MODEL, load_model
 
 
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--map-side", type=int, default=128, help="longest side of the stored per-pixel maps")
     ap.add_argument("--delta-every", type=int, default=8,
                     help="keep the perturbation (incompressible noise) of every n-th record (+ first, best, last)")
+    ap.add_argument("--compare", nargs="*", default=list(ATTACKS),
+                    help="attacks for the shipped comparison (same config, predictions only); none to skip")
     ap.add_argument("--out", type=Path, default=PRECOMPUTED_DIR)
     args = ap.parse_args(argv)
 
@@ -55,17 +59,27 @@ def main(argv: list[str] | None = None) -> int:
         traj = LiveRun(model, prep, cfg, map_side=args.map_side).run_all()
         fname = f"{ex.id}__{args.model}.npz"
         traj.save(args.out / fname, delta_every=args.delta_every)
+        entry = {"example": ex.id, "model": args.model, "file": fname, "config": cfg.to_dict(),
+                 "records": len(traj), "clean_acc": traj.info.clean_acc, "result_acc": traj.info.extra.get("result_acc")}
+        if args.compare:
+            group = {}
+            for a in args.compare:
+                c = make_config(a, args.optimizer, args.eps, args.steps, 0, args.seed, args.schedule)
+                group[ATTACK_TITLES[a]] = LiveRun(model, prep, c, light=True, map_side=args.map_side).run_all()
+            cname = f"compare__{ex.id}__{args.model}.npz"
+            save_group(args.out / cname, group, with_image=False)
+            entry["compare_file"] = cname
+            entry["compare"] = {k: t.info.extra.get("result_acc") for k, t in group.items()}
         runs = [r for r in runs if not (r["example"] == ex.id and r["model"] == args.model)]
-        runs.append({"example": ex.id, "model": args.model, "file": fname, "config": cfg.to_dict(),
-                     "records": len(traj), "clean_acc": traj.info.clean_acc,
-                     "result_acc": traj.info.extra.get("result_acc")})
+        runs.append(entry)
         size = (args.out / fname).stat().st_size
         print(f"{ex.id}: {len(traj)} records, acc {traj.info.clean_acc:.3f} -> "
               f"{traj.info.extra.get('result_acc', float('nan')):.3f}, {size / 1024:.0f} KiB, {time.time() - t0:.0f} s",
               flush=True)
     runs.sort(key=lambda r: (r["model"], r["example"]))
     idx_path.write_text(json.dumps({"runs": runs}, indent=1) + "\n")
-    total = sum((args.out / r["file"]).stat().st_size for r in runs if (args.out / r["file"]).exists())
+    files = [args.out / f for r in runs for f in (r["file"], r.get("compare_file")) if f]
+    total = sum(p.stat().st_size for p in files if p.exists())
     print(f"{len(runs)} runs in {idx_path.parent}, {total / 1024 / 1024:.2f} MiB total")
     return 0
 

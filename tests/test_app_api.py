@@ -29,6 +29,7 @@ def server(tmp_path_factory):
     from app.runner import LiveRun, make_config, prepare
     from app.sources import ExampleItem
     from app.standin import TinySeg, register_standin, write_synthetic_example
+    from app.trajectory import save_group
     from app.ui import build_demo
 
     folder = tmp_path_factory.mktemp("api")
@@ -39,8 +40,12 @@ def server(tmp_path_factory):
     model = TinySeg().freeze()
     t = LiveRun(model, prepare(str(ip), str(mp), model, "synthetic"), make_config("ce", "pgd", 4, 4, 0, 1, None)).run_all()
     t.save(pre / "synthetic__standin.npz")
+    group = {name: LiveRun(model, prepare(str(ip), str(mp), model, "synthetic"), make_config(a, "pgd", 4, 4, 0, 1, None),
+                           light=True).run_all() for a, name in (("ce", "CE-PGD"), ("tsallis", "TsallisPGD"))}
+    save_group(pre / "compare.npz", group, with_image=False)
     (pre / "index.json").write_text(json.dumps({"runs": [{"example": "synthetic", "model": mid,
-                                                          "file": "synthetic__standin.npz", "config": t.info.config}]}))
+                                                          "file": "synthetic__standin.npz", "config": t.info.config,
+                                                          "compare_file": "compare.npz"}]}))
     examples = [ExampleItem("synthetic", "Synthetic", ip, {2: mp}), ExampleItem("plain", "No precomputed run", ip)]
     demo = build_demo(mid, examples, pre)
     port = _free_port()
@@ -138,10 +143,14 @@ def test_load_example_with_and_without_precomputed_run(server, client):
     status = out[13]
     assert "Precomputed run loaded" in status and "record **0** of 5" in status
     assert out[2] == "ce" and out[3] == "pgd" and out[5] == 4  # controls follow the shipped config
+    cmp_status, _, grid, _, table = out[27:32]
+    assert "Precomputed comparison" in cmp_status and Path(grid).exists()
+    assert sorted(r[0] for r in table["data"]) == ["CE-PGD", "TsallisPGD"]
     sc = client.predict(4, api_name="/scrub")
     assert "record **4** of 5" in sc[0]
+    assert "Record 2" in client.predict(2, api_name="/compare_scrub")[0]
     out = client.predict("plain", server["model"], api_name="/load_example")
-    assert "selected" in out[13]
+    assert "selected" in out[13] and out[27] == "No comparison yet."
 
 
 def test_compare_and_shared_slider(server, client):
@@ -189,3 +198,19 @@ def test_bad_inputs_give_readable_errors(server, client):
         client.predict(*_run_args(server, ex=""), api_name="/step")
     with pytest.raises(AppError, match="schedule"):
         client.predict(*_run_args(server, sched="cosine:1"), api_name="/step")
+
+
+def test_uploaded_image_and_mask(server, client):
+    from gradio_client import handle_file
+
+    out = client.predict(handle_file(str(server["image"])), handle_file(str(server["mask"])), "", server["model"],
+                         "masked_ce", "pgd", 8, 2, 2, 0, "", api_name="/step")
+    assert "MaskedPGD" in _status(out) and "your upload" in out[3] and "ground truth" in out[3]
+    out = client.predict(handle_file(str(server["image"])), None, "", server["model"], "cospgd", "pgd", 8, 2, 0, 0, "",
+                         api_name="/step")
+    assert "clean prediction" in out[3]  # no mask: labels = clean prediction
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="mask"):
+        client.predict(handle_file(str(server["image"])), handle_file(str(server["image"])), "", server["model"],
+                       "ce", "pgd", 8, 2, 0, 0, "", api_name="/step")

@@ -143,3 +143,18 @@ def test_new_user_flow(served):
         page.screenshot(path=str(SCREENS / "05_replayed.png"), full_page=False)
         browser.close()
     assert not outside, f"the page requested addresses outside loopback: {sorted(set(outside))[:10]}"
+
+
+def test_shared_link_restores_controls(served):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(served + "?example=synthetic&attack=ce&opt=pgd&eps=4&steps=7&seed=3")
+        expect(page.locator("#status")).to_contain_text("selected", timeout=30_000)
+        expect(page.locator("#steps input[type=number]")).to_have_value("7", timeout=10_000)
+        expect(page.locator("#eps input[type=number]")).to_have_value("4")
+        expect(page.locator("#attack input")).to_have_value("CE-PGD")
+        page.screenshot(path=str(SCREENS / "06_shared_link.png"))
+        browser.close()
