@@ -12,6 +12,7 @@ for _k, _v in {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "DO_NOT_TRACK": "1",
+    "TSALLIS_OFFLINE": "1",  # the model zoo's download-on-first-use stays off unless you set TSALLIS_OFFLINE=0
 }.items():
     os.environ.setdefault(_k, _v)
 

@@ -347,12 +347,12 @@ class App:
             static = [str(ex.image), None, None, ""]
         cmp = self._compare_values(sess, None, "Precomputed comparison (same config as the shipped run): drag the "
                                                "slider." if sess.compare else "No comparison yet.")
-        return [sess, ex.id, str(ex.image), *ctl, sched, *static, *main, *cmp]
+        return [sess, ex.id, str(ex.image), *ctl, sched, *static, *main, *cmp, None]
 
     def load_linked_example(self, ex_id, model_id, state):
         """After a shared link set ``ex_id``: load that example (no-op otherwise)."""
         if not ex_id or ex_id not in self.ex_by_id:
-            return [gr.skip()] * (3 + 7 + len(STATIC_PANELS) + len(MAIN_PANELS) + 1 + 5)
+            return [gr.skip()] * (3 + 7 + len(STATIC_PANELS) + len(MAIN_PANELS) + 1 + 5 + 1)
         return self.load_example(ex_id, model_id, state)
 
     def compare(self, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed, sched, state):
@@ -622,7 +622,7 @@ class App:
                              concurrency_limit=2, concurrency_id="export")
 
             ex_out = [state, ex_id, image_in, *controls, sched_text, *static_out, *main_out, cmp_status, cmp_slider,
-                      cmp_grid, cmp_curves, cmp_table]
+                      cmp_grid, cmp_curves, cmp_table, mask_in]
             hidden_ex_btn = gr.Button(visible=False)
             hidden_ex_btn.click(self.load_example, [ex_id, model_dd, state], ex_out, api_name="load_example", **fast)
 
@@ -683,7 +683,12 @@ The **confidence histogram** with the weight curve is the heart of it: it shows 
 and how pixels move from "confident and correct" to "wrong" as the iterations go.
 
 Runs are recorded on the server per session (for two hours); scrubbing and replay never recompute.
-The examples come with precomputed runs so they play instantly.
+The examples come with precomputed runs (and attack comparisons) so they play instantly.
+
+### Models
+The bundled MediaPipe selfie models always work offline. Models marked *not downloaded* need their weights in the
+weights cache first: the app itself never downloads anything (it starts with `TSALLIS_OFFLINE=1`, analytics and
+telemetry off). Start it with `TSALLIS_OFFLINE=0` to let the model zoo fetch weights on first use.
 """
 
 

@@ -111,6 +111,10 @@ def test_pause_cancels_between_records_and_step_resumes(server, client):
     for seen, _ in enumerate(job, 1):
         if seen >= 3:
             break
+    # the UI stays responsive while the attack streams: scrubbing bypasses the queue
+    t = time.perf_counter()
+    sc = client.predict(0, api_name="/scrub")
+    assert time.perf_counter() - t < 3 and "record **0**" in _status(sc) and not job.done()
     p = client.predict(api_name="/pause")
     assert "Paused" in p[0]
     deadline = time.time() + 30
