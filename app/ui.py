@@ -128,6 +128,19 @@ class App:
         self.precomputed_dir = precomputed_dir
         self.export_dir = Path(tempfile.mkdtemp(prefix="tsallis_export_"))
 
+    def default_example(self, model_id: str) -> str | None:
+        """The example shown on first load: one with a shipped run for this model, ground truth preferred."""
+        from app.sources import find_precomputed
+
+        try:
+            n = load_model(model_id).info.num_classes
+        except Exception:  # an unavailable model: no default example
+            return None
+        shipped = [e for e in self.examples if find_precomputed(e.id, model_id, self.precomputed_dir)]
+        with_gt = [e for e in shipped if e.mask_for(n)]
+        pick = (with_gt or shipped or [None])[0]
+        return pick.id if pick else None
+
     # -- inputs -> a started run ------------------------------------------------------------------------
     def _source(self, image, mask, ex_id: str | None, num_classes: int) -> tuple[Any, Any, str]:
         if ex_id and ex_id in self.ex_by_id:
@@ -441,7 +454,7 @@ class App:
             q.get("attack", gr.skip()), q.get("opt", gr.skip()), q.get("eps", gr.skip()), q.get("steps", gr.skip()),
             q.get("alpha", gr.skip()), q.get("seed", gr.skip()), q.get("schedule", gr.skip()),
         ]
-        ex = q.get("example")
+        ex = q.get("example") or self.default_example(q.get("model") if q.get("model") in model_ids else self.model_id)
         if ex in self.ex_by_id:
             out += [ex, str(self.ex_by_id[ex].image)]
         else:
