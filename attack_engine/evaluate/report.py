@@ -54,6 +54,13 @@ def average_ranks(values: Sequence[float], tol: float = 1e-12) -> list[float]:
     return ranks
 
 
+def run_label(m: dict) -> str:
+    """Short name of one evaluation: model, dataset, image count and label source."""
+    labels = "ground truth" if m["config"]["labels"] == "gt" else "labels = clean prediction"
+    n = m["images"]
+    return f"{m['model']} on {m['dataset']['kind']} ({n} image{'s' if n != 1 else ''}, {labels})"
+
+
 def _mean_std(vals: list[float]) -> tuple[float, float]:
     a = np.asarray([v for v in vals if not math.isnan(v)], dtype=np.float64)
     if not a.size:
@@ -127,10 +134,10 @@ def markdown(metrics: Sequence[dict], title: str | None = None) -> str:
         lines += [f"# {title}", ""]
     for m in metrics:
         cfg = m["config"]
-        lines += [f"## {m['model']} on {m['dataset']['kind']} ({m['images']} images)", ""]
+        lines += [f"## {run_label(m)}", ""]
         lines.append(
             f"{cfg['optimizer'].upper()}, {cfg['steps']} steps, seeds {', '.join(map(str, m['seeds']))}, "
-            f"crop {m['size'][0]}×{m['size'][1]}, labels: {'ground truth' if cfg['labels'] == 'gt' else 'clean prediction'}, "
+            f"crop {m['size'][0]}×{m['size'][1]}, "
             + (f"mixed precision {cfg['amp']}, " if cfg.get("amp", "off") != "off" else "")
             + f"{m['world']} process(es) on {m.get('device_name', m['device'])}, {m['seconds']:.0f} s"
             + (f" ({'; '.join(m['dataset']['notes'])})" if m["dataset"].get("notes") else "") + ".")
@@ -231,7 +238,7 @@ def plot(metrics: Sequence[dict], path: Path) -> Path | None:
                 ax.errorbar(xs, ys, yerr=err, marker="o", ms=3.5, capsize=2, label=meth["title"])
             ax.set_xlabel("ε (×1/255)")
             ax.set_ylabel(name)
-            ax.set_title(f"{m['model']}: {name}", fontsize=10)
+            ax.set_title(f"{run_label(m)}: {name}", fontsize=8)
             ax.grid(alpha=0.3)
         row[1].legend(fontsize=7, loc="best")
     fig.tight_layout()
