@@ -54,21 +54,112 @@ class _StableCE(torch.autograd.Function):
 
     Autograd of ``log_softmax`` forms ``p_y - 1``, which rounds to 0 once ``p_y > 1 - eps``.  Here the
     true-class entry is computed as ``-sum_{j != y} p_j`` instead, which has no cancellation.
-    ``lse`` (the detached logsumexp over classes) is passed in so that it is computed once.
+
+    The caller hands over what its forward pass already computed (:func:`_softmax_parts`), so no class-sized
+    work is repeated: ``e = exp(z - max_j z_j)`` in the objective dtype with the label entry set to 0, ``s = sum_j e_j``,
+    ``s_other = sum_{j != y} e_j``, ``lse`` and ``z_y``.  ``z`` are the logits in their own dtype; the gradient is
+    computed in the objective dtype and rounded once, to the logits' dtype, as it is stored.
     """
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, y: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:  # z [B,C,H,W]
-        ctx.save_for_backward(z, y, lse)
-        return lse - z.gather(1, y.unsqueeze(1)).squeeze(1)
+    def forward(ctx, z: torch.Tensor, idx: torch.Tensor, e: torch.Tensor, s: torch.Tensor, s_other: torch.Tensor,
+                lse: torch.Tensor, zy: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(idx, e, s, s_other)
+        ctx.z_dtype = z.dtype
+        return lse - zy
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        z, y, lse = ctx.saved_tensors
-        idx = y.unsqueeze(1)
-        grad = torch.exp(z - lse.unsqueeze(1)).scatter_(1, idx, 0.0)
-        grad.scatter_(1, idx, -grad.sum(1, keepdim=True))
-        return grad.mul_(g.unsqueeze(1)), None, None
+        idx, e, s, s_other = ctx.saved_tensors
+        coef = (g / s).unsqueeze(1)  # dCE/dz_j = p_j = e_j / s for j != y
+        grad = torch.empty_like(e, dtype=ctx.z_dtype)
+        for r in _row_chunks(e):  # the product in e's dtype, rounded on store; small temporaries
+            grad[:, :, r] = e[:, :, r] * coef[:, :, r]
+        grad.scatter_(1, idx, (-s_other.unsqueeze(1) * coef).to(grad.dtype))  # dCE/dz_y = -sum_{j != y} p_j
+        return grad, None, None, None, None, None, None
+
+
+_CHUNK_BYTES = 4 << 20
+
+
+def _row_chunks(t: torch.Tensor) -> list[slice]:
+    """Slices along H of a ``[B,C,H,W]`` tensor of about ``_CHUNK_BYTES`` each.
+
+    Temporaries of chunk size are recycled by the allocator, where tensor-sized ones (hundreds of MB at 512² with
+    150 classes) are fresh pages every iteration on CPU, and the page faults cost more than the arithmetic.
+    """
+    b, c, h, w = t.shape
+    if t.device.type != "cpu":
+        return [slice(0, h)]
+    rows = max(1, _CHUNK_BYTES // max(1, b * c * w * t.element_size()))
+    return [slice(i, min(i + rows, h)) for i in range(0, h, rows)]
+
+
+def _max_argmax(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Max over classes ``[B,H,W]`` and the first class reaching it (``argmax``), exact in ``z``'s dtype.
+
+    On CPU a loop over the classes of elementwise ops on ``[B,H,W]`` planes is several times faster than
+    ``argmax``/``topk`` over dim 1 of an NCHW tensor.
+    """
+    c = z.shape[1]
+    if z.device.type != "cpu" or c > 1024:
+        m, pred = z.max(1)
+        return m, pred
+    m = z[:, 0].clone()
+    pred = torch.zeros(m.shape, dtype=torch.long, device=z.device)
+    for k in range(1, c):
+        zk = z[:, k]
+        pred.masked_fill_(zk > m, k)
+        torch.maximum(m, zk, out=m)
+    return m, pred
+
+
+def _softmax_parts(zd: torch.Tensor, idx: torch.Tensor, dtype: torch.dtype):
+    """All the class-sized work of the objective in one go (no grad; ``zd`` the logits in their own dtype).
+
+    Returns ``pred``; ``e = exp(z - m)`` (``m`` the max logit) in ``dtype`` with the label entry set to 0; and, all
+    ``[B,H,W]``: ``ey`` (the label entry of ``exp(z - m)``), ``s_other = sum_{j != y} e_j``, ``s = s_other + ey``,
+    ``lse = log s + m`` (``torch.logsumexp`` up to rounding, ±inf maxima treated the same way) and ``zy``.
+    """
+    m, pred = _max_argmax(zd)
+    m = m.to(dtype)
+    e = torch.empty(zd.shape, dtype=dtype, device=zd.device)
+    e.copy_(zd)  # the conversion in place of a fresh tensor per step; exact for every float logits dtype
+    e.sub_(m.unsqueeze(1)).exp_()
+    ey = e.gather(1, idx).squeeze(1)
+    e.scatter_(1, idx, 0.0)
+    s_other = e.sum(1)
+    s = s_other + ey
+    lse = torch.log(s) + m.masked_fill(m.abs() == math.inf, 0.0)
+    zy = zd.gather(1, idx).squeeze(1).to(dtype)
+    return pred, e, ey, s_other, s, lse, zy
+
+
+def _sum_sq(e: torch.Tensor) -> torch.Tensor:
+    """``sum_j e_j^2`` over classes, ``[B,H,W]``, with chunk-sized temporaries."""
+    out = torch.empty(e.shape[0], *e.shape[2:], dtype=e.dtype, device=e.device)
+    for r in _row_chunks(e):
+        out[:, r] = e[:, :, r].square().sum(1)
+    return out
+
+
+def _log_norm_others(zd: torch.Tensor, idx: torch.Tensor, lse: torch.Tensor, dtype: torch.dtype):
+    """``log sum_{j != y} p_j`` and ``0.5 log(sum_{j != y} p_j^2 + (sum_{j != y} p_j)^2)`` without underflow.
+
+    Computed around the largest rival logit ``r = max_{j != y} z_j``: ``p_j = exp(r - lse) exp(z_j - r)``, so the
+    sums are at least 1.  A class-sized pass; used only for pixels whose linear values underflow.  ``-inf`` with a
+    single class.
+    """
+    if zd.shape[1] < 2:
+        ninf = torch.full(lse.shape, -math.inf, dtype=dtype, device=lse.device)
+        return ninf, ninf
+    er = torch.empty(zd.shape, dtype=dtype, device=zd.device)
+    er.copy_(zd).scatter_(1, idx, -math.inf)
+    r = er.amax(1)
+    er.sub_(r.unsqueeze(1)).exp_()
+    s1 = er.sum(1)
+    base = r - lse
+    return base + torch.log(s1), base + 0.5 * torch.log(_sum_sq(er) + s1.square())
 
 
 def _objective_dtype(logits: torch.Tensor) -> torch.dtype:
@@ -152,49 +243,52 @@ def pixel_terms(
     if total < 1 or step < 0:
         raise ValueError(f"need total >= 1 and step >= 0, got step={step}, total={total}")
     with torch.autocast(logits.device.type, enabled=False):
-        z = logits.to(_objective_dtype(logits))
-        y, valid = _safe_labels(labels, z.shape[1], ignore_index)
-        validf = valid.to(z.dtype)
+        dtype = _objective_dtype(logits)
+        y, valid = _safe_labels(labels, logits.shape[1], ignore_index)
+        validf = valid.to(dtype)
+        idx = y.unsqueeze(1)
         with torch.no_grad():
-            lse = torch.logsumexp(z.detach(), 1)
-        ce = _StableCE.apply(z, y, lse) * validf
+            zd = logits.detach()
+            pred, e, ey, s_other, s, lse, zy = _softmax_parts(zd, idx, dtype)
+        ce = _StableCE.apply(logits, idx, e, s, s_other, lse, zy) * validf
         with torch.no_grad():
-            zd = z.detach()
             cef = ce.detach()
             p_true = torch.exp(-cef)
-            if z.shape[1] > 1:
-                top = zd.topk(2, dim=1)
-                pred = top.indices[:, 0]
-                # log of the largest p_j over j != y (the label's rivals); log(1 - p_y) lies within log(C-1) above
-                log_rival = torch.where(pred == y, top.values[:, 1], top.values[:, 0]) - lse
-            else:
-                pred = torch.zeros_like(y)
-                log_rival = torch.full_like(lse, -math.inf)
             correct = (pred == y) & valid
+            log_s = torch.log(s)
             grad_norm = None
             if with_grad_norm or name == "cospgd":
-                p = torch.exp(zd - lse.unsqueeze(1))
+                sq = _sum_sq(e)  # sum_{j != y} e_j^2
             if with_grad_norm:
-                idx = y.unsqueeze(1)
-                others = p.scatter(1, idx, 0.0)
-                grad_norm = torch.sqrt(others.square().sum(1) + others.sum(1).square()) * validf
-                # the same norm in log space: 0.5 * log(sum_j p_j^2 + (sum_j p_j)^2), j != y
-                lo = (zd - lse.unsqueeze(1)).scatter_(1, idx, -math.inf)
-                log_ce_grad = 0.5 * torch.logaddexp(torch.logsumexp(2 * lo, 1), 2 * torch.logsumexp(lo, 1))
-            else:  # lower bound within log(sqrt(2) (C-1)) of the exact norm, from [B,H,W] tensors only
-                log_ce_grad = log_rival + 0.5 * math.log(2.0)
+                lin = sq + s_other.square()
+                grad_norm = torch.sqrt(lin) / s * validf
+                # log ||p - e_y|| = 0.5 log(sum_j p_j^2 + (sum_j p_j)^2), j != y: linear where the largest e_j^2 is far
+                # from underflow (e_j >= s_other / (C-1)), else re-centred on the largest rival logit
+                ok = s_other >= (torch.finfo(dtype).tiny ** 0.45) * max(1, logits.shape[1] - 1)
+                log_ce_grad = 0.5 * torch.log(lin) - log_s
+                if not bool(ok.all()):
+                    log_ce_grad = torch.where(ok, log_ce_grad, _log_norm_others(zd, idx, lse, dtype)[1])
+            else:
+                # lower bound from S = sum_{j != y} p_j alone (no extra class-sized pass): sum_j p_j^2 >= S^2 / (C-1), so
+                # ||p - e_y|| >= S sqrt(C / (C-1)), within 0.5 log(2 (C-1) / C) of the exact value (exact for 2 classes)
+                c = logits.shape[1]
+                ok = s_other >= torch.finfo(dtype).tiny
+                log_ce_grad = torch.log(s_other) - log_s
+                if not bool(ok.all()):
+                    log_ce_grad = torch.where(ok, log_ce_grad, _log_norm_others(zd, idx, lse, dtype)[0])
+                log_ce_grad = log_ce_grad + (0.5 * math.log(c / (c - 1)) if c > 1 else 0.0)
         param: float | None = None
         if name == "ce":
             loss, weight = ce, torch.ones_like(cef)
         elif name == "segpgd":
             param = step / (2.0 * total)
-            weight = torch.where(correct, 1.0 - param, param).to(z.dtype)
+            weight = torch.where(correct, 1.0 - param, param).to(dtype)
             loss = weight * ce
         elif name == "cospgd":
-            weight = p_true / p.norm(dim=1).clamp_min(1e-300)  # p computed above for cospgd
+            weight = p_true / (torch.sqrt(sq + ey.square()) / s).clamp_min(1e-300)  # / ||p||_2
             loss = weight * ce
         elif name == "masked_ce":
-            weight = correct.to(z.dtype)
+            weight = correct.to(dtype)
             loss = weight * ce
         elif name == "js":
             loss = js_of_ce(ce) * validf
