@@ -11,7 +11,6 @@ import json
 import math
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -28,9 +27,10 @@ class CLIError(Exception):
 
 
 def parse_eps(text: str) -> float:
-    """``8/255`` or ``0.0314`` -> float in [0, 1]."""
+    """``8/255``, ``0.25/255`` or ``0.0314`` -> float in [0, 1]."""
     try:
-        v = float(Fraction(text.strip())) if "/" in text else float(text)
+        num, _, den = text.strip().partition("/")
+        v = float(num) / float(den) if den else float(num)
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"cannot read {text!r} as a number; write e.g. 8/255 or 0.0314") from None
     if not math.isfinite(v) or v < 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import numpy as np
@@ -37,6 +38,10 @@ def tiny_cli(trained_model, test_batch, tmp_path):
 def test_parse_eps():
     assert parse_eps("8/255") == pytest.approx(8 / 255)
     assert parse_eps("0.0314") == pytest.approx(0.0314)
+    assert parse_eps("0.25/255") == pytest.approx(0.25 / 255)
+    for bad in ("x/255", "8/0", "-1", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_eps(bad)
 
 
 def test_attack_writes_reproducible_run_file(tiny_cli, capsys):
