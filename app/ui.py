@@ -70,7 +70,7 @@ CSS = """
 #status {min-height: 3.2em}
 .panel img {width: 100% !important; height: 100% !important; object-fit: contain; image-rendering: pixelated}
 .panel.smooth img {image-rendering: auto}
-#cmp_grid img {object-fit: contain}
+#cmp_grid img {width: 100% !important; height: auto !important; object-fit: contain}
 footer {display: none !important}
 """
 
@@ -502,16 +502,15 @@ class App:
                     sched_msg = gr.Markdown("Schedule `linear:-2:1`")
                     preview_plot = gr.Plot(fg.schedule_preview_figure("tsallis", "linear:-2:1", DEFAULT_STEPS),
                                            label="Schedule preview", show_label=False)
-                    with gr.Row():
-                        run_btn = gr.Button("▶ Run", variant="primary", elem_id="run_btn")
-                        step_btn = gr.Button("Step +1", elem_id="step_btn")
-                    with gr.Row():
-                        pause_btn = gr.Button("Pause", elem_id="pause_btn")
-                        stop_btn = gr.Button("■ Stop", elem_id="stop_btn")
-                        reset_btn = gr.Button("↺ Reset", elem_id="reset_btn")
                 # ---------------- right: panels ----------------
                 with gr.Column(scale=3), gr.Tabs():
                     with gr.Tab("Explore", id="explore"):
+                        with gr.Row(elem_id="controls"):
+                            run_btn = gr.Button("▶ Run", variant="primary", elem_id="run_btn", min_width=90)
+                            step_btn = gr.Button("Step +1", elem_id="step_btn", min_width=90)
+                            pause_btn = gr.Button("Pause", elem_id="pause_btn", min_width=90)
+                            stop_btn = gr.Button("■ Stop", elem_id="stop_btn", min_width=90)
+                            reset_btn = gr.Button("↺ Reset", elem_id="reset_btn", min_width=90)
                         status = gr.Markdown("No run yet: pick an example or upload an image, then press "
                                              "**Run** or **Step**.", elem_id="status")
                         with gr.Row(equal_height=True):
@@ -574,7 +573,7 @@ class App:
                                             format="jpeg", interactive=False, elem_id="cmp_grid")
                         with gr.Row():
                             cmp_curves = gr.Plot(label="Pixel accuracy, all attacks")
-                            cmp_table = gr.Dataframe(headers=LEADERBOARD_HEADERS, label="Leaderboard (best iterate)",
+                            cmp_table = gr.Dataframe(headers=LEADERBOARD_HEADERS, label="Leaderboard: each attack's best iterate (lowest accuracy), lowest first",
                                                      interactive=False)
                     with gr.Tab("Export & share", id="export"):
                         gr.Markdown("Download the recorded run. The **run card** holds the exact input, model and "

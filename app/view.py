@@ -192,7 +192,7 @@ def compare_tiles(trajs: dict[str, Trajectory], k: int) -> Image.Image:
         pair = fg.grid_image([seg, fl], cols=2, pad=2)
         sub = f"record {kk}: acc {_pct(t.get('acc', kk))}, mIoU {_pct(t.get('miou', kk))}"
         tiles.append(fg.label_tile(pair, name, sub))
-    return fg.grid_image(tiles, cols=2 if len(tiles) > 1 else 1)
+    return fg.grid_image(tiles, cols=min(3, len(tiles)) if len(tiles) != 4 else 2)
 
 
 def leaderboard_rows(trajs: dict[str, Trajectory]) -> list[list]:
@@ -211,5 +211,4 @@ def leaderboard_rows(trajs: dict[str, Trajectory]) -> list[list]:
     return rows
 
 
-LEADERBOARD_HEADERS = ["attack", "ACC % (best iterate)", "mIoU % (best iterate)", "best record", "ACC % (last)",
-                       "clean ACC %", "done"]
+LEADERBOARD_HEADERS = ["attack", "ACC %", "mIoU %", "best rec.", "last ACC %", "clean ACC %", "done"]
