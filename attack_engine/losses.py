@@ -57,16 +57,16 @@ class _StableCE(torch.autograd.Function):
 
     The caller hands over what its forward pass already computed (:func:`_softmax_parts`), so no class-sized
     work is repeated: ``e = exp(z - max_j z_j)`` in the objective dtype with the label entry set to 0, ``s = sum_j e_j``,
-    ``s_other = sum_{j != y} e_j``, ``lse`` and ``z_y``.  ``z`` are the logits in their own dtype; the gradient is
+    ``s_other = sum_{j != y} e_j`` and the CE value.  ``z`` are the logits in their own dtype; the gradient is
     computed in the objective dtype and rounded once, to the logits' dtype, as it is stored.
     """
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, idx: torch.Tensor, e: torch.Tensor, s: torch.Tensor, s_other: torch.Tensor,
-                lse: torch.Tensor, zy: torch.Tensor) -> torch.Tensor:
+                ce: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(idx, e, s, s_other)
         ctx.z_dtype = z.dtype
-        return lse - zy
+        return ce.clone()
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
@@ -76,7 +76,7 @@ class _StableCE(torch.autograd.Function):
         for r in _row_chunks(e):  # the product in e's dtype, rounded on store; small temporaries
             grad[:, :, r] = e[:, :, r] * coef[:, :, r]
         grad.scatter_(1, idx, (-s_other.unsqueeze(1) * coef).to(grad.dtype))  # dCE/dz_y = -sum_{j != y} p_j
-        return grad, None, None, None, None, None, None
+        return grad, None, None, None, None, None
 
 
 _CHUNK_BYTES = 4 << 20
@@ -250,7 +250,9 @@ def pixel_terms(
         with torch.no_grad():
             zd = logits.detach()
             pred, e, ey, s_other, s, lse, zy = _softmax_parts(zd, idx, dtype)
-        ce = _StableCE.apply(logits, idx, e, s, s_other, lse, zy) * validf
+            # where the label holds the max logit, CE = log(1 + s_other) exactly (lse - z_y would round tiny CEs to 0)
+            ce0 = torch.where(ey == 1.0, torch.log1p(s_other), lse - zy)
+        ce = _StableCE.apply(logits, idx, e, s, s_other, ce0) * validf
         with torch.no_grad():
             cef = ce.detach()
             p_true = torch.exp(-cef)

@@ -183,3 +183,11 @@ def test_bad_arguments():
         pixel_loss("ce", z[0], y)
     with pytest.raises(ValueError):
         pixel_loss("tsallis", z, y, q="linear:1")
+
+
+def test_confident_ce_value_is_exact():
+    """CE of a confident pixel is log(1 + sum_{j != y} e^{z_j - z_y}), not rounded to 0."""
+    gaps = torch.tensor([10.0, 40.0, 80.0, 600.0], dtype=torch.float64)
+    z = torch.stack([-gaps / 2, gaps / 2]).view(1, 2, 1, 4)
+    y = torch.ones(1, 1, 4, dtype=torch.long)
+    torch.testing.assert_close(pixel_loss("ce", z, y)[0, 0], torch.log1p(torch.exp(-gaps)), rtol=1e-12, atol=0)
