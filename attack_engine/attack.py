@@ -237,9 +237,23 @@ class AttackRun:
         e = _per_image(eps)
         return self.x0 + torch.maximum(torch.minimum(x - self.x0, e), -e)
 
-    def _evaluate(self, x: torch.Tensor, step: int, total: int):
-        """One forward + backward at ``x``: gradient, the per-pixel terms and per-image scalars."""
+    def _evaluate(self, x: torch.Tensor, step: int, total: int, last: bool = False):
+        """One forward + backward at ``x``: gradient, the per-pixel terms and per-image scalars.
+
+        ``last``: no step follows this evaluation, so with telemetry off (where no record shows the gradient) the
+        backward pass is skipped and ``grad`` is None.
+        """
         cfg = self.cfg
+        if last and not cfg.telemetry:
+            with torch.no_grad():
+                x = x.detach()
+                terms = pixel_terms(
+                    cfg.attack, self.model(x), self.attack_labels, step=step, total=total,
+                    q=cfg.q_schedule if cfg.attack == "tsallis" else None, ignore_index=cfg.ignore_index,
+                    with_grad_norm=False,
+                )
+                loss_img = terms.loss.flatten(1).mean(1)
+            return None, None, terms, loss_img, x
         x = x.detach().requires_grad_(True)
         logits = self.model(x)
         terms = pixel_terms(
@@ -322,11 +336,11 @@ class AttackRun:
             return self.cfg.steps + 1
         return self.cfg.steps + len(apgd_stages(self.cfg.steps, self.cfg.multi_eps))
 
-    def _finish(self, best_x, best_index) -> None:
-        with torch.no_grad():
-            pred = self.model(best_x).argmax(1)
-        acc, miou = self._metrics(pred)
-        self.result = AttackResult(best_x, pred, acc, miou, self.clean_acc, self.clean_miou, best_index, self.records)
+    def _finish(self, best_x, best_pred, best_index) -> None:
+        """The result from the best iterate and the prediction recorded when it was evaluated (no extra forward)."""
+        acc, miou = self._metrics(best_pred)
+        self.result = AttackResult(best_x, best_pred, acc, miou, self.clean_acc, self.clean_miou, best_index,
+                                   self.records)
 
     def _pgd(self) -> Iterator[StepRecord]:
         cfg = self.cfg
@@ -338,8 +352,9 @@ class AttackRun:
         best_acc = torch.full((b,), math.nan, device=x.device)
         best_index = torch.full((b,), -1, dtype=torch.long, device=x.device)
         best_x = x.clone()
+        best_pred = self.clean_pred.clone()
         for i in range(n + 1):
-            grad, scale, terms, loss_img, x = self._evaluate(x, i, n)
+            grad, scale, terms, loss_img, x = self._evaluate(x, i, n, last=i == n)
             acc, miou = self._metrics(terms.pred)
             s = self._success(acc)
             better = s >= best_s
@@ -347,12 +362,13 @@ class AttackRun:
             best_acc = torch.where(better, acc, best_acc)
             best_index = torch.where(better, torch.full_like(best_index, self.records), best_index)
             best_x = torch.where(_per_image(better), x, best_x)
+            best_pred = torch.where(better.view(-1, 1, 1), terms.pred, best_pred)
             yield self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=i, stage=0, stage_step=i,
                                stage_total=n, eps=self.eps, eta=eta, best_acc=best_acc, best_index=best_index)
             self.records += 1
             if i < n:
                 x = self._project(x + _per_image(eta) * grad.sign(), self.eps)
-        self._finish(best_x, best_index)
+        self._finish(best_x, best_pred, best_index)
 
     def _apgd(self) -> Iterator[StepRecord]:
         cfg = self.cfg
@@ -365,6 +381,7 @@ class AttackRun:
         best_index = torch.full((b,), -1, dtype=torch.long, device=dev)
         best_acc = nan_b.clone()
         best_x = x.clone()
+        best_pred = self.clean_pred.clone()
         for si, (mult, n) in enumerate(stages):
             last = si == len(stages) - 1
             eps = self.eps * mult
@@ -380,7 +397,7 @@ class AttackRun:
             best_s = torch.full((b,), -math.inf, device=dev)
             acc, miou = self._metrics(terms.pred)
             if last:
-                best_s, best_acc, best_x = self._success(acc), acc, x.clone()
+                best_s, best_acc, best_x, best_pred = self._success(acc), acc, x.clone(), terms.pred.clone()
                 best_index = torch.full_like(best_index, self.records)
             yield self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
                                stage_step=0, stage_total=n, eps=eps, eta=eta, best_acc=best_acc, best_index=best_index)
@@ -392,7 +409,7 @@ class AttackRun:
                 x1 = self._project(x + _per_image(eta) * grad.sign(), eps)
                 if i > 0:
                     x1 = self._project(x + 0.75 * (x1 - x) + 0.25 * d, eps)
-                grad, scale, terms, loss_img, x = self._evaluate(x1, i + 1, n)
+                grad, scale, terms, loss_img, x = self._evaluate(x1, i + 1, n, last=i == n - 1)
                 iteration += 1
                 obj = self.sign * terms.ce.flatten(1).mean(1)
                 n_incr += (obj > obj_prev).float()
@@ -400,7 +417,8 @@ class AttackRun:
                 up = obj >= best_obj
                 best_obj = torch.where(up, obj, best_obj)
                 x_best_obj = torch.where(_per_image(up), x, x_best_obj)
-                g_best = torch.where(_per_image(up), grad, g_best)
+                if grad is not None:  # None after the stage's last evaluation (telemetry off): no step follows
+                    g_best = torch.where(_per_image(up), grad, g_best)
                 acc, miou = self._metrics(terms.pred)
                 if last:
                     s = self._success(acc)
@@ -409,6 +427,7 @@ class AttackRun:
                     best_acc = torch.where(better, acc, best_acc)
                     best_index = torch.where(better, torch.full_like(best_index, self.records), best_index)
                     best_x = torch.where(_per_image(better), x, best_x)
+                    best_pred = torch.where(better.view(-1, 1, 1), terms.pred, best_pred)
                 rec = self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
                                    stage_step=i + 1, stage_total=n, eps=eps, eta=eta, best_acc=best_acc,
                                    best_index=best_index)
@@ -423,13 +442,14 @@ class AttackRun:
                     n_incr.zero_()
                     eta = torch.where(halve, eta / 2, eta)
                     x = torch.where(_per_image(halve), x_best_obj, x)
-                    grad = torch.where(_per_image(halve), g_best, grad)
+                    if grad is not None:
+                        grad = torch.where(_per_image(halve), g_best, grad)
                     rec.step_size = eta.clone()
                 yield rec
                 self.records += 1
             if not last:
                 x = x_best_obj
-        self._finish(best_x, best_index)
+        self._finish(best_x, best_pred, best_index)
 
 
 def run_attack(model: Model, x: torch.Tensor, labels: torch.Tensor | None = None, **config) -> AttackResult:
