@@ -237,7 +237,7 @@ def placeholder_image(text: str, size: tuple[int, int] = (256, 256)) -> Image.Im
     w, h = size[1], size[0]
     img = Image.new("RGB", (w, h), (236, 238, 242))
     d = ImageDraw.Draw(img)
-    font = _font(max(11, w // 22))
+    font = _font(max(12, w // 16))
     lines, line = [], ""
     for word in text.split():
         cand = (line + " " + word).strip()

@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from app import figures as fg
 from app.export import config_query, evolution_gif, panels_png, parse_query, records_csv, run_card
@@ -75,6 +77,50 @@ footer {display: none !important}
 """
 
 
+# -- encoded panel images -------------------------------------------------------------------------------
+class FrameStore:
+    """Encodes panel images once, under content-hash names, written atomically.
+
+    Handing Gradio a finished file (instead of a PIL image) means an identical panel rendered again (scrubbing
+    back, replay, two sessions on one example) is never rewritten while a browser is still downloading it, and
+    lets us pick the JPEG quality.  Gradio copies each file into its own cache; ours are pruned after a while.
+    """
+
+    def __init__(self, quality: int = 82, keep_s: float = 600.0) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="tsallis_frames_"))
+        self.quality = quality
+        self.keep_s = keep_s
+        self._writes = 0
+        self._lock = threading.Lock()
+
+    def put(self, img: Image.Image) -> str:
+        import io
+
+        buf = io.BytesIO()
+        img.convert("RGB").save(buf, "JPEG", quality=self.quality)
+        data = buf.getvalue()
+        path = self.dir / f"{hashlib.sha1(data).hexdigest()}.jpeg"
+        if not path.exists():
+            tmp = path.with_suffix(f".{threading.get_ident()}.part")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        with self._lock:
+            self._writes += 1
+            prune = self._writes % 500 == 0
+        if prune:
+            self.prune()
+        return str(path)
+
+    def prune(self) -> None:
+        cutoff = time.time() - self.keep_s
+        for p in self.dir.glob("*.jpeg"):
+            try:
+                if p.stat().st_mtime < cutoff:
+                    p.unlink()
+            except OSError:
+                pass
+
+
 # -- per-session state ---------------------------------------------------------------------------------
 class Session:
     """Everything one browser session holds: the recorded run, the live generator, the view position."""
@@ -127,6 +173,7 @@ class App:
         self.ex_by_id = {e.id: e for e in self.examples}
         self.precomputed_dir = precomputed_dir
         self.export_dir = Path(tempfile.mkdtemp(prefix="tsallis_export_"))
+        self.frames = FrameStore()
 
     def default_example(self, model_id: str) -> str | None:
         """The example shown on first load: one with a shipped run for this model, ground truth preferred."""
@@ -205,7 +252,8 @@ class App:
         if not panels:
             return [render_main(t, k, None, live, note)["status"]] + [gr.skip()] * (len(MAIN_PANELS) - 1) + [slider]
         out = render_main(t, k, sess.probe, live, note)
-        vals = [out.get(name, None) for name in MAIN_PANELS]
+        vals = [self.frames.put(out[name]) if isinstance(out.get(name), Image.Image) else out.get(name)
+                for name in MAIN_PANELS]
         if sess.probe is None:
             i, j = MAIN_PANELS.index("probe_plot"), MAIN_PANELS.index("probe_md")
             vals[i] = None
@@ -216,7 +264,7 @@ class App:
         if sess.traj is None:
             return [None, None, None, ""]
         st = render_static(sess.traj)
-        return [st[name] for name in STATIC_PANELS]
+        return [self.frames.put(st[n]) if isinstance(st[n], Image.Image) else st[n] for n in STATIC_PANELS]
 
     # -- event handlers -----------------------------------------------------------------------------------
     def run(self, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, state):

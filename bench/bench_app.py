@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_fmt_row(row, widths))
     if args.wire:
         print("\nOver the wire: SSE message bytes + image files fetched, per streamed record")
-        wh = ["model input", "messages", "first update KB (incl. static panels)", "per-record KB median", "max"]
+        wh = ["model input", "messages", "first message KB", "per-record KB median", "max"]
         ww = [len(h) for h in wh]
         print(_fmt_row(wh, ww))
         print("-+-".join("-" * w for w in ww))
