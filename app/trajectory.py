@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MAP_SIDE = 512  # per-pixel maps are stored/shown at most this many pixels per side
+MAP_SIDE = 384  # per-pixel maps are stored at most this many pixels per side (= the largest panel sent)
 PROBE_SIDE = 64  # top-k class probabilities are kept on a grid of at most this many pixels per side
 TOPK = 3
 HIST_BINS = 40
