@@ -1,0 +1,154 @@
+"""Item 1: cost of an attack iteration against its floor (one forward + one backward of the model).
+
+For each model: seconds per iteration of
+
+* ``bare``: forward, float32 pixel-mean cross-entropy (``F.cross_entropy``), backward to the input, sign step,
+  projection onto the ε-ball and [0, 1] (the least any L∞ PGD iteration can do);
+* ``pgd`` / ``apgd``: one :class:`attack_engine.AttackRun` record (= one model evaluation: forward, the attack's
+  float64 objective, backward, the optimiser's step and bookkeeping), telemetry off and on.
+
+Samples of k iterations are taken round-robin (bare, pgd, pgd+tel, apgd, apgd+tel, then the reverse order, ...)
+from long-running loops, so every variant sees the same machine state; the ratio is computed per round
+(variant sample / bare sample of the same round) and reported as median [IQR] over rounds.
+
+A diagnostic second table times the objective alone on the model's logits (ours, float64, vs float32
+``F.cross_entropy``), forward + backward to the logits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+from attack_engine import AttackConfig, AttackRun
+from attack_engine.losses import pixel_terms
+from bench import models as M
+from bench.common import Stats, bare_loop, interleave, paired_ratios, record_sampler, set_threads
+
+EPS = 8 / 255
+VARIANTS = ("pgd", "pgd+tel", "apgd", "apgd+tel")
+ATTACK = "tsallis"  # the project's default attack (the most expensive objective: schedule + weights)
+
+# name -> (builder, side, rounds, k)
+CASES = {
+    "selfie-256": (M.selfie, 256, 12, 4),
+    "segformer-b0-512": (functools.partial(M.segformer_b0, 150), 512, 6, 1),
+}
+QUICK = {"selfie-256": (M.selfie, 256, 3, 2), "segformer-b0-512": (functools.partial(M.segformer_b0, 150), 256, 2, 1)}
+
+
+def _input(side: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, side, side, generator=g)
+
+
+def measure_case(name: str, builder, side: int, rounds: int, k: int, attack: str = ATTACK) -> dict:
+    model, impl = builder()
+    x0 = _input(side)
+    with torch.no_grad():
+        y = model(x0).argmax(1)
+    steps = (rounds + 2) * k + 4
+    samplers = {"bare": functools.partial(bare_loop(model, x0, y, EPS, EPS / 4), k)}
+    for v in VARIANTS:
+        cfg = AttackConfig(attack=attack, optimizer=v.split("+")[0], eps=EPS, steps=steps, telemetry=v.endswith("+tel"))
+        run = AttackRun(model, x0, None, cfg)
+        samplers[v] = functools.partial(record_sampler(iter(run), x0), k)
+    samples = interleave(samplers, rounds, warmup=1)
+    out = {
+        "model": name, "impl": impl, "params": M.param_count(model), "classes": model.info.num_classes,
+        "input": [1, 3, side, side], "attack": attack, "rounds": rounds, "k": k,
+        "seconds": {n: Stats.of(s).to_dict() for n, s in samples.items()},
+        "ratio": {v: Stats.of(paired_ratios(samples[v], samples["bare"])).to_dict() for v in VARIANTS},
+        # interference only ever adds time: the ratio of the fastest samples is a second, noise-robust estimate
+        "ratio_of_minima": {v: min(samples[v]) / min(samples["bare"]) for v in VARIANTS},
+        "samples": samples,
+    }
+    out["objective"] = objective_cost(model, x0, y, attack, rounds=max(3, rounds // 2))
+    # what the objective accounts for: (ours - float32 CE) on the logits, relative to the bare iteration
+    ob = out["objective"]
+    out["objective_share"] = (ob["ours"]["median"] - ob["ce_f32"]["median"]) / out["seconds"]["bare"]["median"]
+    return out
+
+
+def objective_cost(model, x0: torch.Tensor, y: torch.Tensor, attack: str, rounds: int) -> dict:
+    """Forward + backward of the objective alone on fixed logits: float32 CE vs ours (telemetry off / on)."""
+    with torch.no_grad():
+        logits = model(x0)
+
+    def ce() -> float:
+        z = logits.detach().requires_grad_(True)
+        t = time.perf_counter()
+        torch.autograd.grad(F.cross_entropy(z, y), z)
+        return time.perf_counter() - t
+
+    def ours(tel: bool) -> float:
+        z = logits.detach().requires_grad_(True)
+        t = time.perf_counter()
+        terms = pixel_terms(attack, z, y, step=1, total=10, with_grad_norm=tel)
+        torch.autograd.grad(terms.loss.flatten(1).mean(1).sum(), z)
+        return time.perf_counter() - t
+
+    s = interleave({"ce_f32": ce, "ours": functools.partial(ours, False), "ours+tel": functools.partial(ours, True)},
+                   rounds, warmup=1)
+    return {n: Stats.of(v).to_dict() for n, v in s.items()}
+
+
+def run(quick: bool = False, cases: list[str] | None = None) -> dict:
+    threads = set_threads()
+    table = QUICK if quick else CASES
+    res = {"threads": threads, "cases": []}
+    for name, (builder, side, rounds, k) in table.items():
+        if cases and name not in cases:
+            continue
+        res["cases"].append(measure_case(name, builder, side, rounds, k))
+    return res
+
+
+def markdown(res: dict) -> str:
+    lines = [
+        "| model (input, rounds × iterations) | bare ms | PGD ms | PGD / bare | PGD+tel / bare | APGD / bare "
+        "| APGD+tel / bare |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in res["cases"]:
+        s, r, mn = c["seconds"], c["ratio"], c["ratio_of_minima"]
+        cells = " | ".join(f"{Stats(**_st(r[v])).ratio()}; min/min {mn[v]:.3f}" for v in VARIANTS)
+        lines.append(f"| {c['model']} ({c['classes']} classes, {c['input'][-1]}², {c['rounds']}×{c['k']}) "
+                     f"| {Stats(**_st(s['bare'])).ms()} | {Stats(**_st(s['pgd'])).ms()} | {cells} |")
+    lines += ["", "Cells: median [IQR] of the per-round ratios; *min/min* = fastest sample of the variant / fastest bare "
+              "sample (interference only adds time, so this is the less noise-sensitive estimate).", "",
+              "Objective alone on the model's logits (forward + backward to the logits), ms, median [IQR], and what "
+              "the difference to float32 CE is as a share of the bare iteration:", "",
+              "| model | float32 `F.cross_entropy` | ours, telemetry off | ours, telemetry on | (ours − CE) / bare |",
+              "|---|---|---|---|---|"]
+    for c in res["cases"]:
+        o = c["objective"]
+        lines.append(f"| {c['model']} | {Stats(**_st(o['ce_f32'])).ms()} | {Stats(**_st(o['ours'])).ms()} "
+                     f"| {Stats(**_st(o['ours+tel'])).ms()} | {c['objective_share']:+.1%} |")
+    return "\n".join(lines)
+
+
+def _st(d: dict) -> dict:
+    return dict(median=d["median"], q1=d["q1"], q3=d["q3"], lo=d["min"], hi=d["max"], n=d["n"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    ap.add_argument("--case", action="append", help=f"only these cases ({', '.join(CASES)})")
+    ap.add_argument("--json", help="write the raw results here")
+    a = ap.parse_args()
+    res = run(a.quick, a.case)
+    print(markdown(res))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""GPU benchmark (item 5): iterations/second and attack overhead for SegFormer-B0 and PSPNet-R50 at 512², batch 8.
+
+Run from the repository root on a machine with an NVIDIA GPU::
+
+    python bench/gpu_bench.py                 # writes gpu_bench.md / gpu_bench.json to $OUT or ./bench/out
+    python bench/gpu_bench.py --models segformer-b0 --dtypes bf16 --rounds 5
+
+For each model (random weights) and precision (fp32; bf16 = ``SegModel.with_autocast(torch.bfloat16)``, the
+attack objective itself stays float64):
+
+* ``bare``: forward, ``F.cross_entropy`` on the logits, backward to the input, sign step, projection;
+* ``pgd`` / ``apgd``: one :class:`attack_engine.AttackRun` record (TsallisPGD), telemetry off and on;
+
+sampled round-robin (order alternating) in samples of k iterations with ``torch.cuda.synchronize()`` around each
+sample; the overhead ratio is variant / bare per round, median [IQR].  Peak GPU memory per variant is reported
+from ``torch.cuda.max_memory_allocated``.  Needs only torch (+ numpy); transformers / mmseg are used when present,
+else the plain-torch re-implementations in ``bench/models.py``.  Exits with status 2 and a message when CUDA is
+not available (``--allow-cpu`` runs it anyway, for a smoke test with tiny sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from attack_engine import AttackConfig, AttackRun  # noqa: E402
+from bench import models as M  # noqa: E402
+from bench.common import Stats, bare_loop, interleave, paired_ratios, record_sampler  # noqa: E402
+
+EPS = 8 / 255
+VARIANTS = ("pgd", "pgd+tel", "apgd", "apgd+tel")
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+BUILDERS = {
+    "segformer-b0": lambda impl, dev: M.segformer_b0(150, device=dev, impl=impl),
+    "pspnet-r50": lambda impl, dev: M.pspnet_r50(21, device=dev, impl=impl),
+}
+
+
+def bench_one(name: str, dtype_name: str, args, dev: torch.device) -> dict:
+    impl = {"auto": "auto", "torch": "torch"}[args.impl]
+    model, used = BUILDERS[name](impl, dev)
+    model.with_autocast(DTYPES[dtype_name])
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(args.batch, 3, args.size, args.size, generator=g).to(dev)
+    with torch.no_grad():
+        y = model(x0).argmax(1)
+    k, rounds = args.k, args.rounds
+    steps = (rounds + 2) * k + 4
+    samplers = {"bare": functools.partial(bare_loop(model, x0, y, EPS, EPS / 4), k)}
+    runs = {}
+    for v in VARIANTS:
+        cfg = AttackConfig(attack="tsallis", optimizer=v.split("+")[0], eps=EPS, steps=steps,
+                           telemetry=v.endswith("+tel"))
+        runs[v] = AttackRun(model, x0, None, cfg)
+        samplers[v] = functools.partial(record_sampler(iter(runs[v]), x0), k)
+    peak = {}
+    if dev.type == "cuda":  # one sample each on its own for the peak memory, then the timed rounds
+        for n, s in samplers.items():
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            s()
+            torch.cuda.synchronize()
+            peak[n] = torch.cuda.max_memory_allocated()
+    samples = interleave(samplers, rounds, warmup=1)
+    secs = {n: Stats.of(v) for n, v in samples.items()}
+    return {
+        "model": name, "impl": used, "dtype": dtype_name, "batch": args.batch, "size": args.size,
+        "params": M.param_count(model), "k": k, "rounds": rounds,
+        "it_per_s": {n: 1.0 / s.median for n, s in secs.items()},
+        "seconds": {n: s.to_dict() for n, s in secs.items()},
+        "ratio": {v: Stats.of(paired_ratios(samples[v], samples["bare"])).to_dict() for v in VARIANTS},
+        "peak_bytes": peak,
+    }
+
+
+def markdown(res: dict) -> str:
+    head = (f"GPU: {res['device']} | torch {res['torch']} | CUDA {res['cuda']} | cuDNN {res['cudnn']} | "
+            f"TF32 matmul {res['tf32_matmul']}, TF32 cuDNN {res['tf32_cudnn']} | input {res['batch']}×3×{res['size']}²")
+    lines = [head, "",
+             "| model (impl) | precision | bare it/s | PGD it/s | APGD it/s | PGD ratio | PGD+tel ratio | APGD ratio "
+             "| APGD+tel ratio | peak mem bare / PGD / PGD+tel |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["results"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['dtype']} | error: {r['error']} |||||||| ")
+            continue
+        q = {v: Stats(**{**{k: r['ratio'][v][k] for k in ('median', 'q1', 'q3', 'n')}, 'lo': r['ratio'][v]['min'],
+                         'hi': r['ratio'][v]['max']}) for v in VARIANTS}
+        pk = r["peak_bytes"]
+        mem = " / ".join(f"{pk[n] / 2**30:.1f} GiB" for n in ("bare", "pgd", "pgd+tel")) if pk else "n/a"
+        ips = r["it_per_s"]
+        lines.append(f"| {r['model']} ({r['impl']}) | {r['dtype']} | {ips['bare']:.2f} | {ips['pgd']:.2f} "
+                     f"| {ips['apgd']:.2f} | {q['pgd'].ratio()} | {q['pgd+tel'].ratio()} | {q['apgd'].ratio()} "
+                     f"| {q['apgd+tel'].ratio()} | {mem} |")
+    lines += ["", "Ratio = seconds per iteration of the variant / of the bare loop (forward + F.cross_entropy + "
+              "backward + sign step + projection), per round, median [IQR]."]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=list(BUILDERS), choices=list(BUILDERS))
+    ap.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=6)
+    ap.add_argument("--k", type=int, default=4, help="iterations per sample")
+    ap.add_argument("--impl", choices=("auto", "torch"), default="auto",
+                    help="auto: transformers / mmseg when importable, else plain torch; torch: plain torch only")
+    ap.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "bench" / "out"))
+    ap.add_argument("--allow-cpu", action="store_true", help="run without CUDA (smoke test; use tiny sizes)")
+    args = ap.parse_args()
+    if not torch.cuda.is_available() and not args.allow_cpu:
+        print("gpu_bench: CUDA is not available here (torch.cuda.is_available() is False); this benchmark needs an "
+              "NVIDIA GPU. Nothing was run.", file=sys.stderr)
+        return 2
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = dev.type == "cuda"
+    res = {
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu (smoke test)",
+        "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "batch": args.batch, "size": args.size, "results": [],
+    }
+    t0 = time.perf_counter()
+    for name in args.models:
+        for dt in args.dtypes:
+            t = time.perf_counter()
+            try:
+                r = bench_one(name, dt, args, dev)
+            except Exception as e:  # report and go on with the next combination
+                r = {"model": name, "dtype": dt, "error": f"{type(e).__name__}: {e}"}
+            r["wall_s"] = time.perf_counter() - t
+            res["results"].append(r)
+            print(f"[{time.perf_counter() - t0:6.1f} s] {name} {dt}: " +
+                  (r["error"] if "error" in r else ", ".join(f"{k} {v:.2f} it/s" for k, v in r["it_per_s"].items())),
+                  flush=True)
+            if cuda:
+                torch.cuda.empty_cache()
+    res["wall_s"] = time.perf_counter() - t0
+    md = markdown(res)
+    print(md)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_bench.md").write_text(md + "\n")
+    (out / "gpu_bench.json").write_text(json.dumps(res, indent=1))
+    print(f"wrote {out / 'gpu_bench.md'} and {out / 'gpu_bench.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
