@@ -225,6 +225,7 @@ class AttackRun:
         self.eps = e
         self.clean_acc, self.clean_miou = self._metrics(self.clean_pred)
         self.records = 0
+        self._workspace: dict = {}  # pixel_terms' reusable buffers (each evaluation's backward runs before the next)
         self.result: AttackResult | None = None
 
     # -- helpers -------------------------------------------------------------------------------------
@@ -250,7 +251,7 @@ class AttackRun:
                 terms = pixel_terms(
                     cfg.attack, self.model(x), self.attack_labels, step=step, total=total,
                     q=cfg.q_schedule if cfg.attack == "tsallis" else None, ignore_index=cfg.ignore_index,
-                    with_grad_norm=False,
+                    with_grad_norm=False, workspace=self._workspace,
                 )
                 loss_img = terms.loss.flatten(1).mean(1)
             return None, None, terms, loss_img, x
@@ -259,7 +260,7 @@ class AttackRun:
         terms = pixel_terms(
             cfg.attack, logits, self.attack_labels, step=step, total=total,
             q=cfg.q_schedule if cfg.attack == "tsallis" else None, ignore_index=cfg.ignore_index,
-            with_grad_norm=cfg.telemetry,
+            with_grad_norm=cfg.telemetry, workspace=self._workspace,
         )
         if cfg.numerics == "plain":
             plain = plain_pixel_loss(cfg.attack, logits, self.attack_labels, step=step, total=total,
@@ -338,6 +339,7 @@ class AttackRun:
 
     def _finish(self, best_x, best_pred, best_index) -> None:
         """The result from the best iterate and the prediction recorded when it was evaluated (no extra forward)."""
+        self._workspace.clear()
         acc, miou = self._metrics(best_pred)
         self.result = AttackResult(best_x, best_pred, acc, miou, self.clean_acc, self.clean_miou, best_index,
                                    self.records)

@@ -114,7 +114,20 @@ def _max_argmax(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return m, pred
 
 
-def _softmax_parts(zd: torch.Tensor, idx: torch.Tensor, dtype: torch.dtype):
+def _buffer(workspace: dict | None, key: str, shape: torch.Size, dtype: torch.dtype,
+            device: torch.device) -> torch.Tensor:
+    """A tensor to overwrite: the workspace's when it fits, else a new one (kept in the workspace)."""
+    if workspace is not None:
+        t = workspace.get(key)
+        if t is not None and t.shape == shape and t.dtype == dtype and t.device == device:
+            return t
+    t = torch.empty(shape, dtype=dtype, device=device)
+    if workspace is not None:
+        workspace[key] = t
+    return t
+
+
+def _softmax_parts(zd: torch.Tensor, idx: torch.Tensor, dtype: torch.dtype, workspace: dict | None = None):
     """All the class-sized work of the objective in one go (no grad; ``zd`` the logits in their own dtype).
 
     Returns ``pred``; ``e = exp(z - m)`` (``m`` the max logit) in ``dtype`` with the label entry set to 0; and, all
@@ -123,7 +136,7 @@ def _softmax_parts(zd: torch.Tensor, idx: torch.Tensor, dtype: torch.dtype):
     """
     m, pred = _max_argmax(zd)
     m = m.to(dtype)
-    e = torch.empty(zd.shape, dtype=dtype, device=zd.device)
+    e = _buffer(workspace, "e", zd.shape, dtype, zd.device)
     e.copy_(zd)  # the conversion in place of a fresh tensor per step; exact for every float logits dtype
     e.sub_(m.unsqueeze(1)).exp_()
     ey = e.gather(1, idx).squeeze(1)
@@ -231,10 +244,15 @@ def pixel_terms(
     q: float | str | Schedule | None = None,
     ignore_index: int = 255,
     with_grad_norm: bool = False,
+    workspace: dict | None = None,
 ) -> PixelTerms:
     """Evaluate attack ``name`` per pixel; see :func:`pixel_loss` for the arguments.
 
     ``with_grad_norm`` adds the exact per-pixel ``||dCE/dz||`` (for telemetry: ``|dL/dz| = weight * it``).
+    ``workspace``: a dict kept by the caller between calls; the logits-sized float64 buffer is then reused instead
+    of being fresh memory every call (on CPU its page faults cost more than the arithmetic).  The buffer is saved
+    for backward, so pass the same workspace again only after the previous call's backward has run or its result
+    has been dropped (:class:`~attack_engine.AttackRun` does this).
     """
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
@@ -249,7 +267,7 @@ def pixel_terms(
         idx = y.unsqueeze(1)
         with torch.no_grad():
             zd = logits.detach()
-            pred, e, ey, s_other, s, lse, zy = _softmax_parts(zd, idx, dtype)
+            pred, e, ey, s_other, s, lse, zy = _softmax_parts(zd, idx, dtype, workspace)
             # where the label holds the max logit, CE = log(1 + s_other) exactly (lse - z_y would round tiny CEs to 0)
             ce0 = torch.where(ey == 1.0, torch.log1p(s_other), lse - zy)
         ce = _StableCE.apply(logits, idx, e, s, s_other, ce0) * validf
