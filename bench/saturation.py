@@ -94,11 +94,12 @@ def zero_shares(model: SegModel, zero_first: SegModel, x: torch.Tensor) -> list[
     return rows
 
 
-def strength(model: SegModel, zero_first: SegModel, x: torch.Tensor, steps: int, seeds: list[int], eps: float) -> list[dict]:
+def strength(model: SegModel, zero_first: SegModel, x: torch.Tensor, steps: int, seeds: list[int], eps: float,
+             attacks: tuple[str, ...] = ATTACKS) -> list[dict]:
     rows = []
     with torch.no_grad():
         labels = model(x).argmax(1)
-    for name in ATTACKS:
+    for name in attacks:
         row = {"attack": name}
         for mode, m, numerics in [("stable", model, "stable"), ("plain", zero_first, "plain")]:
             accs, secs = [], []
@@ -148,10 +149,13 @@ def markdown(res: dict) -> str:
     s = res["strength_setup"]
     lines += ["", f"Attack strength: APGD {s['steps']} iterations, ε = {s['eps_255']:g}/255, seeds {s['seeds']}, "
               "mean pixel accuracy over images and seeds (lower = stronger):", "",
-              "| attack | plain float32, logits [0, s] | this engine | ms/iter plain | ms/iter engine |", "|---|---|---|---|---|"]
+              "| attack | plain float32, logits [0, s] | this engine | ms/iter plain | ms/iter engine | "
+              "runs (image × seed) where the engine is stronger / weaker / of |", "|---|---|---|---|---|---|"]
     for r in res["strength"]:
+        a, b = torch.tensor(r["plain"]["acc_per_seed_image"]), torch.tensor(r["stable"]["acc_per_seed_image"])
+        paired = f"{int((b < a - 1e-3).sum())} / {int((b > a + 1e-3).sum())} / {b.numel()}"
         lines.append(f"| {ATTACK_TITLES[r['attack']]} | {r['plain']['mean_acc']:.4f} | {r['stable']['mean_acc']:.4f} | "
-                     f"{r['plain']['sec_per_iter'] * 1e3:.0f} | {r['stable']['sec_per_iter'] * 1e3:.0f} |")
+                     f"{r['plain']['sec_per_iter'] * 1e3:.0f} | {r['stable']['sec_per_iter'] * 1e3:.0f} | {paired} |")
     t = res["timing"]
     lines += ["", f"Cost (interleaved, TsallisPGD, PGD, telemetry off, batch of {len(ids)} at 256²): engine "
               f"{t['stable_ms']:.1f} ms/iter vs plain {t['plain_ms']:.1f} ms/iter, ratio {t['ratio_median']:.3f} "
@@ -166,6 +170,8 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--eps", type=float, default=8.0, help="in /255")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated subset for the strength table")
+    ap.add_argument("--tag", default="", help="suffix for the output files (saturation<tag>.json/.md)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     model = load_model("mediapipe-selfie")
@@ -173,15 +179,17 @@ def main() -> None:
     x, ids = photos(model)
     seeds = [int(s) for s in a.seeds.split(",")]
     res = {"images": ids, "torch": torch.__version__, "threads": a.threads,
-           "command": f"python -m bench.saturation --steps {a.steps} --seeds {a.seeds} --eps {a.eps:g}",
+           "command": f"python -m bench.saturation --steps {a.steps} --seeds {a.seeds} --eps {a.eps:g} --threads {a.threads}"
+                      + (f" --attacks {a.attacks} --tag {a.tag}" if a.tag else ""),
            "strength_setup": {"steps": a.steps, "eps_255": a.eps, "seeds": seeds}}
     res["zero"] = zero_shares(model, zero_first, x)
     res["timing"] = timing(model, zero_first, x)
-    res["strength"] = strength(model, zero_first, x, a.steps, seeds, a.eps / 255)
+    res["strength"] = strength(model, zero_first, x, a.steps, seeds, a.eps / 255, tuple(a.attacks.split(",")))
     OUT.mkdir(exist_ok=True)
-    (OUT / "saturation.json").write_text(json.dumps(res, indent=1))
-    (OUT / "saturation.md").write_text(markdown(res))
-    print(markdown(res))
+    md = markdown(res)
+    (OUT / f"saturation{a.tag}.json").write_text(json.dumps(res, indent=1))
+    (OUT / f"saturation{a.tag}.md").write_text(md)
+    print(md)
     assert all(math.isfinite(r["stable"]["mean_acc"]) for r in res["strength"])
 
 
