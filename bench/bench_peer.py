@@ -29,8 +29,8 @@ from bench.common import Stats, interleave, paired_ratios, record_sampler, set_t
 
 EPS, ALPHA = 8 / 255, 2 / 255
 CASES = {
-    "selfie-256": (M.selfie, 256, 10, 8, 2),  # builder, side, steps, rounds (per-step), rounds (whole call)
-    "segformer-b0-512": (functools.partial(M.segformer_b0, 150), 512, 2, 4, 1),
+    "selfie-256": (M.selfie, 256, 10, 8, 6),  # builder, side, steps, rounds (per-step), rounds (whole call)
+    "segformer-b0-512": (functools.partial(M.segformer_b0, 150), 512, 3, 3, 1),
 }
 QUICK = {"selfie-256": (M.selfie, 256, 3, 2, 1)}
 

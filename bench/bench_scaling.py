@@ -81,7 +81,7 @@ def _trim() -> None:
 def run_grid(name: str, builder, cells: list[tuple[int, int]], k: int, budget: float) -> dict:
     model, impl = builder()
     order = sorted(cells, key=lambda c: c[0] * c[0] * c[1])
-    out, spent, rate = [], 0.0, None  # rate: seconds per (pixel*batch) per iteration
+    out, spent, rate = [], 0.0, None  # rate: seconds per (pixel*batch) per iteration, the lowest seen so far
     for side, batch in order:
         work = side * side * batch
         predicted = (k + 2) * rate * work if rate else 0.0
@@ -92,7 +92,7 @@ def run_grid(name: str, builder, cells: list[tuple[int, int]], k: int, budget: f
         t = time.perf_counter()
         cell = measure_cell(model, side, batch, k)
         spent += time.perf_counter() - t
-        rate = cell["seconds"] / work if rate is None else max(rate, cell["seconds"] / work)
+        rate = cell["seconds"] / work if rate is None else min(rate, cell["seconds"] / work)
         out.append(cell)
     return {"model": name, "impl": impl, "classes": model.info.num_classes, "k": k, "cells": out}
 

@@ -182,6 +182,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "loadavg": [round(v, 2) for v in load],
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
         "cuda": torch.cuda.is_available(),
     }
 

@@ -44,8 +44,9 @@ def main() -> None:
     ap.add_argument("--telemetry", action="store_true")
     ap.add_argument("--optimizer", choices=("pgd", "apgd"), default="pgd")
     ap.add_argument("--top", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    set_threads()
+    set_threads(a.threads)
     model, impl = BUILDERS[a.model]()
     x0 = _input(a.side)
     with torch.no_grad():
