@@ -160,7 +160,7 @@ def segformer_b0(num_classes: int = 150, device: str | torch.device = "cpu", imp
                                                depths=list(B0["depths"]), decoder_hidden_size=B0["decoder"])
             net = transformers.SegformerForSemanticSegmentation(cfg).eval()
             return _Wrapped(net, info, hf=True).to(device).freeze(), f"transformers {transformers.__version__}"
-        except ImportError:
+        except Exception:  # not installed or not usable here: fall back to plain torch
             if impl == "transformers":
                 raise
     return _Wrapped(SegFormerB0Torch(num_classes).eval(), info).to(device).freeze(), "plain torch (bench/models.py)"
@@ -234,10 +234,9 @@ def pspnet_r50(num_classes: int = 21, device: str | torch.device = "cpu", impl: 
             import mmseg
 
             return model, f"mmseg {mmseg.__version__} config {PSP_CONFIG}"
-        except Exception as e:  # mmseg missing or unusable here: fall back to plain torch
+        except Exception:  # mmseg missing or unusable here: fall back to plain torch
             if impl == "mmseg":
                 raise
-            _ = e
     info = _info("bench-pspnet-r50-torch", f"PSPNet-R50-D8, {num_classes} classes (random weights)", num_classes, 8)
     return _Wrapped(PSPNetR50Torch(num_classes).eval(), info).to(device).freeze(), "plain torch (bench/models.py)"
 
