@@ -26,14 +26,17 @@ BUILDERS = {"selfie": M.selfie, "segformer-b0": functools.partial(M.segformer_b0
             "pspnet-r50": functools.partial(M.pspnet_r50, 21)}
 
 
-def self_times(fn, k: int) -> dict[str, float]:
-    """Self CPU seconds per iteration by operator name."""
+def self_times(fn, k: int) -> tuple[dict[str, float], float]:
+    """Self CPU seconds per iteration by operator name, and aten operator calls per iteration."""
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn(k)
     out: dict[str, float] = defaultdict(float)
+    calls = 0
     for e in prof.key_averages():
         out[e.key] += e.self_cpu_time_total / 1e6 / k
-    return dict(out)
+        if e.key.startswith("aten::"):
+            calls += e.count
+    return dict(out), calls / k
 
 
 def main() -> None:
@@ -58,10 +61,11 @@ def main() -> None:
     ours = record_sampler(iter(run), x0)
     bare(2)
     ours(2)
-    tb, to = self_times(bare, a.k), self_times(ours, a.k)
+    (tb, nb), (to, no) = self_times(bare, a.k), self_times(ours, a.k)
     print(f"{a.model} ({impl}) {a.side}², {a.optimizer}, telemetry {'on' if a.telemetry else 'off'}, "
           f"{torch.get_num_threads()} threads; self CPU ms per iteration (profiled)")
-    print(f"total: bare {1e3 * sum(tb.values()):.1f}, ours {1e3 * sum(to.values()):.1f}")
+    print(f"total: bare {1e3 * sum(tb.values()):.1f} ms in {nb:.0f} aten calls, "
+          f"ours {1e3 * sum(to.values()):.1f} ms in {no:.0f} aten calls")
     diff = sorted(((to.get(n, 0.0) - tb.get(n, 0.0), n) for n in set(tb) | set(to)), reverse=True)
     print(f"\n{'operator':58s} {'bare':>8s} {'ours':>8s} {'ours-bare':>10s}")
     for d, n in diff[: a.top]:
