@@ -15,13 +15,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from app import limits as lm
 from app.trajectory import RunInfo, Trajectory
 from attack_engine import AttackConfig, AttackRun
 from attack_engine.attack import apgd_stages
-from attack_engine.images import load_image, load_mask, model_size, resize_image, resize_labels, to_tensor
+from attack_engine.images import ImageError, load_mask, model_size, read_image, resize_image, resize_labels, to_tensor
 from attack_engine.models import SegModel, load_model
+from attack_engine.schedules import ScheduleError, parse_schedule
 
-MAX_STEPS = 500
+MAX_STEPS = lm.Limits().max_steps  # the default; the app's own limit is TSALLIS_MAX_STEPS (app.limits)
 
 
 class InputError(ValueError):
@@ -37,6 +39,7 @@ class Prepared:
     source: str  # example id or "upload"
     model_id: str
     source_hw: tuple[int, int] | None = None  # size of the original image (display aspect)
+    notes: tuple[str, ...] = ()  # what loading changed (downscaled, grayscale, first frame, ...)
 
     @property
     def digest(self) -> str:
@@ -46,45 +49,107 @@ class Prepared:
         return h.hexdigest()[:16]
 
 
-def make_config(attack: str, optimizer: str, eps255: float, steps: int, alpha255: float | None, seed: int,
-                schedule: str | None) -> AttackConfig:
-    """UI values (ε and step size in /255; step size 0/None = default) -> :class:`AttackConfig`."""
-    steps = int(steps)
-    if not 1 <= steps <= MAX_STEPS:
-        raise InputError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
-    alpha = None if not alpha255 or optimizer == "apgd" else float(alpha255) / 255.0
-    sched = (schedule or "").strip() or None
-    if attack != "tsallis":
-        sched = None
+def _number(name: str, v, lo: float, hi: float, whole: bool = False) -> float:
+    """A finite number within [lo, hi] (a whole number if asked) or an :class:`InputError` naming it."""
+    if isinstance(v, bool) or v is None:
+        raise InputError(f"{name} must be a number, got {v!r}")
     try:
-        return AttackConfig(attack=attack, optimizer=optimizer, eps=float(eps255) / 255.0, steps=steps,
-                            step_size=alpha, schedule=sched, seed=int(seed))
+        f = float(v)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {str(v)[:40]!r}") from None
+    if not math.isfinite(f):
+        raise InputError(f"{name} must be a finite number, got {v}")
+    if not lo <= f <= hi:
+        raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {f:g}")
+    if whole and f != int(f):
+        raise InputError(f"{name} must be a whole number, got {f:g}")
+    return f
+
+
+def check_schedule(text: str | None, steps: int) -> str | None:
+    """Canonical schedule text; malformed texts and q outside :data:`app.limits.Q_RANGE` raise InputError."""
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise InputError(f"the q-schedule must be text like 'linear:-2:1', got {type(text).__name__}")
+    if len(text) > lm.MAX_TEXT:
+        raise InputError(f"the q-schedule text is {len(text)} characters long; at most {lm.MAX_TEXT} are accepted")
+    try:
+        sched = parse_schedule(text)
+    except ScheduleError as e:
+        raise InputError(str(e)) from None
+    lo, hi = lm.Q_RANGE
+    qs = sched.values(max(1, steps))
+    if sched.kind == "points":
+        qs += [q for _, q in sched.points]
+    bad = [q for q in qs if not (math.isfinite(q) and lo <= q <= hi)]
+    if bad:
+        raise InputError(f"schedule {sched.text()!r} reaches q = {bad[0]:.4g}; q must stay within [{lo:g}, {hi:g}]")
+    return sched.text()
+
+
+def make_config(attack: str, optimizer: str, eps255: float, steps: int, alpha255: float | None, seed: int,
+                schedule: str | None, limits: lm.Limits | None = None) -> AttackConfig:
+    """UI values (ε and step size in /255; step size 0/None = default) -> :class:`AttackConfig`.
+
+    Every value is checked (finite, in range, whole where it must be) and a problem raises one
+    :class:`InputError` naming the control.
+    """
+    lim = limits or lm.get_limits()
+    steps = int(_number("Steps", steps, 1, lim.max_steps, whole=True))
+    eps = _number("ε (/255)", eps255, lm.MIN_EPS255, lm.MAX_EPS255)
+    alpha = 0.0 if alpha255 is None else _number("PGD step size (/255)", alpha255, 0, lm.MAX_ALPHA255)
+    seed = int(_number("Seed", seed, 0, lm.MAX_SEED, whole=True))
+    if not isinstance(attack, str) or not isinstance(optimizer, str):
+        raise InputError("attack and optimiser must be names")
+    alpha = None if not alpha or optimizer == "apgd" else alpha / 255.0
+    if isinstance(schedule, str) and len(schedule) > lm.MAX_TEXT:
+        raise InputError(f"the q-schedule text is {len(schedule)} characters long; at most {lm.MAX_TEXT} are accepted")
+    sched = (schedule or "").strip() if isinstance(schedule, str) else schedule
+    sched = check_schedule(sched, steps) if attack == "tsallis" and sched else None
+    try:
+        return AttackConfig(attack=attack, optimizer=optimizer, eps=eps / 255.0, steps=steps,
+                            step_size=alpha, schedule=sched, seed=seed)
     except ValueError as e:
         raise InputError(str(e)) from None
 
 
-def prepare(image, mask, model: SegModel, source: str = "upload") -> Prepared:
+def prepare(image, mask, model: SegModel, source: str = "upload", limits: lm.Limits | None = None) -> Prepared:
     """Any image (+ optional class-id mask) -> model-resolution uint8 image and int labels.
 
     The resized image is quantised to uint8 so the attack's clean input is exactly what a run card stores.
+    Unusable inputs raise one :class:`InputError`; what loading changed is in ``Prepared.notes``.
     """
+    lim = limits or lm.get_limits()
     if image is None:
         raise InputError("pick an example or upload an image first")
-    try:
-        img = load_image(image)
-        lab = None if mask is None else load_mask(mask, model.info.num_classes, model.info.ignore_index)
-    except ValueError as e:
-        raise InputError(str(e)) from None
     info = model.info
-    hw = model_size(img.shape[:2], info.input_size, info.size_multiple)
+    try:
+        loaded = read_image(image, max_pixels=lim.max_pixels, max_side=lim.max_side, min_side=lm.MIN_SIDE,
+                            max_aspect=lm.MAX_ASPECT)
+    except ImageError as e:
+        raise InputError(f"image: {e}") from None
+    img = loaded.array
+    try:
+        lab = None if mask is None else load_mask(mask, info.num_classes, info.ignore_index, max_pixels=lim.max_pixels)
+    except ImageError as e:
+        raise InputError(f"mask: {e}") from None
+    hw = model_size(img.shape[:2], info.input_size, info.size_multiple, max_side=lim.max_side)
     x = resize_image(to_tensor(img), hw)
     x8 = (x[0].permute(1, 2, 0).numpy() * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
     labels = None
     if lab is not None:
-        if abs(lab.shape[0] / lab.shape[1] - img.shape[0] / img.shape[1]) > 0.02:
-            raise InputError(f"mask is {lab.shape[1]}×{lab.shape[0]} but the image is {img.shape[1]}×{img.shape[0]}")
+        sh, sw = loaded.source_hw
+        if lab.shape != (sh, sw):
+            raise InputError(f"mask is {lab.shape[1]}×{lab.shape[0]} but the image is {sw}×{sh}: the mask must have "
+                             "the image's size (one class id per pixel)")
+        valid = (lab != info.ignore_index)
+        if not valid.any():
+            raise InputError(f"mask has no labelled pixel (every pixel is the ignore id {info.ignore_index})")
         labels = resize_labels(torch.from_numpy(lab)[None], hw)[0].numpy()
-    return Prepared(x8, labels, source, info.id, tuple(img.shape[:2]))
+        if not (labels != info.ignore_index).any():
+            raise InputError("mask's labelled pixels vanish at the model's input size; label a larger area")
+    return Prepared(x8, labels, source, info.id, tuple(img.shape[:2]), tuple(loaded.notes))
 
 
 class LogitTap:
@@ -104,12 +169,15 @@ class LiveRun:
     """A started attack whose records land in ``traj`` one :meth:`step` at a time."""
 
     def __init__(self, model: SegModel, prep: Prepared, cfg: AttackConfig, light: bool = False,
-                 map_side: int | None = None) -> None:
+                 map_side: int | None = None, device: str | torch.device | None = None) -> None:
         self.cfg = cfg
         self.prep = prep
         self.tap = LogitTap(model)
         x = torch.from_numpy(prep.image).permute(2, 0, 1)[None].float().div(255.0)
         labels = None if prep.labels is None else torch.from_numpy(prep.labels)[None].long()
+        if device is not None:
+            x = x.to(device)
+            labels = None if labels is None else labels.to(device)
         self.run = AttackRun(self.tap, x, labels, cfg)
         mult = max(m for m, _ in apgd_stages(cfg.steps, cfg.multi_eps)) if cfg.optimizer == "apgd" else 1.0
         info = model.info

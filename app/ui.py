@@ -6,9 +6,13 @@ Public API endpoints (``gradio_client``): ``/run`` (streams every record), ``/st
 ``/preview``.
 """
 
+import functools
 import hashlib
+import inspect
 import json
+import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -21,9 +25,24 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from app import components as cp
 from app import figures as fg
+from app import gpu
 from app.export import config_query, evolution_gif, panels_png, parse_query, records_csv, run_card
-from app.runner import MAX_STEPS, InputError, LiveRun, make_config, prepare
+from app.limits import (
+    MAX_ALPHA255,
+    MAX_EPS255,
+    MAX_SEED,
+    MIN_EPS255,
+    Limits,
+    LimitsError,
+    allowed_models,
+    apply_hosted_environment,
+    get_limits,
+)
+from app.observe import event
+from app.runner import InputError, LiveRun, Prepared, check_schedule, make_config, prepare
+from app.sessions import BudgetError, Session, SessionStore, estimate_run_bytes, session_nbytes, traj_nbytes
 from app.sources import PRECOMPUTED_DIR, ExampleItem, bundled_examples, load_precomputed, load_precomputed_compare
 from app.trajectory import Trajectory
 from app.view import (
@@ -40,8 +59,6 @@ from attack_engine.losses import ATTACK_TITLES, ATTACKS
 from attack_engine.models import DEFAULT_MODEL, ModelUnavailable, list_models, load_model
 from attack_engine.schedules import PRESETS, ScheduleError, parse_schedule
 
-STATE_TTL_S = 2 * 3600
-ATTACK_CONCURRENCY = int(os.environ.get("TSALLIS_ATTACK_CONCURRENCY", "1"))
 DEFAULT_STEPS = 30
 PLAY_INTERVAL_S = 0.35
 CUSTOM = "your own (edit the text)"
@@ -121,34 +138,29 @@ class FrameStore:
                 pass
 
 
-# -- per-session state ---------------------------------------------------------------------------------
-class Session:
-    """Everything one browser session holds: the recorded run, the live generator, the view position."""
-
-    def __init__(self) -> None:
-        self.traj: Trajectory | None = None
-        self.live: LiveRun | None = None
-        self.key: str | None = None
-        self.view = 0
-        self.follow = True
-        self.probe: tuple[int, int] | None = None  # (y, x) in view-map pixels
-        self.pause = False
-        self.playing = False
-        self.compare: dict[str, Trajectory] = {}
-        self.lock = threading.Lock()
-
-    def __deepcopy__(self, memo: dict) -> "Session":
-        return Session()
-
-
+# -- per-session state (app.sessions.Session) -------------------------------------------------------
 def _sess(s: Any) -> Session:
     return s if isinstance(s, Session) else Session()
 
 
+def _where(e: BaseException) -> str:
+    """``file:line`` of the innermost frame of ``e`` inside this project (for the error log; no values)."""
+    tb, last = e.__traceback__, ""
+    root = str(Path(__file__).resolve().parents[1])
+    while tb is not None:
+        f = tb.tb_frame.f_code.co_filename
+        if f.startswith(root) and "/.venv/" not in f:
+            last = f"{Path(f).relative_to(root)}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return last
+
+
 # -- helpers --------------------------------------------------------------------------------------------
-def model_choices() -> list[tuple[str, str]]:
+def model_choices(allowed: list[str] | None = None) -> list[tuple[str, str]]:
     out = []
     for e in list_models():
+        if allowed is not None and e.id not in allowed:
+            continue
         mark = "✓ bundled" if e.family == "bundled" else ("✓ downloaded" if e.available() else "not downloaded")
         out.append((f"{e.title} · {e.num_classes} classes · {mark}", e.id))
     return out
@@ -164,16 +176,21 @@ def _schedule_preset_for(text: str | None) -> str:
 
 
 class App:
-    """Builds the Blocks; ``model_id``/``examples`` can be injected (tests use a stand-in model)."""
+    """Builds the Blocks; ``model_id``/``examples``/``limits`` can be injected (tests use a stand-in model)."""
 
     def __init__(self, model_id: str | None = None, examples: list[ExampleItem] | None = None,
-                 precomputed_dir: Path = PRECOMPUTED_DIR) -> None:
+                 precomputed_dir: Path = PRECOMPUTED_DIR, limits: Limits | None = None) -> None:
+        self.limits = limits or get_limits()
         self.model_id = model_id or DEFAULT_MODEL
+        self.models = allowed_models(self.limits, extra=(model_id,) if model_id else ())
+        if self.model_id not in self.models and self.models:
+            self.model_id = self.models[0]
         self.examples = bundled_examples() if examples is None else examples
         self.ex_by_id = {e.id: e for e in self.examples}
         self.precomputed_dir = precomputed_dir
         self.export_dir = Path(tempfile.mkdtemp(prefix="tsallis_export_"))
         self.frames = FrameStore()
+        self.store = SessionStore(self.limits)
 
     def default_example(self, model_id: str) -> str | None:
         """The example shown on first load: one with a shipped run for this model, ground truth preferred."""
@@ -188,10 +205,54 @@ class App:
         pick = (with_gt or shipped or [None])[0]
         return pick.id if pick else None
 
+    # -- guarding every handler -------------------------------------------------------------------------
+    def _session(self, state: Any) -> Session:
+        """The request's session, registered with the store (its runs dropped here if it expired)."""
+        return self.store.touch(_sess(state))
+
+    def guard(self, fn: Callable, name: str) -> Callable:
+        """Wrap a handler: refusals become one ``gr.Error`` (and a ``rejected`` log line), anything unexpected
+        an ``error`` log line and a short ``gr.Error``; the session and the server carry on either way."""
+
+        def fail(e: BaseException) -> gr.Error:
+            if isinstance(e, gr.Error):
+                event("rejected", endpoint=name, error=str(e.message))
+                return e
+            if isinstance(e, (InputError, BudgetError, ScheduleError, ModelUnavailable)):
+                event("rejected", endpoint=name, error=str(e))
+                return gr.Error(str(e))
+            event("error", logging.ERROR, endpoint=name, error=f"{type(e).__name__}: {e}",
+                  where=_where(e))
+            return gr.Error(f"something went wrong on the server ({type(e).__name__}); it was logged. "
+                            "Your recorded run is unchanged: try again or press Reset.")
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def gen(*a, **k):
+                try:
+                    yield from fn(*a, **k)
+                except GeneratorExit:
+                    raise
+                except Exception as e:
+                    raise fail(e) from None
+
+            return gen
+
+        @functools.wraps(fn)
+        def plain(*a, **k):
+            try:
+                return fn(*a, **k)
+            except Exception as e:
+                raise fail(e) from None
+
+        return plain
+
     # -- inputs -> a started run ------------------------------------------------------------------------
     def _source(self, image, mask, ex_id: str | None, num_classes: int) -> tuple[Any, Any, str]:
-        if ex_id and ex_id in self.ex_by_id:
-            ex = self.ex_by_id[ex_id]
+        if ex_id:
+            ex = self.ex_by_id.get(ex_id) if isinstance(ex_id, str) else None
+            if ex is None:
+                raise InputError(f"unknown example {str(ex_id)[:60]!r}")
             m = mask if mask else ex.mask_for(num_classes)
             return str(ex.image), (str(m) if m else None), ex_id
         if image is None:
@@ -204,6 +265,8 @@ class App:
             h.update(f"ex:{ex_id}".encode())
         elif isinstance(image, np.ndarray):
             h.update(image.tobytes())
+        elif isinstance(image, (bytes, bytearray)):
+            h.update(bytes(image))
         else:
             h.update(str(image).encode())
         h.update(str(mask).encode())
@@ -211,31 +274,75 @@ class App:
         h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
         return h.hexdigest()
 
+    def _model(self, model_id: Any):
+        if not isinstance(model_id, str) or model_id not in self.models:
+            raise InputError(f"model {str(model_id)[:60]!r} is not offered here; choose one of: {', '.join(self.models)}")
+        try:
+            return load_model(model_id)
+        except (ModelUnavailable, KeyError) as e:
+            raise InputError(f"model {model_id!r} is not available here: {e}") from None
+
+    def _inputs(self, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched):
+        """Checked inputs: (model, config, run key); raises InputError."""
+        cfg = make_config(attack, opt, eps, steps, alpha, seed, sched, self.limits)
+        model = self._model(model_id)
+        return model, cfg, self._key(image, mask, ex_id, model_id, cfg)
+
+    def _prepare(self, model, image, mask, ex_id) -> Prepared:
+        img, m, src = self._source(image, mask, ex_id, model.info.num_classes)
+        return prepare(img, m, model, src, self.limits)
+
+    def _records(self, cfg) -> int:
+        from attack_engine.attack import apgd_stages
+
+        return cfg.steps + 1 if cfg.optimizer == "pgd" else cfg.steps + len(apgd_stages(cfg.steps, cfg.multi_eps))
+
+    def _admit(self, sess: Session, prep: Prepared, model, cfgs: list, light: bool) -> None:
+        """Check the memory budgets for new runs: a main run keeps the session's comparison (or drops it when
+        only that makes it fit), a comparison keeps the main run.  Raises BudgetError."""
+        new = sum(estimate_run_bytes(prep.image.shape[:2], model.info.num_classes, self._records(c), light)
+                  for c in cfgs)
+        keep = traj_nbytes(sess.traj) if light else sum(traj_nbytes(t) for t in sess.compare.values())
+        try:
+            dropped = self.store.admit(sess, new, keep)
+        except BudgetError:
+            if light or not sess.compare:
+                raise
+            dropped = self.store.admit(sess, new, 0)  # the run fits alone: the comparison gives way
+            sess.compare = {}
+            sess.notice = "The attack comparison was dropped to keep this session within its memory budget."
+        if dropped:
+            event("evicted", sessions=len(dropped), reasons=sorted({why for _, why in dropped}),
+                  total_mb=round(self.store.total_bytes() / 2**20, 1))
+
     def _start(self, sess: Session, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched,
                light: bool = False) -> tuple[LiveRun, bool]:
         """Continue the session's live run when its inputs are unchanged, else start a new one."""
-        try:
-            cfg = make_config(attack, opt, eps, steps, alpha, seed, sched)
-            model = load_model(model_id)
-        except (InputError, ScheduleError) as e:
-            raise gr.Error(str(e)) from None
-        except (ModelUnavailable, KeyError) as e:
-            raise gr.Error(f"model {model_id!r} is not available here: {e}") from None
-        key = self._key(image, mask, ex_id, model_id, cfg)
+        model, cfg, key = self._inputs(image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched)
         if not light and sess.live is not None and sess.key == key and not sess.live.done:
             return sess.live, False
-        try:
-            img, m, src = self._source(image, mask, ex_id, model.info.num_classes)
-            prep = prepare(img, m, model, src)
-            live = LiveRun(model, prep, cfg, light=light)
-        except InputError as e:
-            raise gr.Error(str(e)) from None
+        prep = self._prepare(model, image, mask, ex_id)
         if not light:
-            sess.live, sess.key, sess.traj = live, key, live.traj
-            sess.view, sess.follow = 0, True
-            if sess.probe is not None and (sess.probe[0] >= live.traj.hw[0] or sess.probe[1] >= live.traj.hw[1]):
-                sess.probe = None
+            self._admit(sess, prep, model, [cfg], light=False)
+        live = LiveRun(model, prep, cfg, light=light)
+        if not light:
+            self._install(sess, live, key)
         return live, True
+
+    def _install(self, sess: Session, live: LiveRun | None, key: str | None, traj: Trajectory | None = None) -> None:
+        sess.live, sess.key, sess.traj = live, key, (live.traj if live is not None else traj)
+        sess.view, sess.follow = 0, True
+        sess.input_notes = list(live.prep.notes) if live is not None else []
+        t = sess.traj
+        if sess.probe is not None and t is not None and (sess.probe[0] >= t.hw[0] or sess.probe[1] >= t.hw[1]):
+            sess.probe = None
+
+    def _note(self, sess: Session, note: str = "") -> str:
+        """The status note plus, once, what loading the input changed and any notice for this session."""
+        parts = [p for p in (sess.take_notice(), note) if p]
+        if sess.input_notes:
+            parts.append("Input: " + "; ".join(sess.input_notes) + ".")
+        return "  \n".join(parts)
 
     # -- rendering to output lists ----------------------------------------------------------------------
     def _main_values(self, sess: Session, live: bool = False, note: str = "", panels: bool = True,
@@ -243,8 +350,10 @@ class App:
         """Values for the main outputs; ``move_slider=False`` leaves the slider where the user put it."""
         t = sess.traj
         if t is None or len(t) == 0:
+            note = self._note(sess, note)
             return [note or "No run yet: pick an example or upload an image, then press **Run** or **Step**."] + \
                    [gr.skip()] * (len(MAIN_PANELS) - 1) + [gr.skip()]
+        note = self._note(sess, note)
         k = t.clamp(sess.view)
         sess.view = k
         slider = gr.Slider(minimum=0, maximum=max(len(t) - 1, 1), value=k, step=1,
@@ -269,49 +378,110 @@ class App:
     # -- event handlers -----------------------------------------------------------------------------------
     def run(self, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, state):
         """Stream every record of the attack (resumes a paused run with the same inputs)."""
-        sess = _sess(state)
+        sess = self._session(state)
+        t0 = time.monotonic()
+        if gpu.zero_gpu():
+            yield from self._run_zero_gpu(sess, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed,
+                                          sched, t0)
+            return
         live, new = self._start(sess, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched)
-        sess.pause = False
-        static = self._static_values(sess) if new else [gr.skip()] * len(STATIC_PANELS)
-        if len(live.traj) == 0:
-            with sess.lock:
-                live.step()
-        sess.view = len(live.traj) - 1 if sess.follow else sess.view
-        yield [sess, *static, *self._main_values(sess, live=not live.done)]
-        while not sess.pause and sess.live is live:
-            with sess.lock:
-                ok = live.step()
-            if not ok:
-                break
+        sess.active += 1
+        outcome, n0 = "cancelled", len(live.traj)
+        try:
+            sess.pause = False
+            static = self._static_values(sess) if new else [gr.skip()] * len(STATIC_PANELS)
+            if len(live.traj) == 0:
+                with sess.lock:
+                    live.step()
+            sess.view = len(live.traj) - 1 if sess.follow else sess.view
+            yield [sess, *static, *self._main_values(sess, live=not live.done)]
+            timed_out = False
+            while not sess.pause and sess.live is live:
+                if time.monotonic() - t0 > self.limits.time_limit_s:
+                    timed_out = True
+                    break
+                with sess.lock:
+                    ok = live.step()
+                if not ok:
+                    break
+                if sess.follow:
+                    sess.view = len(live.traj) - 1
+                yield [sess] + [gr.skip()] * len(STATIC_PANELS) + self._main_values(sess, live=not live.done,
+                                                                                     panels=sess.follow)
+            if live.done:
+                outcome, note = "finished", ""
+            elif timed_out:
+                outcome = "time_limit"
+                note = (f"Paused: this request reached the time limit of {self.limits.time_limit_s:g} s. **Run** "
+                        "continues this run.")
+            else:
+                outcome, note = "paused", "Paused: **Run** or **Step** continues this run."
             if sess.follow:
                 sess.view = len(live.traj) - 1
-            yield [sess] + [gr.skip()] * len(STATIC_PANELS) + self._main_values(sess, live=not live.done,
-                                                                                 panels=sess.follow)
-        note = "" if live.done else "Paused: **Run** or **Step** continues this run."
-        if sess.follow:
-            sess.view = len(live.traj) - 1
-        yield [sess] + [gr.skip()] * len(STATIC_PANELS) + self._main_values(sess, note=note)
+            yield [sess] + [gr.skip()] * len(STATIC_PANELS) + self._main_values(sess, note=note)
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            sess.active -= 1
+            self._log_run("run", sess, live.traj, live.cfg, t0, outcome, len(live.traj) - n0)
+
+    def _run_zero_gpu(self, sess, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, t0):
+        """ZeroGPU: compute the whole run in one GPU call, then show it (scrub / replay as usual)."""
+        model, cfg, _ = self._inputs(image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched)
+        prep = self._prepare(model, image, mask, ex_id)
+        self._admit(sess, prep, model, [cfg], light=False)
+        sess.active += 1
+        traj, outcome = None, "error"
+        try:
+            traj = gpu.gpu_full_run(model.info.id, prep, cfg)
+            self._install(sess, None, None, traj)
+            sess.input_notes = list(prep.notes)
+            sess.view = len(traj) - 1
+            outcome = "finished"
+            yield [sess, *self._static_values(sess), *self._main_values(sess, note="Computed on the GPU in one go: "
+                                                                                  "drag the slider or press **▶ Play**.")]
+        finally:
+            sess.active -= 1
+            self._log_run("run", sess, traj, cfg, t0, outcome, len(traj) if traj is not None else 0, device="zerogpu")
+
+    def _log_run(self, endpoint: str, sess: Session, traj: Trajectory | None, cfg, t0: float, outcome: str,
+                 new_records: int, **extra) -> None:
+        info = traj.info if traj is not None else None
+        event("run", endpoint=endpoint, session=sess.id, model=info.model_id if info else None,
+              attack=cfg.attack, optimizer=cfg.optimizer, steps=cfg.steps, eps255=round(cfg.eps * 255, 3),
+              source="upload" if info is None or info.source == "upload" else "example",
+              model_hw=list(info.model_hw) if info else None, records=len(traj) if traj is not None else 0,
+              new_records=new_records, duration_s=round(time.monotonic() - t0, 3), outcome=outcome,
+              session_mb=round(session_nbytes(sess) / 2**20, 2), **extra)
 
     def step(self, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, state):
         """Compute exactly one more record (starting a run if needed)."""
-        sess = _sess(state)
+        sess = self._session(state)
+        t0 = time.monotonic()
         live, new = self._start(sess, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched)
         sess.pause = True
-        with sess.lock:
-            live.step()
+        sess.active += 1
+        try:
+            with sess.lock:
+                live.step()
+        finally:
+            sess.active -= 1
         sess.view, sess.follow = len(live.traj) - 1, True
         static = self._static_values(sess) if new else [gr.skip()] * len(STATIC_PANELS)
         note = "Finished." if live.done else "Stepped one record: **Step** again or **Run** to continue."
+        if new or live.done:
+            self._log_run("step", sess, live.traj, live.cfg, t0, "finished" if live.done else "stepped", 1)
         return [sess, *static, *self._main_values(sess, note=note)]
 
     def pause(self, state):
-        sess = _sess(state)
+        sess = self._session(state)
         sess.pause = True
         sess.playing = False
         return [sess, *self._main_values(sess, note="Paused: **Run** or **Step** continues this run.")]
 
     def stop(self, state):
-        sess = _sess(state)
+        sess = self._session(state)
         sess.pause = True
         sess.playing = False
         sess.live = None
@@ -319,7 +489,7 @@ class App:
         return [sess, *self._main_values(sess, note="Stopped: the recorded run stays for scrubbing; **Run** starts anew.")]
 
     def reset(self, state):
-        sess = _sess(state)
+        sess = self._session(state)
         sess.pause = True
         fresh = Session()
         return [fresh, None, None, None, "", "Reset. Pick an example or upload an image, then press **Run**.",
@@ -328,21 +498,21 @@ class App:
 
     def scrub(self, k, state):
         """Show record ``k`` of the recorded run (no recomputation)."""
-        sess = _sess(state)
+        sess = self._session(state)
         if sess.traj is not None and len(sess.traj):
             sess.view = sess.traj.clamp(k)
             sess.follow = sess.view >= len(sess.traj) - 1
         return [sess, *self._main_values(sess, move_slider=False)]
 
     def goto_best(self, state):
-        sess = _sess(state)
+        sess = self._session(state)
         if sess.traj is not None and sess.traj.best_index() >= 0:
             sess.view, sess.follow = sess.traj.best_index(), False
         return [sess, *self._main_values(sess)]
 
     def probe(self, x, y, state):
         """Probe view pixel (x, y): class probabilities, weight and gradient over all records."""
-        sess = _sess(state)
+        sess = self._session(state)
         if sess.traj is not None and len(sess.traj):
             hv, wv = sess.traj.hw
             sess.probe = (min(max(int(y), 0), hv - 1), min(max(int(x), 0), wv - 1))
@@ -350,7 +520,7 @@ class App:
 
     def make_select(self, panel: str) -> Callable:
         def on_select(state, evt: gr.SelectData):
-            sess = _sess(state)
+            sess = self._session(state)
             if sess.traj is None or not len(sess.traj) or evt.index is None:
                 return [sess, *self._main_values(sess)]
             y, x = panel_to_view(sess.traj, panel, (float(evt.index[0]), float(evt.index[1])))
@@ -359,7 +529,7 @@ class App:
         return on_select
 
     def play(self, state):
-        sess = _sess(state)
+        sess = self._session(state)
         if sess.traj is None or len(sess.traj) < 2:
             return [sess, gr.Timer(active=False), gr.Button(value="▶ Play")]
         sess.playing = not sess.playing
@@ -369,7 +539,7 @@ class App:
         return [sess, gr.Timer(active=sess.playing), gr.Button(value="❚❚ Pause replay" if sess.playing else "▶ Play")]
 
     def tick(self, state):
-        sess = _sess(state)
+        sess = self._session(state)
         t = sess.traj
         if not sess.playing or t is None or not len(t):
             return [sess, gr.Timer(active=False), gr.Button(value="▶ Play"), *[gr.skip()] * (len(MAIN_PANELS) + 1)]
@@ -382,12 +552,13 @@ class App:
 
     def load_example(self, ex_id, model_id, state):
         """Select an example; shows its precomputed run instantly when one ships for this model."""
-        sess = _sess(state)
+        sess = self._session(state)
         ex = self.ex_by_id.get(ex_id)
         if ex is None:
-            raise gr.Error(f"unknown example {ex_id!r}")
+            raise InputError(f"unknown example {str(ex_id)[:60]!r}")
         traj = load_precomputed(ex.id, model_id, self.precomputed_dir)
         ctl = [gr.skip()] * 6
+        sess.input_notes = []
         if traj is not None:
             sess.traj, sess.live, sess.key = traj, None, None
             sess.view, sess.follow, sess.probe, sess.playing = 0, False, None, False
@@ -418,25 +589,60 @@ class App:
 
     def compare(self, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed, sched, state):
         """Run several attacks on the same input, seed and ε; stream progress and a leaderboard."""
-        sess = _sess(state)
-        attacks = [a for a in (attacks or []) if a in ATTACKS]
+        sess = self._session(state)
+        t0 = time.monotonic()
+        attacks = [a for a in (attacks or []) if a in ATTACKS] if isinstance(attacks, (list, tuple)) else []
         if not attacks:
-            raise gr.Error("tick at least one attack to compare")
+            raise InputError("tick at least one attack to compare")
+        # check everything before touching the session: a refused comparison leaves the previous one in place
+        checked = [self._inputs(image, mask, ex_id, model_id, a, opt, eps, steps, alpha, seed, sched) for a in attacks]
+        model = checked[0][0]
+        prep = self._prepare(model, image, mask, ex_id)
+        self._admit(sess, prep, model, [c for _, c, _ in checked], light=True)
         sess.compare = {}
         sess.pause = False
-        for a in attacks:
-            live, _ = self._start(sess, image, mask, ex_id, model_id, a, opt, eps, steps, alpha, seed, sched, light=True)
-            name = ATTACK_TITLES[a]
-            sess.compare[name] = live.traj
-            while not sess.pause and live.step():
-                n = len(live.traj)
-                if n % 4 == 0:
-                    yield [sess, f"Running **{name}**: record {n}/{live.traj.info.expected_records}", gr.skip(),
-                           gr.skip(), gr.skip(), gr.skip()]
-            yield [sess, *self._compare_values(sess, None, f"**{name}** done.")]
-            if sess.pause:
-                break
-        yield [sess, *self._compare_values(sess, None, "Comparison finished: drag the shared slider.")]
+        sess.active += 1
+        outcome, done_records = "cancelled", 0
+        try:
+            for (_, cfg, _) in checked:
+                name = ATTACK_TITLES[cfg.attack]
+                if gpu.zero_gpu():
+                    sess.compare[name] = gpu.gpu_full_run(model.info.id, prep, cfg, light=True)
+                    done_records += len(sess.compare[name])
+                    yield [sess, *self._compare_values(sess, None, f"**{name}** done.")]
+                    continue
+                live = LiveRun(model, prep, cfg, light=True)
+                sess.compare[name] = live.traj
+                while not sess.pause and time.monotonic() - t0 <= self.limits.time_limit_s and live.step():
+                    done_records += 1
+                    n = len(live.traj)
+                    if n % 4 == 0:
+                        yield [sess, f"Running **{name}**: record {n}/{live.traj.info.expected_records}", gr.skip(),
+                               gr.skip(), gr.skip(), gr.skip()]
+                yield [sess, *self._compare_values(sess, None, f"**{name}** done.")]
+                if sess.pause or time.monotonic() - t0 > self.limits.time_limit_s:
+                    break
+            if time.monotonic() - t0 > self.limits.time_limit_s:
+                outcome = "time_limit"
+                msg = (f"Comparison stopped at the time limit of {self.limits.time_limit_s:g} s per request: use fewer "
+                       "steps or attacks.")
+            else:
+                outcome = "paused" if sess.pause else "finished"
+                msg = "Comparison finished: drag the shared slider."
+            if prep.notes:
+                msg += "  \nInput: " + "; ".join(prep.notes) + "."
+            yield [sess, *self._compare_values(sess, None, msg)]
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            sess.active -= 1
+            cfg0 = checked[0][1]
+            event("run", endpoint="compare", session=sess.id, model=model.info.id, attacks=attacks,
+                  optimizer=cfg0.optimizer, steps=cfg0.steps, eps255=round(cfg0.eps * 255, 3),
+                  source="upload" if prep.source == "upload" else "example", model_hw=list(prep.image.shape[:2]),
+                  records=done_records, duration_s=round(time.monotonic() - t0, 3), outcome=outcome,
+                  session_mb=round(session_nbytes(sess) / 2**20, 2))
 
     def _compare_values(self, sess: Session, k: int | None, note: str = "") -> list:
         if not sess.compare:
@@ -452,12 +658,12 @@ class App:
                 compare_tiles(sess.compare, k), fg.compare_curves_figure(series, k), df]
 
     def compare_scrub(self, k, state):
-        sess = _sess(state)
+        sess = self._session(state)
         return [sess, *self._compare_values(sess, k, f"Record {int(k)} (each run clamped to its length)")]
 
     def export(self, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, state, request: gr.Request):
         """Run card JSON, per-record CSV, panels PNG, evolution GIF and the shareable link."""
-        sess = _sess(state)
+        sess = self._session(state)
         query = config_query(ex_id or None, model_id, attack, opt, eps, steps, alpha, seed, sched)
         link = "?" + query
         if request is not None:
@@ -472,6 +678,7 @@ class App:
         t = sess.traj
         if t is None or not len(t):
             return [None, None, None, None, link]
+        self._prune_exports()
         d = Path(tempfile.mkdtemp(dir=self.export_dir))
         stem = f"{t.info.config['attack']}_{t.info.source}_{len(t)}rec"
         card = d / f"{stem}_run_card.json"
@@ -484,19 +691,34 @@ class App:
         gif.write_bytes(evolution_gif(t))
         return [str(card), str(csv_p), str(png), str(gif), link]
 
+    def _prune_exports(self) -> None:
+        """Exports older than an hour (or the session TTL, if shorter) are deleted."""
+        cutoff = time.time() - min(3600.0, self.limits.session_ttl_s)
+        for d in self.export_dir.iterdir():
+            try:
+                if d.stat().st_mtime < cutoff:
+                    shutil.rmtree(d, ignore_errors=True)
+            except OSError:
+                pass
+
     def preview(self, attack, sched, steps, opt):
         """Validate the schedule text and plot q(t) and w_q(p) before anything runs."""
+        n = int(min(max(steps or 1, 1), self.limits.max_steps))
         try:
-            s = parse_schedule(sched or "linear:-2:1").text() if attack == "tsallis" else None
-        except ScheduleError as e:
+            s = check_schedule(sched or "linear:-2:1", n) if attack == "tsallis" else None
+        except InputError as e:
             return [gr.skip(), f"⚠️ {e}"]
         msg = f"Schedule `{s}`" if s else f"{ATTACK_TITLES.get(attack, attack)} has no q-schedule."
-        return [fg.schedule_preview_figure(attack, s, int(steps or 1), opt), msg]
+        return [fg.schedule_preview_figure(attack, s, n, opt), msg]
 
     def on_load(self, request: gr.Request):
         """Restore the controls from URL query parameters (the shareable link)."""
         q = parse_query(dict(request.query_params) if request is not None else {})
-        model_ids = {e.id for e in list_models()}
+        model_ids = set(self.models)
+        for key, lo, hi in (("eps", MIN_EPS255, MAX_EPS255), ("steps", 1, self.limits.max_steps),
+                            ("alpha", 0, MAX_ALPHA255)):
+            if key in q and not lo <= q[key] <= hi:
+                del q[key]
         out = [
             q["model"] if q.get("model") in model_ids else gr.skip(),
             q.get("attack", gr.skip()), q.get("opt", gr.skip()), q.get("eps", gr.skip()), q.get("steps", gr.skip()),
@@ -511,11 +733,11 @@ class App:
 
     # -- layout -------------------------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
-        choices = model_choices()
+        choices = model_choices(self.models)
         ids = [c[1] for c in choices]
         default_model = self.model_id if self.model_id in ids else (ids[0] if ids else None)
         with gr.Blocks(title="TsallisPGD Explorer", delete_cache=(900, 3600)) as demo:
-            state = gr.State(Session(), time_to_live=STATE_TTL_S)  # deep-copied per session -> a fresh Session
+            state = gr.State(Session(), time_to_live=self.limits.session_ttl_s)  # deep-copied per session -> a fresh Session
             gr.Markdown("## TsallisPGD Explorer — watch an adversarial attack on segmentation, pixel by pixel\n"
                         "Pick an example (or upload an image), choose an attack and press **Run**: every iteration "
                         "streams in. Drag the record slider to scrub, click a pixel to probe it.")
@@ -526,24 +748,26 @@ class App:
                                          columns=3, height=250, allow_preview=False, object_fit="cover",
                                          elem_id="examples")
                     ex_id = gr.Textbox(value="", visible=False, label="example id")
-                    image_in = gr.Image(type="numpy", label="Image (upload, paste, or pick an example)",
+                    image_in = cp.UploadImage(type="filepath", label="Image (upload, paste, or pick an example)",
                                         sources=["upload", "clipboard"], height=200, elem_id="image_in")
-                    mask_in = gr.File(label="Ground-truth mask (optional): PNG of class ids", file_types=[".png"],
+                    mask_in = cp.MaskFile(label="Ground-truth mask (optional): PNG of class ids", file_types=[".png"], elem_id="mask_in",
                                       type="filepath", height=70)
                     model_dd = gr.Dropdown(choices, value=default_model, label="Model", elem_id="model")
                     attack_dd = gr.Dropdown([(ATTACK_TITLES[a], a) for a in ATTACKS], value="tsallis", label="Attack", elem_id="attack")
                     opt_radio = gr.Radio([("APGD", "apgd"), ("PGD", "pgd")], value="apgd", label="Optimiser")
                     with gr.Row():
-                        eps = gr.Slider(0.5, 32, value=8, step=0.5, label="ε (/255)", elem_id="eps")
-                        steps = gr.Slider(1, MAX_STEPS, value=DEFAULT_STEPS, step=1, label="Steps", elem_id="steps")
+                        eps = cp.Slider(MIN_EPS255, MAX_EPS255, value=8, step=0.5, label="ε (/255)", elem_id="eps")
+                        steps = cp.Slider(1, self.limits.max_steps, value=min(DEFAULT_STEPS, self.limits.max_steps),
+                                          step=1, label="Steps", elem_id="steps")
                     with gr.Row():
-                        alpha = gr.Slider(0, 16, value=0, step=0.25, label="PGD step size (/255, 0 = ε/4)",
+                        alpha = cp.Slider(0, MAX_ALPHA255, value=0, step=0.25, label="PGD step size (/255, 0 = ε/4)",
                                           interactive=False, scale=3)
-                        seed = gr.Number(0, precision=0, label="Seed", minimum=0, scale=1, min_width=80)
+                        seed = cp.Number(0, precision=0, label="Seed", minimum=0, maximum=MAX_SEED, scale=1,
+                                         min_width=80)
                     with gr.Group(visible=True) as sched_group:
                         preset = gr.Dropdown([*PRESETS.keys(), CONST_PRESET, CUSTOM], value=next(iter(PRESETS)),
                                              label="q-schedule preset")
-                        q_slider = gr.Slider(-3, 1.5, value=0.5, step=0.05, label="constant q", visible=False)
+                        q_slider = cp.Slider(-3, 1.5, value=0.5, step=0.05, label="constant q", visible=False)
                         sched_text = gr.Textbox("linear:-2:1", label="q-schedule text",
                                                 info="const:Q · linear:A:B · cosine:A:B · plinear:P0:P1 · "
                                                      "points:t0:q0,t1:q1,…")
@@ -562,7 +786,7 @@ class App:
                         status = gr.Markdown("No run yet: pick an example or upload an image, then press "
                                              "**Run** or **Step**.", elem_id="status")
                         with gr.Row(equal_height=True):
-                            slider = gr.Slider(0, 1, value=0, step=1, label="Record", scale=5, elem_id="scrub")
+                            slider = cp.Slider(0, 1, value=0, step=1, label="Record", scale=5, elem_id="scrub")
                             play_btn = gr.Button("▶ Play", scale=1, min_width=90, elem_id="play_btn")
                             best_btn = gr.Button("★ Best iterate", scale=1, min_width=90, elem_id="best_btn")
                         legend = gr.Markdown("")
@@ -605,8 +829,8 @@ class App:
                                 mass = gr.Plot(label="Gradient mass", elem_id="mass")
                                 gr.Markdown(EXPLAIN["mass"], elem_classes=["explain"])
                         with gr.Row(visible=False):
-                            probe_x = gr.Number(0, precision=0, label="probe x")
-                            probe_y = gr.Number(0, precision=0, label="probe y")
+                            probe_x = cp.Number(0, precision=0, label="probe x", minimum=0, maximum=1e6)
+                            probe_y = cp.Number(0, precision=0, label="probe y", minimum=0, maximum=1e6)
                             probe_btn = gr.Button("probe")
                     with gr.Tab("Compare attacks", id="compare"):
                         gr.Markdown("Run several attacks on the same image, seed, ε, optimiser and steps (from the "
@@ -616,7 +840,7 @@ class App:
                                                            value=list(ATTACKS), label="Attacks", scale=4)
                             cmp_btn = gr.Button("▶ Run comparison", variant="primary", scale=1)
                         cmp_status = gr.Markdown("No comparison yet.")
-                        cmp_slider = gr.Slider(0, 1, value=0, step=1, label="Shared record slider")
+                        cmp_slider = cp.Slider(0, 1, value=0, step=1, label="Shared record slider")
                         cmp_grid = gr.Image(label="Segmentation | flipped pixels, per attack", type="pil",
                                             format="jpeg", interactive=False, elem_id="cmp_grid")
                         with gr.Row():
@@ -638,6 +862,9 @@ class App:
                     with gr.Tab("About", id="about"):
                         gr.Markdown(ABOUT)
             timer = gr.Timer(PLAY_INTERVAL_S, active=False)
+            for c in (image_in, mask_in):  # what the upload components enforce (see app.components)
+                c.hosted = self.limits.hosted
+                c.max_upload_mb = self.limits.max_upload_mb
 
             # ---------------- wiring ----------------
             run_inputs = [image_in, mask_in, ex_id, model_dd, attack_dd, opt_radio, eps, steps, alpha, seed,
@@ -648,48 +875,50 @@ class App:
             main_out = [comp[n] for n in MAIN_PANELS] + [slider]
             controls = [attack_dd, opt_radio, eps, steps, alpha, seed]
             fast = dict(queue=False, show_progress="hidden")
+            g = self.guard
+            conc = self.limits.attack_concurrency
 
-            run_evt = run_btn.click(self.run, run_inputs, [state, *static_out, *main_out], api_name="run",
-                                    concurrency_id="attack", concurrency_limit=ATTACK_CONCURRENCY,
+            run_evt = run_btn.click(g(self.run, "run"), run_inputs, [state, *static_out, *main_out], api_name="run",
+                                    concurrency_id="attack", concurrency_limit=conc,
                                     show_progress="hidden", trigger_mode="once")
-            step_btn.click(self.step, run_inputs, [state, *static_out, *main_out], api_name="step",
-                           concurrency_id="attack", concurrency_limit=ATTACK_CONCURRENCY, show_progress="minimal")
-            cmp_evt = cmp_btn.click(self.compare, [image_in, mask_in, ex_id, model_dd, cmp_attacks, opt_radio, eps,
+            step_btn.click(g(self.step, "step"), run_inputs, [state, *static_out, *main_out], api_name="step",
+                           concurrency_id="attack", concurrency_limit=conc, show_progress="minimal")
+            cmp_evt = cmp_btn.click(g(self.compare, "compare"), [image_in, mask_in, ex_id, model_dd, cmp_attacks, opt_radio, eps,
                                                    steps, alpha, seed, sched_text, state],
                                     [state, cmp_status, cmp_slider, cmp_grid, cmp_curves, cmp_table],
-                                    api_name="compare", concurrency_id="attack", concurrency_limit=ATTACK_CONCURRENCY,
+                                    api_name="compare", concurrency_id="attack", concurrency_limit=conc,
                                     show_progress="hidden")
-            pause_btn.click(self.pause, [state], [state, *main_out], api_name="pause", cancels=[run_evt, cmp_evt],
+            pause_btn.click(g(self.pause, "pause"), [state], [state, *main_out], api_name="pause", cancels=[run_evt, cmp_evt],
                             **fast)
-            stop_btn.click(self.stop, [state], [state, *main_out], api_name="stop", cancels=[run_evt, cmp_evt], **fast)
-            reset_btn.click(self.reset, [state], [state, *static_out, *main_out], api_name="reset",
+            stop_btn.click(g(self.stop, "stop"), [state], [state, *main_out], api_name="stop", cancels=[run_evt, cmp_evt], **fast)
+            reset_btn.click(g(self.reset, "reset"), [state], [state, *static_out, *main_out], api_name="reset",
                             cancels=[run_evt, cmp_evt], **fast)
-            slider.input(self.scrub, [slider, state], [state, *main_out], api_name="scrub", trigger_mode="always_last",
+            slider.input(g(self.scrub, "scrub"), [slider, state], [state, *main_out], api_name="scrub", trigger_mode="always_last",
                          **fast)
-            best_btn.click(self.goto_best, [state], [state, *main_out], api_visibility="private", **fast)
-            probe_btn.click(self.probe, [probe_x, probe_y, state], [state, *main_out], api_name="probe", **fast)
+            best_btn.click(g(self.goto_best, "goto_best"), [state], [state, *main_out], api_visibility="private", **fast)
+            probe_btn.click(g(self.probe, "probe"), [probe_x, probe_y, state], [state, *main_out], api_name="probe", **fast)
             for name in ("clean", "adv", "seg", "clean_seg", "gt", "flipped", "firstflip", "weight", "grad"):
-                panels[name].select(self.make_select(name), [state], [state, *main_out], api_visibility="private",
+                panels[name].select(g(self.make_select(name), "select"), [state], [state, *main_out], api_visibility="private",
                                     **fast)
-            play_btn.click(self.play, [state], [state, timer, play_btn], api_visibility="private", **fast)
-            timer.tick(self.tick, [state], [state, timer, play_btn, *main_out], api_visibility="private",
+            play_btn.click(g(self.play, "play"), [state], [state, timer, play_btn], api_visibility="private", **fast)
+            timer.tick(g(self.tick, "tick"), [state], [state, timer, play_btn, *main_out], api_visibility="private",
                        show_progress="hidden", concurrency_limit=None, concurrency_id="view")
-            cmp_slider.input(self.compare_scrub, [cmp_slider, state],
+            cmp_slider.input(g(self.compare_scrub, "compare_scrub"), [cmp_slider, state],
                              [state, cmp_status, cmp_slider, cmp_grid, cmp_curves, cmp_table], api_name="compare_scrub",
                              trigger_mode="always_last", **fast)
-            export_btn.click(self.export, [ex_id, model_dd, attack_dd, opt_radio, eps, steps, alpha, seed, sched_text,
+            export_btn.click(g(self.export, "export"), [ex_id, model_dd, attack_dd, opt_radio, eps, steps, alpha, seed, sched_text,
                                            state], [f_card, f_csv, f_png, f_gif, share], api_name="export",
-                             concurrency_limit=2, concurrency_id="export")
+                             concurrency_id="export")
 
             ex_out = [state, ex_id, image_in, *controls, sched_text, *static_out, *main_out, cmp_status, cmp_slider,
                       cmp_grid, cmp_curves, cmp_table, mask_in]
             hidden_ex_btn = gr.Button(visible=False)
-            hidden_ex_btn.click(self.load_example, [ex_id, model_dd, state], ex_out, api_name="load_example", **fast)
+            hidden_ex_btn.click(g(self.load_example, "load_example"), [ex_id, model_dd, state], ex_out, api_name="load_example", **fast)
 
             def gallery_pick(model_id, state, evt: gr.SelectData):
                 return self.load_example(self.examples[evt.index].id, model_id, state)
 
-            gallery.select(gallery_pick, [model_dd, state], ex_out, api_visibility="private", **fast)
+            gallery.select(g(gallery_pick, "gallery"), [model_dd, state], ex_out, api_visibility="private", **fast)
             image_in.upload(lambda: "", None, [ex_id], api_visibility="private", **fast)
             image_in.clear(lambda: "", None, [ex_id], api_visibility="private", **fast)
 
@@ -705,14 +934,14 @@ class App:
             q_slider.input(lambda q: f"const:{q:g}", [q_slider], [sched_text], api_visibility="private", **fast)
             sched_text.input(lambda t: gr.Dropdown(value=_safe_preset(t)), [sched_text], [preset],
                              api_visibility="private", **fast)
-            gr.on([sched_text.change, attack_dd.change, steps.change, opt_radio.change], self.preview,
+            gr.on([sched_text.change, attack_dd.change, steps.change, opt_radio.change], g(self.preview, "preview"),
                   [attack_dd, sched_text, steps, opt_radio], [preview_plot, sched_msg], api_name="preview", **fast)
             attack_dd.change(lambda a: gr.Group(visible=a == "tsallis"), [attack_dd], [sched_group],
                              api_visibility="private", **fast)
             opt_radio.change(lambda o: gr.Slider(interactive=o == "pgd"), [opt_radio], [alpha],
                              api_visibility="private", **fast)
-            demo.load(self.on_load, None, [model_dd, *controls, sched_text, ex_id, image_in], api_visibility="private",
-                      **fast).then(self.load_linked_example, [ex_id, model_dd, state], ex_out, api_visibility="private",
+            demo.load(g(self.on_load, "on_load"), None, [model_dd, *controls, sched_text, ex_id, image_in], api_visibility="private",
+                      **fast).then(g(self.load_linked_example, "load_linked_example"), [ex_id, model_dd, state], ex_out, api_visibility="private",
                                    **fast)
         return demo
 
@@ -742,7 +971,7 @@ step-size control) and differ only in **how much each pixel's loss counts**:
 The **confidence histogram** with the weight curve is the heart of it: it shows where the attack puts its effort
 and how pixels move from "confident and correct" to "wrong" as the iterations go.
 
-Runs are recorded on the server per session (for two hours); scrubbing and replay never recompute.
+Runs are recorded on the server per session (for a limited time and memory, see the README's limits); scrubbing and replay never recompute.
 The examples come with precomputed runs (and attack comparisons) so they play instantly.
 
 ### Models
@@ -753,15 +982,20 @@ telemetry off). Start it with `TSALLIS_OFFLINE=0` to let the model zoo fetch wei
 
 
 def build_demo(model_id: str | None = None, examples: list[ExampleItem] | None = None,
-               precomputed_dir: Path = PRECOMPUTED_DIR) -> gr.Blocks:
-    """The app's Blocks (call ``.queue(...)`` / ``launch_kwargs()`` to serve it)."""
-    demo = App(model_id, examples, precomputed_dir).build()
-    demo.queue(default_concurrency_limit=2, max_size=32)
+               precomputed_dir: Path = PRECOMPUTED_DIR, limits: Limits | None = None) -> gr.Blocks:
+    """The app's Blocks, queued with the limits' queue size and concurrency (serve it with ``launch_kwargs()``)."""
+    lim = limits or get_limits()
+    app = App(model_id, examples, precomputed_dir, lim)
+    demo = app.build()
+    demo.queue(default_concurrency_limit=lim.concurrency, max_size=lim.queue_size)
+    demo.tsallis_app = app  # type: ignore[attr-defined]  (tests read the session store)
     return demo
 
 
-def launch_kwargs() -> dict[str, Any]:
-    """Settings that Gradio 6 takes in ``launch()``: theme, CSS, server name/port (env respected)."""
+def launch_kwargs(limits: Limits | None = None) -> dict[str, Any]:
+    """Settings that Gradio 6 takes in ``launch()``: theme, CSS, server name/port (env respected), upload size and
+    session capacity from the limits."""
+    lim = limits or get_limits()
     return {
         "server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
@@ -769,10 +1003,25 @@ def launch_kwargs() -> dict[str, Any]:
         "css": CSS,
         "footer_links": ["api", "gradio"],
         "show_error": True,
+        "max_file_size": int(lim.max_upload_mb * 2**20),
+        "state_session_capacity": lim.max_sessions,
     }
 
 
 def main() -> None:
-    """``python app.py`` / ``python -m app``."""
-    demo = build_demo()
-    demo.launch(**launch_kwargs())
+    """``python app.py`` / ``python -m app``: start with the limits from the environment (one log line)."""
+    try:
+        lim = get_limits()
+    except LimitsError as e:
+        raise SystemExit(f"TsallisPGD Explorer cannot start: {e}") from None
+    changed = apply_hosted_environment(lim)
+    demo = build_demo(limits=lim)
+    app = demo.tsallis_app  # type: ignore[attr-defined]
+    if gpu.zero_gpu():  # ZeroGPU wants models on CUDA at start-up, outside the GPU calls
+        try:
+            load_model(app.model_id, device="cuda")
+        except Exception as e:  # the CPU path still works
+            event("error", logging.WARNING, endpoint="startup", error=f"cuda preload: {type(e).__name__}: {e}")
+    event("start", hosted=lim.hosted, models=app.models, limits=lim.summary(), hosted_env_changes=changed,
+          zero_gpu=gpu.zero_gpu())
+    demo.launch(**launch_kwargs(lim))

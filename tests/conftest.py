@@ -61,3 +61,26 @@ def trained_model() -> nn.Module:
 @pytest.fixture(scope="session")
 def test_batch() -> tuple[torch.Tensor, torch.Tensor]:
     return synthetic_batch(4, seed=7)
+
+
+# -- figures the robustness tests report (cases tried, sessions, peak memory): printed at the end of every run,
+#    whatever pytest's capture flags, so CI's log shows them.
+_FIGURES: list[str] = []
+
+
+@pytest.fixture(scope="session")
+def report_figure():
+    """``report_figure("bad input: 48 cases ...")``: print now and again in the closing summary."""
+
+    def add(line: str) -> None:
+        print(line)
+        _FIGURES.append(line)
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _FIGURES:
+        terminalreporter.write_sep("-", "robustness figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
