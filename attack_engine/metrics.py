@@ -16,13 +16,19 @@ import torch
 
 
 def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
-    """Per-image confusion matrices ``[B, C, C]`` (int64) for ``pred``/``labels`` of shape ``[B, H, W]``."""
+    """Per-image confusion matrices ``[B, C, C]`` (int64) for ``pred``/``labels`` of shape ``[B, H, W]``.
+
+    Shapes never depend on the data (ignored pixels go to a spare bin), so there is no host sync on a GPU.
+    """
     b = pred.shape[0]
+    cc = num_classes * num_classes
     valid = (labels != ignore_index) & (labels >= 0) & (labels < num_classes)
     idx = labels.long().clamp(0, num_classes - 1) * num_classes + pred.long().clamp(0, num_classes - 1)
-    idx = idx + (torch.arange(b, device=pred.device) * num_classes * num_classes).view(b, 1, 1)
-    counts = torch.bincount(idx[valid], minlength=b * num_classes * num_classes)
-    return counts.view(b, num_classes, num_classes)
+    idx = idx + (torch.arange(b, device=pred.device) * cc).view(b, 1, 1)
+    idx = torch.where(valid, idx, b * cc).flatten()
+    counts = torch.zeros(b * cc + 1, dtype=torch.int64, device=pred.device)
+    counts.scatter_add_(0, idx, torch.ones_like(idx))
+    return counts[:-1].view(b, num_classes, num_classes)
 
 
 def pixel_accuracy(cm: torch.Tensor) -> torch.Tensor:
