@@ -107,7 +107,8 @@ def test_step_then_run_continues_and_scrub_is_instant(server, client):
 
 
 def test_pause_cancels_between_records_and_step_resumes(server, client):
-    job = client.submit(*_run_args(server, opt="pgd", steps=120), api_name="/run")
+    LONG = 500  # the most steps allowed: a run that cannot finish before the checks below on a fast machine
+    job = client.submit(*_run_args(server, opt="pgd", steps=LONG), api_name="/run")
     for seen, _ in enumerate(job, 1):
         if seen >= 3:
             break
@@ -123,12 +124,12 @@ def test_pause_cancels_between_records_and_step_resumes(server, client):
     assert job.done()
     time.sleep(0.5)
     n_paused = int(_status(client.predict(0, api_name="/scrub")).split(" of ")[1].split(" recorded")[0])
-    assert 3 <= n_paused < 121
-    out = client.predict(*_run_args(server, opt="pgd", steps=120), api_name="/step")
+    assert 3 <= n_paused < LONG + 1
+    out = client.predict(*_run_args(server, opt="pgd", steps=LONG), api_name="/step")
     assert f"record **{n_paused}** of {n_paused + 1}" in _status(out)
     stop = client.predict(api_name="/stop")
     assert "Stopped" in stop[0]
-    out = client.predict(*_run_args(server, opt="pgd", steps=120), api_name="/step")
+    out = client.predict(*_run_args(server, opt="pgd", steps=LONG), api_name="/step")
     assert "record **0** of 1" in _status(out)  # after Stop, a fresh run
     reset = client.predict(api_name="/reset")
     assert "Reset" in _status(reset)
