@@ -162,6 +162,25 @@ def _per_image(t: torch.Tensor) -> torch.Tensor:
     return t.view(-1, *([1] * 3))
 
 
+class _BestIterate:
+    """Per-image best iterate by attack success (ties go to the later iterate), with its accuracy and prediction."""
+
+    def __init__(self, x: torch.Tensor, pred: torch.Tensor) -> None:
+        b, dev = x.shape[0], x.device
+        self.success = torch.full((b,), -math.inf, device=dev)
+        self.acc = torch.full((b,), math.nan, device=dev)
+        self.index = torch.full((b,), -1, dtype=torch.long, device=dev)
+        self.x, self.pred = x.clone(), pred.clone()
+
+    def update(self, success: torch.Tensor, acc: torch.Tensor, index: int, x: torch.Tensor, pred: torch.Tensor) -> None:
+        better = success >= self.success
+        self.success = torch.where(better, success, self.success)
+        self.acc = torch.where(better, acc, self.acc)
+        self.index = torch.where(better, torch.full_like(self.index, index), self.index)
+        self.x = torch.where(_per_image(better), x, self.x)
+        self.pred = torch.where(better.view(-1, 1, 1), pred, self.pred)
+
+
 class AttackRun:
     """One attack on a batch; iterate it for :class:`StepRecord` s, read ``result`` when done.
 
@@ -337,40 +356,29 @@ class AttackRun:
             return self.cfg.steps + 1
         return self.cfg.steps + len(apgd_stages(self.cfg.steps, self.cfg.multi_eps))
 
-    def _finish(self, best_x, best_pred, best_index) -> None:
+    def _finish(self, best: _BestIterate) -> None:
         """The result from the best iterate and the prediction recorded when it was evaluated (no extra forward)."""
         self._workspace.clear()
-        acc, miou = self._metrics(best_pred)
-        self.result = AttackResult(best_x, best_pred, acc, miou, self.clean_acc, self.clean_miou, best_index,
+        acc, miou = self._metrics(best.pred)
+        self.result = AttackResult(best.x, best.pred, acc, miou, self.clean_acc, self.clean_miou, best.index,
                                    self.records)
 
     def _pgd(self) -> Iterator[StepRecord]:
         cfg = self.cfg
         n = cfg.steps
-        b = self.x0.shape[0]
         eta = torch.full_like(self.eps, cfg.step_size) if cfg.step_size is not None else self.eps / 4
         x = self._random_start(self.eps)
-        best_s = torch.full((b,), -math.inf, device=x.device)
-        best_acc = torch.full((b,), math.nan, device=x.device)
-        best_index = torch.full((b,), -1, dtype=torch.long, device=x.device)
-        best_x = x.clone()
-        best_pred = self.clean_pred.clone()
+        best = _BestIterate(x, self.clean_pred)
         for i in range(n + 1):
             grad, scale, terms, loss_img, x = self._evaluate(x, i, n, last=i == n)
             acc, miou = self._metrics(terms.pred)
-            s = self._success(acc)
-            better = s >= best_s
-            best_s = torch.where(better, s, best_s)
-            best_acc = torch.where(better, acc, best_acc)
-            best_index = torch.where(better, torch.full_like(best_index, self.records), best_index)
-            best_x = torch.where(_per_image(better), x, best_x)
-            best_pred = torch.where(better.view(-1, 1, 1), terms.pred, best_pred)
+            best.update(self._success(acc), acc, self.records, x, terms.pred)
             yield self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=i, stage=0, stage_step=i,
-                               stage_total=n, eps=self.eps, eta=eta, best_acc=best_acc, best_index=best_index)
+                               stage_total=n, eps=self.eps, eta=eta, best_acc=best.acc, best_index=best.index)
             self.records += 1
             if i < n:
                 x = self._project(x + _per_image(eta) * grad.sign(), self.eps)
-        self._finish(best_x, best_pred, best_index)
+        self._finish(best)
 
     def _apgd(self) -> Iterator[StepRecord]:
         cfg = self.cfg
@@ -379,11 +387,7 @@ class AttackRun:
         stages = apgd_stages(cfg.steps, cfg.multi_eps)
         x = self._random_start(self.eps * stages[0][0])
         iteration = 0
-        nan_b = torch.full((b,), math.nan, device=dev)
-        best_index = torch.full((b,), -1, dtype=torch.long, device=dev)
-        best_acc = nan_b.clone()
-        best_x = x.clone()
-        best_pred = self.clean_pred.clone()
+        best = _BestIterate(x, self.clean_pred)  # only the last stage (radius ε) is eligible
         for si, (mult, n) in enumerate(stages):
             last = si == len(stages) - 1
             eps = self.eps * mult
@@ -396,13 +400,11 @@ class AttackRun:
             obj_last_check = best_obj.clone()
             reduced_last = torch.ones(b, dtype=torch.bool, device=dev)
             n_incr = torch.zeros(b, device=dev)
-            best_s = torch.full((b,), -math.inf, device=dev)
             acc, miou = self._metrics(terms.pred)
             if last:
-                best_s, best_acc, best_x, best_pred = self._success(acc), acc, x.clone(), terms.pred.clone()
-                best_index = torch.full_like(best_index, self.records)
+                best.update(self._success(acc), acc, self.records, x, terms.pred)
             yield self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
-                               stage_step=0, stage_total=n, eps=eps, eta=eta, best_acc=best_acc, best_index=best_index)
+                               stage_step=0, stage_total=n, eps=eps, eta=eta, best_acc=best.acc, best_index=best.index)
             self.records += 1
             x_prev, obj_prev, k_prev = x, obj, 0
             for i in range(n):
@@ -423,16 +425,10 @@ class AttackRun:
                     g_best = torch.where(_per_image(up), grad, g_best)
                 acc, miou = self._metrics(terms.pred)
                 if last:
-                    s = self._success(acc)
-                    better = s >= best_s
-                    best_s = torch.where(better, s, best_s)
-                    best_acc = torch.where(better, acc, best_acc)
-                    best_index = torch.where(better, torch.full_like(best_index, self.records), best_index)
-                    best_x = torch.where(_per_image(better), x, best_x)
-                    best_pred = torch.where(better.view(-1, 1, 1), terms.pred, best_pred)
+                    best.update(self._success(acc), acc, self.records, x, terms.pred)
                 rec = self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
-                                   stage_step=i + 1, stage_total=n, eps=eps, eta=eta, best_acc=best_acc,
-                                   best_index=best_index)
+                                   stage_step=i + 1, stage_total=n, eps=eps, eta=eta, best_acc=best.acc,
+                                   best_index=best.index)
                 if (i + 1) in checkpoints:
                     k = (i + 1) - k_prev
                     k_prev = i + 1
@@ -451,7 +447,7 @@ class AttackRun:
                 self.records += 1
             if not last:
                 x = x_best_obj
-        self._finish(best_x, best_pred, best_index)
+        self._finish(best)
 
 
 def run_attack(model: Model, x: torch.Tensor, labels: torch.Tensor | None = None, **config) -> AttackResult:
