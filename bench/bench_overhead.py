@@ -17,9 +17,7 @@ A diagnostic second table times the objective alone on the model's logits (ours,
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import time
 
 import torch
@@ -28,7 +26,7 @@ import torch.nn.functional as F
 from attack_engine import AttackConfig, AttackRun
 from attack_engine.losses import pixel_terms
 from bench import models as M
-from bench.common import Stats, bare_loop, interleave, paired_ratios, record_sampler, set_threads
+from bench.common import Stats, bare_loop, cli_main, interleave, paired_ratios, record_sampler, set_threads
 
 EPS = 8 / 255
 VARIANTS = ("pgd", "pgd+tel", "apgd", "apgd+tel")
@@ -142,16 +140,7 @@ def _st(d: dict) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
-    ap.add_argument("--case", action="append", help=f"only these cases ({', '.join(CASES)})")
-    ap.add_argument("--json", help="write the raw results here")
-    a = ap.parse_args()
-    res = run(a.quick, a.case)
-    print(markdown(res))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
+    cli_main(__doc__, run, markdown, tuple(CASES))
 
 
 if __name__ == "__main__":

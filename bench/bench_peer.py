@@ -14,10 +14,8 @@ prediction).  torchattacks gets dense labels ``[B,H,W]`` through its ``nn.CrossE
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-import json
 import time
 
 import torch
@@ -25,7 +23,7 @@ import torch
 from attack_engine import AttackConfig, AttackRun
 from attack_engine.metrics import confusion_matrix, pixel_accuracy
 from bench import models as M
-from bench.common import Stats, interleave, paired_ratios, record_sampler, set_threads
+from bench.common import Stats, cli_main, interleave, paired_ratios, record_sampler, set_threads
 
 EPS, ALPHA = 8 / 255, 2 / 255
 CASES = {
@@ -157,15 +155,7 @@ def markdown(res: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json")
-    a = ap.parse_args()
-    res = run(a.quick)
-    print(markdown(res))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
+    cli_main(__doc__, run, markdown)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,10 @@ records and reports bytes per record in memory and in the saved ``.npz``; it als
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import functools
 import gc
-import json
 import os
 import statistics
 import tempfile
@@ -37,7 +35,7 @@ from attack_engine import AttackConfig, AttackRun
 from attack_engine.models.base import SegModel
 from bench import models as M
 from bench.bench_overhead import _input
-from bench.common import fmt_bytes, peak_rss_bytes, reset_peak, rss_bytes, set_threads
+from bench.common import cli_main, fmt_bytes, peak_rss_bytes, reset_peak, rss_bytes, set_threads
 
 EPS = 8 / 255
 SIDES = (256, 512, 1024)
@@ -224,15 +222,7 @@ def markdown(res: dict) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json")
-    a = ap.parse_args()
-    res = run(a.quick)
-    print(markdown(res))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
+    cli_main(__doc__, run, markdown)
 
 
 if __name__ == "__main__":

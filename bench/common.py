@@ -193,3 +193,21 @@ def fmt_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+def cli_main(doc: str, run: Callable[..., dict], markdown: Callable[[dict], str], cases: tuple[str, ...] = ()) -> None:
+    """The command line every bench module shares: ``--quick``, ``--json PATH`` (and ``--case`` where ``cases``)."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    if cases:
+        ap.add_argument("--case", action="append", help=f"only these cases ({', '.join(cases)})")
+    ap.add_argument("--json", help="write the raw results here")
+    a = ap.parse_args()
+    res = run(a.quick, a.case) if cases else run(a.quick)
+    print(markdown(res))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)

@@ -17,29 +17,23 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from attack_engine.models.base import default_palette  # noqa: E402
+
 OUT = ROOT / "assets" / "examples"
 MAX_BYTES = 300_000
 
 
 def voc_palette(n: int = 256) -> list[int]:
     """Pascal VOC colour map, flat [r, g, b, ...] for PIL."""
-    out = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        out += [r, g, b]
-    return out
+    return [v for rgb in default_palette(n) for v in rgb]
 
 
 def save_photo(arr: np.ndarray, name: str) -> str:
