@@ -24,7 +24,11 @@ RUN bash scripts/setup_env.sh
 # 2. The app, with its bundled model weights and examples: the default model needs no download.
 COPY --chown=user . .
 
-# 3. Optional zoo models, downloaded now (build time), never at request time; hosted mode then offers them too:
+# 3. The multi-class Hugging Face SegFormers the demo offers (the README's preload_from_hub list), into the hub
+#    cache at build time; the zoo finds them there with HF_HUB_OFFLINE=1 and hosted mode offers them.
+RUN HF_HUB_OFFLINE=0 HF_HUB_DISABLE_TELEMETRY=1 python -m attack_engine.models.hub_preload
+
+# 4. Optional further zoo models, downloaded now (build time), never at request time; hosted mode then offers them:
 #    docker build --build-arg TSALLIS_PRELOAD="hf-segformer-b0-ade" .
 ARG TSALLIS_PRELOAD=""
 RUN for m in $TSALLIS_PRELOAD; do \

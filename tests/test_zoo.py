@@ -50,6 +50,7 @@ def cache(tmp_path, monkeypatch) -> Path:
     """An empty weights cache, downloads off, and a fresh registry model cache."""
     d = tmp_path / "cache"
     monkeypatch.setenv("TSALLIS_CACHE", str(d))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))  # an empty Hugging Face cache, not the user's
     monkeypatch.setenv("TSALLIS_OFFLINE", "1")
     monkeypatch.delenv("TSALLIS_TRUST_PICKLE", raising=False)
     monkeypatch.setattr(registry, "_CACHE", {})

@@ -182,31 +182,41 @@ def _download(url: str, dest: Path, *, sha256: str | None, timeout: float, progr
 
 
 # -- reading -------------------------------------------------------------------------------------------------------
-def _numpy_safe_globals() -> list[Any]:
-    """Numpy types that old checkpoints keep in ``meta`` and that carry no code (torch's documented allow-list)."""
+# The plain-data numpy types an OpenMMLab checkpoint's ``meta`` holds (``seed`` as np.int64, scores in
+# ``hook_msgs`` as np.float64, palettes as arrays): their dtypes, by name.
+META_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16",
+               "float32", "float64", "str")
+
+
+def numpy_meta_globals() -> list[Any]:
+    """Exactly the globals needed to unpickle numpy scalars and arrays of :data:`META_DTYPES`, none that run code.
+
+    ``scalar`` / ``_reconstruct`` are allowed under both names they are pickled with: ``numpy.core.multiarray``
+    (numpy 1.x, i.e. every published OpenMMLab checkpoint) and ``numpy._core.multiarray`` (numpy 2.x).
+    """
     import numpy as np
 
-    out: list[Any] = [np.ndarray, np.dtype]
-    core = getattr(np, "_core", None) or getattr(np, "core", None)
-    multiarray = getattr(core, "multiarray", None)
-    for name in ("_reconstruct", "scalar"):
-        if multiarray is not None and hasattr(multiarray, name):
-            out.append(getattr(multiarray, name))
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None:
-        out += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
+    core = getattr(np, "_core", None) or np.core
+    out: list[Any] = [np.ndarray, np.dtype, *{type(np.dtype(n)) for n in META_DTYPES}]
+    for name in ("scalar", "_reconstruct"):
+        fn = getattr(core.multiarray, name)
+        out += [(fn, f"numpy.core.multiarray.{name}"), (fn, f"numpy._core.multiarray.{name}")]
     return out
 
 
-def read_checkpoint(path: str | Path, *, trusted: bool | None = None) -> Any:
+def read_checkpoint(path: str | Path, *, trusted: bool | None = None, pinned_sha256: str | None = None) -> Any:
     """Read a ``.safetensors`` / ``.pt`` / ``.pth`` / ``.bin`` file without running code from it.
 
+    ``torch.load(weights_only=True)`` first, then with :func:`numpy_meta_globals` allowed (OpenMMLab ``meta``).
     ``trusted=True`` (or ``TSALLIS_TRUST_PICKLE=1`` when ``trusted`` is None) allows full unpickling, for
-    legacy checkpoints **you trust**: unpickling can run arbitrary code.
+    legacy checkpoints **you trust**: unpickling can run arbitrary code.  So does a file whose sha256 equals
+    ``pinned_sha256`` (a full 64-hex digest from the zoo table: the exact file its publisher released).
     """
     path = Path(path)
     if trusted is None:
         trusted = trust_pickle_env()
+    if not trusted and pinned_sha256 and re.fullmatch(r"[0-9a-f]{64}", pinned_sha256.lower()):
+        trusted = sha256_of(path) == pinned_sha256.lower()
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -217,7 +227,7 @@ def read_checkpoint(path: str | Path, *, trusted: bool | None = None) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as first:
         try:
-            with torch.serialization.safe_globals(_numpy_safe_globals()):
+            with torch.serialization.safe_globals(numpy_meta_globals()):
                 return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
             pass

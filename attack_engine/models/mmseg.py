@@ -50,6 +50,8 @@ class MMSegPreset:
     size_multiple: int = 8
     licence: str = MMSEG_LICENCE
     notes: str = ""
+    size_mb: float = 0.0  # download size (float32 parameters incl. the auxiliary head), for the app's model list
+    sha256: str | None = None  # full digest of the released file, when pinned: a match counts as trust (see load)
 
     @property
     def filename(self) -> str:
@@ -74,12 +76,14 @@ PRESETS: dict[str, MMSegPreset] = {p.id: p for p in (
         config="pspnet_r50-d8_4xb2-40k_cityscapes-512x1024",
         url=_u("pspnet", "pspnet_r50-d8_512x1024_40k_cityscapes_20200605_003338-2966598c.pth"),
         dataset="cityscapes", notes="Trained on 512×1024 crops; 19 classes; mIoU 77.85. ~49M params (slow on CPU).",
+        size_mb=187.1,
     ),
     MMSegPreset(
         id="mmseg-pspnet-r50-voc", title="PSPNet R50-D8, Pascal VOC 2012 aug (mmseg, paper model)",
         config="pspnet_r50-d8_4xb4-40k_voc12aug-512x512",
         url=_u("pspnet", "pspnet_r50-d8_512x512_40k_voc12aug_20200613_161222-ae9c1b8c.pth"),
         dataset="voc", notes="Trained on 512×512 crops; 21 classes incl. background; mIoU 77.29.",
+        size_mb=187.1,
     ),
     MMSegPreset(
         id="mmseg-segformer-b0-ade", title="SegFormer MiT-B0, ADE20K (mmseg)",
@@ -87,18 +91,21 @@ PRESETS: dict[str, MMSegPreset] = {p.id: p for p in (
         url=_u("segformer", "segformer_mit-b0_512x512_160k_ade20k_20210726_101530-8ffa8fda.pth"),
         dataset="ade20k", size_multiple=32, licence="NVIDIA SegFormer licence (non-commercial); mmseg code Apache-2.0",
         notes="Light (3.8M params). 150 ADE20K classes, no background class. mIoU 37.41.",
+        size_mb=14.3,
     ),
     MMSegPreset(
         id="mmseg-fcn-r18-cityscapes", title="FCN R18-D8, Cityscapes (mmseg, light)",
         config="fcn_r18-d8_4xb2-80k_cityscapes-512x1024",
         url=_u("fcn", "fcn_r18-d8_512x1024_80k_cityscapes_20201225_021327-6c50f8b4.pth"),
         dataset="cityscapes", notes="Light ResNet-18 model; 19 classes; mIoU 71.11.",
+        size_mb=49.0,
     ),
     MMSegPreset(
         id="mmseg-deeplabv3-r18-cityscapes", title="DeepLabV3 R18-D8, Cityscapes (mmseg, light)",
         config="deeplabv3_r18-d8_4xb2-80k_cityscapes-512x1024",
         url=_u("deeplabv3", "deeplabv3_r18-d8_512x1024_80k_cityscapes_20201225_021506-23dffbe2.pth"),
         dataset="cityscapes", notes="Light ResNet-18 model; 19 classes; mIoU 76.70.",
+        size_mb=53.4,
     ),
 )}
 
@@ -199,8 +206,8 @@ def build_mmseg(config: str | Path, checkpoint: str | Path | None = None, *, dev
                 class_names: Sequence[str] | None = None, palette: Sequence[Sequence[int]] | None = None,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                 cfg_options: dict | None = None, state_dict: dict[str, torch.Tensor] | None = None,
-                trusted: bool | None = None, size_multiple: int = 8, licence: str = "", source: str = "",
-                notes: str = "") -> MMSegModel:
+                trusted: bool | None = None, pinned_sha256: str | None = None, size_multiple: int = 8,
+                licence: str = "", source: str = "", notes: str = "") -> MMSegModel:
     """Build an mmseg model from a config (name or path) and a local checkpoint file (or ``state_dict``).
 
     ``checkpoint=None`` and ``state_dict=None`` keep the random initialisation (for tests).  ``mean``/``std``
@@ -221,7 +228,7 @@ def build_mmseg(config: str | Path, checkpoint: str | Path | None = None, *, dev
     net = revert_sync_batchnorm(net)
     name = model_id or f"mmseg:{cfg_path.stem}"
     if checkpoint is not None:
-        state_dict = extract_state_dict(read_checkpoint(checkpoint, trusted=trusted))
+        state_dict = extract_state_dict(read_checkpoint(checkpoint, trusted=trusted, pinned_sha256=pinned_sha256))
     if state_dict is not None:
         _load_weights(net, state_dict, name)
 
@@ -260,9 +267,15 @@ def build_mmseg(config: str | Path, checkpoint: str | Path | None = None, *, dev
 
 def load_preset(preset_id: str, device: str | torch.device = "cpu", *, checkpoint: str | Path | None = None,
                 progress: bool = True, **kwargs: Any) -> MMSegModel:
-    """Load a named preset: its weight file from the cache, downloaded on first use (sha256 prefix checked)."""
+    """Load a named preset: its weight file from the cache, downloaded on first use (sha256 prefix checked).
+
+    Published OpenMMLab checkpoints are ``{"meta": {config text, CLASSES, PALETTE, versions, hook_msgs, numpy
+    scalars}, "state_dict": ...}``; they load on the safe ``weights_only`` path with the numpy types allowed.
+    A preset with a full ``sha256`` pin may also hold other pickled objects: the pinned file counts as trusted.
+    """
     p = PRESETS[preset_id]
     if checkpoint is None:
-        checkpoint = ensure_file(p.id, p.weights_path(), p.url, sha256=openmmlab_hash(p.filename), progress=progress)
-    return build_mmseg(p.config, checkpoint, device=device, model_id=p.id, title=p.title,
+        checkpoint = ensure_file(p.id, p.weights_path(), p.url, sha256=p.sha256 or openmmlab_hash(p.filename),
+                                 progress=progress)
+    return build_mmseg(p.config, checkpoint, device=device, model_id=p.id, title=p.title, pinned_sha256=p.sha256,
                        size_multiple=p.size_multiple, licence=p.licence, source=p.source, notes=p.notes, **kwargs)

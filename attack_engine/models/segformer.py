@@ -9,14 +9,22 @@
   ``do_reduce_labels``: ADE20K's original "0 = other/background" was dropped and every label shifted down by
   one, so there is no background class, and 255 is the ignore index. Cityscapes checkpoints use the 19
   train-id classes (0 = road ... 18 = bicycle), ignore index 255.
-* Weights: ``model.safetensors`` (preferred) or ``pytorch_model.bin`` in
-  ``$TSALLIS_CACHE/hf/<org>--<name>/``, downloaded on first use from huggingface.co. The architecture
-  config is built here (B0..B5 sizes), so no ``config.json`` is needed. Either way the weights end up loaded by
+* Weights, looked up in this order (the first folder holding ``model.safetensors`` or ``pytorch_model.bin``):
+
+  1. the **Hugging Face hub cache**, laid out as the Hub client writes it (``$HF_HUB_CACHE``, else
+     ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``): ``models--<org>--<name>/refs/main`` names the
+     revision, ``snapshots/<revision>/`` holds the files. This is where a Space's ``preload_from_hub`` (README
+     front matter) and the Dockerfile's preload put them, so they load with ``HF_HUB_OFFLINE=1``;
+  2. ``$TSALLIS_CACHE/hf/<org>--<name>/``, where a download on first use goes (from huggingface.co).
+
+  A ``config.json`` beside the weights (always there in a hub snapshot) is the architecture; without one the
+  config is built here from the B0..B5 sizes. Either way the weights are loaded by
   ``from_pretrained(<that folder>, local_files_only=True)``.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,18 +67,23 @@ class HFSegformerPreset:
     notes: str = ""
     licence: str = SEGFORMER_LICENCE
 
+    size_mb: float = 0.0  # download size of the weight file (float32 parameters), for the app's model list
+
     def folder(self) -> Path:
         return cache_dir() / "hf" / self.repo.replace("/", "--")
 
-    def candidates(self) -> list[tuple[Path, str]]:
-        return [(self.folder() / f, HF_URL.format(repo=self.repo, file=f)) for f in WEIGHT_FILES]
+    def candidates(self) -> list[tuple[Path, str | None]]:
+        """Weight files in lookup order: a hub-cache snapshot (never downloaded into), then the own cache."""
+        snap = hub_snapshot(self.repo)
+        hub: list[tuple[Path, str | None]] = [(snap / f, None) for f in WEIGHT_FILES] if snap else []
+        return hub + [(self.folder() / f, HF_URL.format(repo=self.repo, file=f)) for f in WEIGHT_FILES]
 
     def weights_path(self) -> Path:
         """The weight file in use: the first one present, else where ``model.safetensors`` would go."""
         for p, _ in self.candidates():
             if p.is_file():
                 return p
-        return self.candidates()[0][0]
+        return self.folder() / WEIGHT_FILES[0]
 
     @property
     def source(self) -> str:
@@ -81,19 +94,39 @@ PRESETS: dict[str, HFSegformerPreset] = {p.id: p for p in (
     HFSegformerPreset(
         id="hf-segformer-b0-ade", title="SegFormer-B0, ADE20K 512×512 (Hugging Face)",
         repo="nvidia/segformer-b0-finetuned-ade-512-512", variant="b0", dataset="ade20k",
-        notes="150 ADE20K classes (0 = wall; reduced labels, no background). 3.8M params.",
+        notes="150 ADE20K classes (0 = wall; reduced labels, no background). 3.8M params.", size_mb=14.3,
     ),
     HFSegformerPreset(
         id="hf-segformer-b0-cityscapes", title="SegFormer-B0, Cityscapes 1024×1024 (Hugging Face)",
         repo="nvidia/segformer-b0-finetuned-cityscapes-1024-1024", variant="b0", dataset="cityscapes",
-        notes="19 Cityscapes train-id classes. 3.8M params.",
+        notes="19 Cityscapes train-id classes. 3.8M params.", size_mb=14.2,
     ),
     HFSegformerPreset(
         id="hf-segformer-b1-cityscapes", title="SegFormer-B1, Cityscapes 1024×1024 (Hugging Face)",
         repo="nvidia/segformer-b1-finetuned-cityscapes-1024-1024", variant="b1", dataset="cityscapes",
-        notes="19 Cityscapes train-id classes. 13.7M params.",
+        notes="19 Cityscapes train-id classes. 13.7M params.", size_mb=52.2,
     ),
 )}
+
+
+def hf_hub_cache() -> Path:
+    """The Hugging Face hub cache folder, resolved from the environment as ``huggingface_hub`` does."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def hub_snapshot(repo: str, revision: str = "main") -> Path | None:
+    """``snapshots/<rev>/`` of ``repo`` in the hub cache (``refs/<revision>`` names ``rev``), or ``None``."""
+    root = hf_hub_cache() / f"models--{repo.replace('/', '--')}"
+    ref = root / "refs" / revision
+    rev = ref.read_text().strip() if ref.is_file() else revision
+    snap = root / "snapshots" / rev
+    return snap if rev and snap.is_dir() else None
 
 
 def _transformers() -> Any:
@@ -167,5 +200,12 @@ def load_preset(preset_id: str, device: str | torch.device = "cpu", *, progress:
     p = PRESETS[preset_id]
     path = ensure_any(p.id, p.candidates(), hf=True, progress=progress)
     names, palette = DATASETS[p.dataset]
+    config = None
+    if (path.parent / "config.json").is_file():  # the checkpoint's own architecture (a hub snapshot has one)
+        config = _transformers().SegformerConfig.from_pretrained(str(path.parent), local_files_only=True)
+        if int(config.num_labels) != len(names):
+            raise ModelUnavailable(f"model {p.id!r}: the cached checkpoint has {config.num_labels} classes, "
+                                   f"{p.dataset} has {len(names)}; wrong repository in the cache?")
     return build_segformer(path.parent, variant=p.variant, class_names=names, palette=palette, model_id=p.id,
-                           title=p.title, device=device, licence=p.licence, source=p.source, notes=p.notes)
+                           title=p.title, device=device, config=config, licence=p.licence, source=p.source,
+                           notes=p.notes)
