@@ -116,6 +116,9 @@ class StepRecord:
     log_grad_logits: torch.Tensor | None = None  # [B,H,W] natural log of |dℓ_i/dz_i|, finite where it underflows
     grad_input: torch.Tensor | None = None  # [B,H,W] sum over channels of |dL/dx|
     mass: torch.Tensor | None = None  # [B,3] gradient-mass share: confident-correct, uncertain-correct, wrong
+    log_p_true: torch.Tensor | None = None  # [B,H,W] log p_y (= -CE), exact where p_y underflows
+    log_p_other: torch.Tensor | None = None  # [B,H,W] log(1 - p_y), exact where 1 - p_y rounds to 0
+    log_ce_grad: torch.Tensor | None = None  # [B,H,W] log ||dCE/dz_i|| (-inf on ignored pixels): the q-lens input
     x_clean: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -318,6 +321,9 @@ class AttackRun:
             rec.log_grad_logits = terms.log_grad.float()
             rec.grad_input = (grad.abs().sum(1).double() / _per_image(scale)[:, 0]).float()
             rec.mass = (parts / total.where(total > 0, torch.ones_like(total))).float()
+            rec.log_p_true = (-terms.ce).float()
+            rec.log_p_other = terms.log_rest.float()
+            rec.log_ce_grad = terms.log_ce_grad.float()
         return rec
 
     def _success(self, acc: torch.Tensor) -> torch.Tensor:

@@ -202,6 +202,8 @@ class PixelTerms:
     ce_grad_norm: torch.Tensor | None  # ||dCE/dz||_2 = ||p - e_y||, exact in float64 (with_grad_norm only)
     log_grad: torch.Tensor  # log |dℓ/dz|, finite where float64 underflows (-inf: zero weight); exact with
     # with_grad_norm, else a lower bound within log(sqrt(2) (C-1)) (enough for gradient scaling)
+    log_ce_grad: torch.Tensor | None = None  # log ||dCE/dz|| (-inf on ignored pixels); exact/lower bound as log_grad
+    log_rest: torch.Tensor | None = None  # log(1 - p_y) = log sum_{j != y} p_j, finite where 1 - p_y rounds to 0
 
 
 def tsallis_of_ce(ce: torch.Tensor, q: float) -> torch.Tensor:
@@ -279,6 +281,10 @@ def pixel_terms(
             grad_norm = None
             if with_grad_norm or name == "cospgd":
                 sq = _sum_sq(e)  # sum_{j != y} e_j^2
+            # log(1 - p_y) = log sum_{j != y} p_j: linear while S does not underflow, else re-centred on the top rival
+            ok_rest = s_other >= torch.finfo(dtype).tiny
+            log_rest = torch.log(s_other) - log_s
+            ok = ok_rest
             if with_grad_norm:
                 lin = sq + s_other.square()
                 grad_norm = torch.sqrt(lin) / s * validf
@@ -286,17 +292,17 @@ def pixel_terms(
                 # from underflow (e_j >= s_other / (C-1)), else re-centred on the largest rival logit
                 ok = s_other >= (torch.finfo(dtype).tiny ** 0.45) * max(1, logits.shape[1] - 1)
                 log_ce_grad = 0.5 * torch.log(lin) - log_s
-                if not bool(ok.all()):
-                    log_ce_grad = torch.where(ok, log_ce_grad, _log_norm_others(zd, idx, lse, dtype)[1])
+            others = None if bool(ok.all()) else _log_norm_others(zd, idx, lse, dtype)
+            if others is not None:
+                log_rest = torch.where(ok_rest, log_rest, others[0])
+            if with_grad_norm:
+                if others is not None:
+                    log_ce_grad = torch.where(ok, log_ce_grad, others[1])
             else:
                 # lower bound from S = sum_{j != y} p_j alone (no extra class-sized pass): sum_j p_j^2 >= S^2 / (C-1), so
                 # ||p - e_y|| >= S sqrt(C / (C-1)), within 0.5 log(2 (C-1) / C) of the exact value (exact for 2 classes)
                 c = logits.shape[1]
-                ok = s_other >= torch.finfo(dtype).tiny
-                log_ce_grad = torch.log(s_other) - log_s
-                if not bool(ok.all()):
-                    log_ce_grad = torch.where(ok, log_ce_grad, _log_norm_others(zd, idx, lse, dtype)[0])
-                log_ce_grad = log_ce_grad + (0.5 * math.log(c / (c - 1)) if c > 1 else 0.0)
+                log_ce_grad = log_rest + (0.5 * math.log(c / (c - 1)) if c > 1 else 0.0)
         param: float | None = None
         if name == "ce":
             loss, weight = ce, torch.ones_like(cef)
@@ -325,16 +331,23 @@ def pixel_terms(
                 if a < 0:
                     weight = torch.where(cef > _P_FLOOR_LOG, torch.zeros_like(weight), weight)
         weight = weight.detach() * validf
+        log_ce_grad = torch.where(valid, log_ce_grad, -math.inf)
         log_grad = torch.where(valid, _log_weight(name, weight, cef, param) + log_ce_grad, -math.inf)
-    return PixelTerms(loss, cef, p_true, weight, correct, valid, param, pred, grad_norm, log_grad)
+    return PixelTerms(loss, cef, p_true, weight, correct, valid, param, pred, grad_norm, log_grad,
+                      log_ce_grad, log_rest)
+
+
+def tsallis_log_weight(ce: torch.Tensor, q: float) -> torch.Tensor:
+    """log of TsallisPGD's gradient weight ``p_y^(1-q)`` from ``ce = -log p_y`` (q > 1: p_y floored as in the loss)."""
+    a = 1.0 - float(q)
+    lw = -a * (ce.clamp(max=_P_FLOOR_LOG) if a < 0 else ce)
+    return torch.where((ce > _P_FLOOR_LOG) & (a < 0), -math.inf, lw)
 
 
 def _log_weight(name: str, weight: torch.Tensor, ce: torch.Tensor, param: float | None) -> torch.Tensor:
     """log of the gradient weight relative to CE, exact where the weight itself underflows."""
     if name == "tsallis":
-        a = 1.0 - float(param)  # type: ignore[arg-type]
-        lw = -a * (ce.clamp(max=_P_FLOOR_LOG) if a < 0 else ce)
-        return torch.where((ce > _P_FLOOR_LOG) & (a < 0), -math.inf, lw)
+        return tsallis_log_weight(ce, float(param))  # type: ignore[arg-type]
     if name == "js":  # log(p/2 * log(1 + 1/p)) with log p = -ce
         return math.log(0.5) - ce + torch.log(ce + torch.log1p(torch.exp(-ce)))
     return torch.log(weight)

@@ -1,0 +1,94 @@
+"""The q-lens against the engine: TsallisPGD at constant q, evaluated at the very iterate another run reached."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import synthetic_batch
+
+from attack_engine import qlens
+from attack_engine.attack import AttackConfig, AttackRun
+from attack_engine.losses import pixel_terms
+
+QS = (-2.0, -1.0, 0.0, 0.5, 1.0, 1.5)
+
+
+def _record(model, attack: str, k: int, steps: int = 6):
+    x, y = synthetic_batch(2, seed=3)
+    cfg = AttackConfig(attack=attack, optimizer="pgd", steps=steps, eps=8 / 255, schedule="linear:-2:1")
+    recs = list(AttackRun(model, x, y, cfg))
+    return recs[k], y
+
+
+def _tsallis_at(model, x_adv, y, q: float):
+    """Record 0 of a TsallisPGD run at constant q that starts exactly at ``x_adv`` (no random start)."""
+    cfg = AttackConfig(attack="tsallis", optimizer="pgd", steps=1, eps=8 / 255, schedule=f"const:{q}",
+                       random_start=False)
+    return next(iter(AttackRun(model, x_adv, y, cfg)))
+
+
+@pytest.mark.parametrize("attack", ["ce", "segpgd", "tsallis", "js"])
+def test_lens_equals_engine_run_at_constant_q(trained_model, attack):
+    rec, y = _record(trained_model, attack, k=4)
+    for b in range(2):
+        lp, lc, groups = qlens.record_inputs(rec, y, item=b)
+        assert (groups == 2).any() and (groups <= 1).any(), "the iterate should have wrong and correct pixels"
+        for q in QS:
+            ref = _tsallis_at(trained_model, rec.x_adv, y, q)
+            assert ref.param == pytest.approx(q)
+            lens = qlens.lens(lp, lc, groups, q)
+            np.testing.assert_allclose(lens.weight, ref.weight[b].numpy(), rtol=1e-5, atol=1e-30)
+            np.testing.assert_allclose(lens.grad, ref.grad_logits[b].numpy(), rtol=1e-5, atol=1e-30)
+            fin = np.isfinite(lens.log_grad)
+            np.testing.assert_array_equal(fin, np.isfinite(ref.log_grad_logits[b].numpy()))
+            np.testing.assert_allclose(lens.log_grad[fin], ref.log_grad_logits[b].numpy()[fin], rtol=1e-6, atol=1e-5)
+            np.testing.assert_allclose(lens.shares, ref.mass[b].numpy(), atol=1e-5)
+
+
+def test_own_weight_is_the_records_weight(trained_model):
+    rec, _ = _record(trained_model, "segpgd", k=3)
+    lw = qlens.own_log_weight(rec.log_grad_logits[0], rec.log_ce_grad[0])
+    w = rec.weight[0].numpy()
+    ok = w > 0
+    np.testing.assert_allclose(np.exp(lw[ok]), w[ok], rtol=1e-5)
+
+
+def test_summary_shares_match_exact_shares(trained_model):
+    rec, y = _record(trained_model, "ce", k=5)
+    lp, lc, groups = qlens.record_inputs(rec, y)
+    summ = qlens.share_summary(lp, lc, groups)
+    assert summ.shape == (3, qlens.SUMMARY_BINS, 3)
+    for q in np.linspace(-3, 1, 17):
+        exact = qlens.lens(lp, lc, groups, q).shares
+        np.testing.assert_allclose(qlens.shares_from_summary(summ, q), exact, atol=1e-3)
+
+
+def test_saturated_pixels_keep_their_share():
+    """p_y = 1 and p_y = 0 to float64 precision still get a gradient size and a share, in log space."""
+    logits = torch.tensor([[800.0, 0.0], [0.0, 900.0], [2.0, 0.0], [0.0, 1.0]]).T.reshape(1, 2, 1, 4).double()
+    labels = torch.zeros(1, 1, 4, dtype=torch.long)
+    t = pixel_terms("ce", logits, labels, with_grad_norm=True)
+    lp, lc = (-t.ce)[0].numpy(), t.log_ce_grad[0].numpy()
+    assert np.all(np.isfinite(lc)) and lc[0, 0] == pytest.approx(-800 + 0.5 * np.log(2), abs=1e-9)
+    assert t.log_rest[0, 0, 0].item() == pytest.approx(-800, abs=1e-9)
+    groups = qlens.pixel_groups(t.correct[0].numpy(), t.valid[0].numpy(), t.p_true[0].numpy())
+    s = qlens.lens(lp, lc, groups, -2.0).shares
+    assert s.sum() == pytest.approx(1.0) and s[2] > 0
+
+
+def test_ignored_pixels_have_no_lens_value(trained_model):
+    x, y = synthetic_batch(1, seed=5)
+    y[0, :4] = 255
+    rec = next(iter(AttackRun(trained_model, x, y, AttackConfig(attack="ce", optimizer="pgd", steps=1))))
+    lp, lc, groups = qlens.record_inputs(rec, y)
+    assert np.all(groups[:4] == qlens.IGNORED) and np.all(np.isneginf(lc[:4]))
+    lens = qlens.lens(lp, lc, groups, 0.0)
+    assert np.all(np.isneginf(lens.log_grad[:4])) and np.all(lens.weight[:4] == 0)
+
+
+def test_p_star_is_the_peak_of_the_gradient_size():
+    p = np.linspace(1e-6, 1 - 1e-6, 200001)
+    for q in (-3.0, -2.0, -1.0, 0.0, 0.5, 0.9):
+        assert p[np.argmax(p ** (1 - q) * (1 - p))] == pytest.approx(qlens.p_star(q), abs=1e-4)
+    assert qlens.p_star(1.0) == 0.0
