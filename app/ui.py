@@ -44,6 +44,7 @@ from app.observe import event
 from app.runner import InputError, LiveRun, Prepared, check_schedule, make_config, prepare
 from app.sessions import BudgetError, Session, SessionStore, estimate_run_bytes, session_nbytes, traj_nbytes
 from app.sources import PRECOMPUTED_DIR, ExampleItem, bundled_examples, load_precomputed, load_precomputed_compare
+from app.tabs.debug import DebugTab
 from app.trajectory import Trajectory
 from app.view import (
     LEADERBOARD_HEADERS,
@@ -847,6 +848,8 @@ class App:
                             cmp_curves = gr.Plot(label="Pixel accuracy, all attacks")
                             cmp_table = gr.Dataframe(headers=LEADERBOARD_HEADERS, label="Leaderboard: each attack's best iterate (lowest accuracy), lowest first",
                                                      interactive=False)
+                    debug_tab = DebugTab(self._session, self.guard)
+                    debug_tab.build()
                     with gr.Tab("Export & share", id="export"):
                         gr.Markdown("Download the recorded run. The **run card** holds the exact input, model and "
                                     "config: `app.export.rerun_card(card)` reproduces it. The **link** restores "
@@ -910,6 +913,7 @@ class App:
                                            state], [f_card, f_csv, f_png, f_gif, share], api_name="export",
                              concurrency_id="export")
 
+            debug_tab.wire(state)
             ex_out = [state, ex_id, image_in, *controls, sched_text, *static_out, *main_out, cmp_status, cmp_slider,
                       cmp_grid, cmp_curves, cmp_table, mask_in]
             hidden_ex_btn = gr.Button(visible=False)
