@@ -4,6 +4,7 @@ They render with Gradio's own front-end (``is_template``) and only change what t
 
 * :class:`Slider` / :class:`Number`: non-numbers, NaN, ±inf and out-of-range values are refused by name
   ("Steps must be between 1 and 500, got 1e+09").
+* :class:`Text`: text longer than its limit (default ``MAX_TEXT``) is refused by name before a handler runs.
 * :class:`UploadImage`: hands the handler the uploaded file's path (or the bytes of a ``data:`` URL) *without*
   decoding it, so :func:`attack_engine.images.read_image` does all the checking (Gradio's own preprocessing
   would open any file with PIL first and fail with an unreadable error).
@@ -31,7 +32,9 @@ from app.observe import event
 def _refuse(msg: str) -> gr.Error:
     """The user's one message, also logged as a ``rejected`` event (the input is not logged)."""
     event("rejected", endpoint="input", error=msg)
-    return gr.Error(msg)
+    e = gr.Error(msg, print_exception=False)
+    e.logged = True  # type: ignore[attr-defined]  (app.server does not log it twice)
+    return e
 
 
 @contextlib.contextmanager
@@ -53,6 +56,8 @@ def _label(c: gr.components.Component) -> str:
 def _finite(c: gr.components.Component, payload: Any) -> float:
     if isinstance(payload, bool) or not isinstance(payload, (int, float)):
         raise _refuse(f"{_label(c)} must be a number, got {str(payload)[:40]!r}")
+    if isinstance(payload, int) and abs(payload) > 2**63:  # 10**400 is a JSON number too; no float holds it
+        raise _refuse(f"{_label(c)} must be a number of sensible size, got one with {len(str(abs(payload)))} digits")
     if not math.isfinite(payload):
         raise _refuse(f"{_label(c)} must be a finite number, got {payload}")
     lo, hi = getattr(c, "minimum", None), getattr(c, "maximum", None)
@@ -78,6 +83,26 @@ with _no_stub_files():
             if payload is None:
                 return None
             return super().preprocess(_finite(self, payload))
+
+
+with _no_stub_files():
+    class Text(gr.Textbox):
+        """``gr.Textbox`` whose ``max_length`` (default :data:`app.limits.MAX_TEXT`) the server enforces: a longer
+        value, or one that is not text, is refused by name before any handler sees it."""
+
+        is_template = True
+
+        def preprocess(self, payload: Any) -> str | None:
+            from app.limits import MAX_TEXT
+
+            if payload is None:
+                return None
+            if not isinstance(payload, (str, int, float)) or isinstance(payload, bool):
+                raise _refuse(f"{_label(self)} must be text")
+            text, limit = str(payload), int(self.max_length or MAX_TEXT)
+            if len(text) > limit:
+                raise _refuse(f"{_label(self)} is {len(text):,} characters long; at most {limit} are accepted")
+            return super().preprocess(text)
 
 
 def _hosted(c: Any) -> bool:
@@ -109,14 +134,14 @@ with _no_stub_files():
                 head, _, data = url.partition(",")
                 mb_ = float(getattr(self, "max_upload_mb", None) or get_limits().max_upload_mb)
                 if ";base64" not in head or len(data) > int(mb_ * 2**20) * 4 // 3 + 4:
-                    raise gr.Error(f"inline image must be base64 and at most {mb_:g} MB")
+                    raise _refuse(f"inline image must be base64 and at most {mb_:g} MB")
                 try:
                     return base64.b64decode(data, validate=True)
                 except (binascii.Error, ValueError):
-                    raise gr.Error("inline image is not valid base64") from None
+                    raise _refuse("inline image is not valid base64") from None
             path = getattr(payload, "path", None)
             if not path:
-                raise gr.Error("no image file was received")
+                raise _refuse("no image file was received")
             _refuse_urls(self, path)
             return str(path)
 

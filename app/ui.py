@@ -29,10 +29,12 @@ from app import components as cp
 from app import figures as fg
 from app import gpu
 from app.export import config_query, evolution_gif, panels_png, parse_query, records_csv, run_card
+from app.inputs import compare_attacks, gallery_index, probe_coords, scrub_paths
 from app.limits import (
     MAX_ALPHA255,
     MAX_EPS255,
     MAX_SEED,
+    MAX_TEXT,
     MIN_EPS255,
     Limits,
     LimitsError,
@@ -40,8 +42,11 @@ from app.limits import (
     apply_hosted_environment,
     get_limits,
 )
+from app.links import share_link
+from app.logs import configure as configure_logging
 from app.observe import event
 from app.runner import InputError, LiveRun, Prepared, check_schedule, make_config, prepare
+from app.server import edge_middleware, install_refusal_hooks
 from app.sessions import BudgetError, Session, SessionStore, estimate_run_bytes, session_nbytes, traj_nbytes
 from app.sources import PRECOMPUTED_DIR, ExampleItem, bundled_examples, load_precomputed, load_precomputed_compare
 from app.tabs.debug import DebugTab
@@ -216,16 +221,14 @@ class App:
         an ``error`` log line and a short ``gr.Error``; the session and the server carry on either way."""
 
         def fail(e: BaseException) -> gr.Error:
-            if isinstance(e, gr.Error):
-                event("rejected", endpoint=name, error=str(e.message))
-                return e
-            if isinstance(e, (InputError, BudgetError, ScheduleError, ModelUnavailable)):
-                event("rejected", endpoint=name, error=str(e))
-                return gr.Error(str(e))
-            event("error", logging.ERROR, endpoint=name, error=f"{type(e).__name__}: {e}",
+            if isinstance(e, (gr.Error, InputError, BudgetError, ScheduleError, ModelUnavailable)):
+                msg = scrub_paths(str(e.message if isinstance(e, gr.Error) else e))
+                event("rejected", endpoint=name, error=msg)
+                return gr.Error(msg, print_exception=False)  # an expected refusal: no traceback in the log
+            event("error", logging.ERROR, endpoint=name, error=scrub_paths(f"{type(e).__name__}: {e}"),
                   where=_where(e))
             return gr.Error(f"something went wrong on the server ({type(e).__name__}); it was logged. "
-                            "Your recorded run is unchanged: try again or press Reset.")
+                            "Your recorded run is unchanged: try again or press Reset.", print_exception=False)
 
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)
@@ -514,9 +517,10 @@ class App:
     def probe(self, x, y, state):
         """Probe view pixel (x, y): class probabilities, weight and gradient over all records."""
         sess = self._session(state)
-        if sess.traj is not None and len(sess.traj):
-            hv, wv = sess.traj.hw
-            sess.probe = (min(max(int(y), 0), hv - 1), min(max(int(x), 0), wv - 1))
+        has_run = sess.traj is not None and len(sess.traj) > 0
+        yx = probe_coords(x, y, sess.traj.hw if has_run else (1, 1))  # checked with or without a run
+        if has_run:
+            sess.probe = yx
         return [sess, *self._main_values(sess)]
 
     def make_select(self, panel: str) -> Callable:
@@ -524,7 +528,9 @@ class App:
             sess = self._session(state)
             if sess.traj is None or not len(sess.traj) or evt.index is None:
                 return [sess, *self._main_values(sess)]
-            y, x = panel_to_view(sess.traj, panel, (float(evt.index[0]), float(evt.index[1])))
+            ix = evt.index if isinstance(evt.index, (list, tuple)) and len(evt.index) == 2 else (None, None)
+            px, py = probe_coords(ix[0], ix[1], (10**6, 10**6))
+            y, x = panel_to_view(sess.traj, panel, (float(px), float(py)))
             return self.probe(x, y, sess)
 
         return on_select
@@ -592,7 +598,7 @@ class App:
         """Run several attacks on the same input, seed and ε; stream progress and a leaderboard."""
         sess = self._session(state)
         t0 = time.monotonic()
-        attacks = [a for a in (attacks or []) if a in ATTACKS] if isinstance(attacks, (list, tuple)) else []
+        attacks = compare_attacks(attacks)  # each attack once, at most len(ATTACKS) runs
         if not attacks:
             raise InputError("tick at least one attack to compare")
         # check everything before touching the session: a refused comparison leaves the previous one in place
@@ -665,17 +671,10 @@ class App:
     def export(self, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, state, request: gr.Request):
         """Run card JSON, per-record CSV, panels PNG, evolution GIF and the shareable link."""
         sess = self._session(state)
+        make_config(attack, opt, eps, steps, alpha, seed, sched, self.limits)  # every control checked, by name
         query = config_query(ex_id or None, model_id, attack, opt, eps, steps, alpha, seed, sched)
-        link = "?" + query
-        if request is not None:
-            try:
-                host = request.headers.get("x-forwarded-host") or request.headers.get("host")
-                proto = request.headers.get("x-forwarded-proto") or getattr(getattr(request, "url", None), "scheme",
-                                                                            "http")
-                if host:
-                    link = f"{proto}://{host}/?{query}"
-            except Exception:  # a link without the host is still useful
-                pass
+        headers = getattr(request, "headers", None) or {}
+        link = share_link(headers, getattr(getattr(request, "url", None), "scheme", None), query)
         t = sess.traj
         if t is None or not len(t):
             return [None, None, None, None, link]
@@ -748,7 +747,7 @@ class App:
                     gallery = gr.Gallery(value=[(str(e.image), e.title) for e in self.examples], label="Examples",
                                          columns=3, height=250, allow_preview=False, object_fit="cover",
                                          elem_id="examples")
-                    ex_id = gr.Textbox(value="", visible=False, label="example id")
+                    ex_id = cp.Text(value="", visible=False, label="example id", max_length=MAX_TEXT)
                     image_in = cp.UploadImage(type="filepath", label="Image (upload, paste, or pick an example)",
                                         sources=["upload", "clipboard"], height=200, elem_id="image_in")
                     mask_in = cp.MaskFile(label="Ground-truth mask (optional): PNG of class ids", file_types=[".png"], elem_id="mask_in",
@@ -769,7 +768,7 @@ class App:
                         preset = gr.Dropdown([*PRESETS.keys(), CONST_PRESET, CUSTOM], value=next(iter(PRESETS)),
                                              label="q-schedule preset")
                         q_slider = cp.Slider(-3, 1.5, value=0.5, step=0.05, label="constant q", visible=False)
-                        sched_text = gr.Textbox("linear:-2:1", label="q-schedule text",
+                        sched_text = cp.Text("linear:-2:1", label="q-schedule text", max_length=MAX_TEXT,
                                                 info="const:Q · linear:A:B · cosine:A:B · plinear:P0:P1 · "
                                                      "points:t0:q0,t1:q1,…")
                     sched_msg = gr.Markdown("Schedule `linear:-2:1`")
@@ -920,7 +919,7 @@ class App:
             hidden_ex_btn.click(g(self.load_example, "load_example"), [ex_id, model_dd, state], ex_out, api_name="load_example", **fast)
 
             def gallery_pick(model_id, state, evt: gr.SelectData):
-                return self.load_example(self.examples[evt.index].id, model_id, state)
+                return self.load_example(self.examples[gallery_index(evt.index, len(self.examples))].id, model_id, state)
 
             gallery.select(g(gallery_pick, "gallery"), [model_dd, state], ex_out, api_visibility="private", **fast)
             image_in.upload(lambda: "", None, [ex_id], api_visibility="private", **fast)
@@ -936,10 +935,11 @@ class App:
 
             preset.input(on_preset, [preset], [sched_text, q_slider], api_visibility="private", **fast)
             q_slider.input(lambda q: f"const:{q:g}", [q_slider], [sched_text], api_visibility="private", **fast)
-            sched_text.input(lambda t: gr.Dropdown(value=_safe_preset(t)), [sched_text], [preset],
-                             api_visibility="private", **fast)
+            edit = dict(show_progress="hidden", concurrency_id="edit", concurrency_limit=2)  # queued: text parsing
+            sched_text.input(g(lambda t: gr.Dropdown(value=_safe_preset(t)), "schedule_text"), [sched_text], [preset],
+                             api_visibility="private", **edit)
             gr.on([sched_text.change, attack_dd.change, steps.change, opt_radio.change], g(self.preview, "preview"),
-                  [attack_dd, sched_text, steps, opt_radio], [preview_plot, sched_msg], api_name="preview", **fast)
+                  [attack_dd, sched_text, steps, opt_radio], [preview_plot, sched_msg], api_name="preview", **edit)
             attack_dd.change(lambda a: gr.Group(visible=a == "tsallis"), [attack_dd], [sched_group],
                              api_visibility="private", **fast)
             opt_radio.change(lambda o: gr.Slider(interactive=o == "pgd"), [opt_radio], [alpha],
@@ -992,6 +992,7 @@ def build_demo(model_id: str | None = None, examples: list[ExampleItem] | None =
     app = App(model_id, examples, precomputed_dir, lim)
     demo = app.build()
     demo.queue(default_concurrency_limit=lim.concurrency, max_size=lim.queue_size)
+    install_refusal_hooks(demo)
     demo.tsallis_app = app  # type: ignore[attr-defined]  (tests read the session store)
     return demo
 
@@ -1009,11 +1010,13 @@ def launch_kwargs(limits: Limits | None = None) -> dict[str, Any]:
         "show_error": True,
         "max_file_size": int(lim.max_upload_mb * 2**20),
         "state_session_capacity": lim.max_sessions,
+        "app_kwargs": {"middleware": edge_middleware(lim)},
     }
 
 
 def main() -> None:
     """``python app.py`` / ``python -m app``: start with the limits from the environment (one log line)."""
+    configure_logging()
     try:
         lim = get_limits()
     except LimitsError as e:

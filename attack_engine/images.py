@@ -70,7 +70,7 @@ def _open(src: str | Path | bytes | Image.Image | np.ndarray, max_pixels: int = 
     try:
         im = Image.open(io.BytesIO(bytes(src)) if isinstance(src, (bytes, bytearray)) else src)
     except FileNotFoundError:
-        raise ImageError(f"no such file: {Path(src).name}") from None
+        raise ImageError("the file is no longer there (an upload is kept for a limited time): upload it again") from None
     except IsADirectoryError:
         raise ImageError("expected an image file, got a folder") from None
     except Image.DecompressionBombError:
