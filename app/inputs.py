@@ -45,7 +45,7 @@ def gallery_index(index: object, n: int) -> int:
     return whole("example index", index, 0, n - 1)
 
 
-_ABS = re.compile(r"(?<![\w:/.~])(?:~/|/)(?:[\w.@+-]+/)*([\w.@+-]+)")
+_ABS = re.compile(r"(?<![\w:/.~])(?:~/|/)(?:[\w.@+-]+/)*([\w.@+-]*[A-Za-z_][\w.@+-]*)")
 
 
 def scrub_paths(msg: str) -> str:

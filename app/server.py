@@ -8,7 +8,8 @@ itself turned into one readable message and one ``rejected`` log line.
   address a request names: ``/file=<url>`` (and ``/file/<url>``, percent-encoded or not, any scheme) and
   ``/proxy=...``.  Local files Gradio serves (its cache, the examples) are unaffected;
 * refuses request bodies above a size (``Content-Length`` or counted while streaming): uploads up to
-  ``TSALLIS_MAX_UPLOAD_MB``, every other request up to :func:`max_body` (an inline base64 image of that size);
+  4 × ``TSALLIS_MAX_UPLOAD_MB`` (Gradio refuses each file over the limit itself), every other request up to
+  :func:`max_body` (an inline base64 image of that size);
 * logs a ``rejected`` line for every 4xx / 5xx answer with the route family only (never the rest of the path,
   the query or the body).
 
@@ -82,7 +83,7 @@ class EdgeGuard:
     def __init__(self, app: ASGIApp, limits: Limits) -> None:
         self.app = app
         self.hosted = limits.hosted
-        self.upload_limit = int(limits.max_upload_mb * 2**20) + 2**20
+        self.upload_limit = int(4 * limits.max_upload_mb * 2**20) + 2**20  # a few files; Gradio checks each
         self.body_limit = max_body(limits)
 
     async def __call__(self, scope: Scope, receive: Callable, send: Callable) -> None:
@@ -98,7 +99,7 @@ class EdgeGuard:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             event("rejected", endpoint=family, status=413, error=f"request body over {limit} bytes")
-            return await _answer(send, 413, f"request too large: at most {limit // 2**20} MB")
+            return await _answer(send, 413, f"request too large: the maximum allowed size is {limit / 2**20:.0f} MB")
         seen = 0
 
         async def counted() -> dict:
