@@ -124,6 +124,14 @@ def prepare(image, mask, model: SegModel, source: str = "upload", limits: lm.Lim
     if image is None:
         raise InputError("pick an example or upload an image first")
     info = model.info
+    if source == "upload":  # decoded first in a sandbox with a time and memory limit (app.decode)
+        from app.decode import check_upload
+
+        for what, src in (("image", image), ("mask", mask)):
+            try:
+                check_upload(src, lim.max_pixels, lim.max_side)
+            except ImageError as e:
+                raise InputError(f"{what}: {e}") from None
     try:
         loaded = read_image(image, max_pixels=lim.max_pixels, max_side=lim.max_side, min_side=lm.MIN_SIDE,
                             max_aspect=lm.MAX_ASPECT)

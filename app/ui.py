@@ -251,6 +251,16 @@ class App:
 
         return plain
 
+    def check_image(self, image) -> None:
+        """On upload: the sandboxed decode check (app.decode), so a bomb is refused before Run, and a good
+        file's verdict is cached for the run."""
+        from app.decode import check_upload
+
+        try:
+            check_upload(image, self.limits.max_pixels, self.limits.max_side)
+        except ValueError as e:
+            raise InputError(f"image: {e}") from None
+
     # -- inputs -> a started run ------------------------------------------------------------------------
     def _source(self, image, mask, ex_id: str | None, num_classes: int) -> tuple[Any, Any, str]:
         if ex_id:
@@ -922,7 +932,9 @@ class App:
                 return self.load_example(self.examples[gallery_index(evt.index, len(self.examples))].id, model_id, state)
 
             gallery.select(g(gallery_pick, "gallery"), [model_dd, state], ex_out, api_visibility="private", **fast)
-            image_in.upload(lambda: "", None, [ex_id], api_visibility="private", **fast)
+            image_in.upload(lambda: "", None, [ex_id], api_visibility="private", **fast).then(
+                g(self.check_image, "upload"), [image_in], None, api_visibility="private", show_progress="hidden",
+                concurrency_id="decode", concurrency_limit=2)  # the sandboxed decode, off the attack queue
             image_in.clear(lambda: "", None, [ex_id], api_visibility="private", **fast)
 
             # schedule editor
