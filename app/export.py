@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 from app import figures as fg
 from app.trajectory import SCALARS, Trajectory
 from app.view import render_main, render_static
-from attack_engine.losses import ATTACK_TITLES, ATTACKS
+from attack_engine.registry import attack_names, attack_title, takes_schedule
 
 CARD_FORMAT = "tsallispgd-explorer/run-card@1"
 QUERY_KEYS = ("example", "model", "attack", "opt", "eps", "steps", "alpha", "seed", "schedule")
@@ -161,7 +161,7 @@ def panels_png(traj: Trajectory, k: int | None = None, probe_yx: tuple[int, int]
     head = Image.new("RGB", (grid.width, 40), "white")
     d = ImageDraw.Draw(head)
     cfg = traj.info.config
-    d.text((8, 4), f"TsallisPGD Explorer — {ATTACK_TITLES.get(cfg['attack'], cfg['attack'])} / {cfg['optimizer'].upper()}, "
+    d.text((8, 4), f"TsallisPGD Explorer — {attack_title(cfg['attack'])} / {cfg['optimizer'].upper()}, "
                    f"eps {cfg['eps'] * 255:.3g}/255, {cfg['steps']} steps, seed {cfg['seed']}, model {traj.info.model_id}",
            fill=(0, 0, 0))
     d.text((8, 20), f"record {k}: pixel acc {100 * traj.get('acc', k):.1f}% (clean {100 * traj.info.clean_acc:.1f}%), "
@@ -205,7 +205,7 @@ def config_query(example: str | None, model: str, attack: str, optimizer: str, e
         q = {"example": example, **q}
     if alpha255:
         q["alpha"] = f"{float(alpha255):g}"
-    if attack == "tsallis" and schedule:
+    if takes_schedule(attack) and schedule:
         q["schedule"] = schedule
     return urlencode(q)
 
@@ -214,7 +214,7 @@ def parse_query(params: dict[str, str]) -> dict[str, Any]:
     """Validated control values from URL query parameters; unknown or bad values are dropped."""
     out: dict[str, Any] = {}
     p = {k: str(v) for k, v in params.items() if k in QUERY_KEYS}
-    if p.get("attack") in ATTACKS:
+    if p.get("attack") in attack_names():
         out["attack"] = p["attack"]
     if p.get("opt") in ("pgd", "apgd"):
         out["opt"] = p["opt"]

@@ -19,8 +19,8 @@ from PIL import Image, ImageDraw, ImageFont
 from plotly.colors import sequential
 
 from app.trajectory import G_LOG, HIST_BINS, W_LOG, Trajectory
-from attack_engine.losses import ATTACK_TITLES, pixel_terms
-from attack_engine.schedules import parse_schedule, q_to_peak
+from attack_engine.losses import pixel_terms
+from attack_engine.registry import attack_specs, get_attack, param_symbol, takes_schedule
 
 CORRECT = "#2ca02c"
 WRONG = "#d62728"
@@ -288,7 +288,7 @@ def _weight_curve_cached(attack: str, step: int, total: int, schedule: str | Non
     p = torch.linspace(0.0025, 0.9975, 160, dtype=torch.float64)
     logits = torch.stack([torch.log1p(-p), torch.log(p)])[None, :, :, None]  # binary: class 1 has prob p
     labels = torch.ones(1, 160, 1, dtype=torch.long)
-    q = schedule if attack == "tsallis" else None
+    q = schedule if takes_schedule(attack) else None
     t = pixel_terms(attack, logits, labels, step=step, total=total, q=q)
     return tuple(p.tolist()), tuple(t.weight[0, :, 0].tolist())
 
@@ -317,8 +317,8 @@ def histogram_figure(hist: np.ndarray | None, attack: str, step: int, total: int
                      param: float | None, k: int | None = None) -> Fig:
     """Histogram of p_y (correct stacked on wrong, share of pixels) with the weight curve w(p) on a 2nd axis.
 
-    For TsallisPGD the dashed line marks p* = (1-q)/(2-q), where p^(1-q)(1-p) — the gradient size of a
-    two-class pixel — peaks.
+    For attacks with a closed-form gradient peak (TsallisPGD: p* = (1-q)/(2-q), where p^(1-q)(1-p) — the gradient
+    size of a two-class pixel — peaks) the dashed line marks it.
     """
     centers = (np.arange(HIST_BINS) + 0.5) / HIST_BINS
     data: list[dict] = []
@@ -329,10 +329,11 @@ def histogram_figure(hist: np.ndarray | None, attack: str, step: int, total: int
                              marker=dict(color=col), width=1.0 / HIST_BINS,
                              hovertemplate="%{y:.2%} of pixels<extra>" + name + "</extra>"))
     p, w = weight_curve(attack, step, total, schedule)
-    title = ATTACK_TITLES.get(attack, attack)
-    label = f"w(p) {title}"
-    if attack == "tsallis" and param is not None and math.isfinite(param):
-        label = f"w_q(p) = p^(1−q), q = {param:.2f}"
+    spec = get_attack(attack)
+    label = f"w(p) {spec.title}"
+    has_param = param is not None and math.isfinite(param)
+    if spec.weight_formula and has_param:
+        label = f"{spec.weight_formula}, {spec.param} = {param:.2f}"
     data.append(dict(type="scatter", x=finite_list(p, 4), y=finite_list(np.maximum(w, 1e-6), 7), yaxis="y2",
                      name=label, mode="lines", line=dict(color=WEIGHT, width=3),
                      hovertemplate="w = %{y:.3g}<extra>weight</extra>"))
@@ -342,8 +343,8 @@ def histogram_figure(hist: np.ndarray | None, attack: str, step: int, total: int
                      name="w·(1−p): gradient size (2 classes, scaled)", mode="lines",
                      line=dict(color=WEIGHT, width=1.5, dash="dot"), hovertemplate="%{y:.3g}<extra>grad</extra>"))
     shapes, ann = [], []
-    if attack == "tsallis" and param is not None and math.isfinite(param) and param < 2:
-        ps = q_to_peak(param)
+    if spec.gradient_peak is not None and has_param and param < 2:
+        ps = spec.gradient_peak(param)
         if 0 <= ps <= 1:
             shapes.append(dict(type="line", x0=ps, x1=ps, y0=0, y1=1, yref="paper", line=dict(color=UNCERTAIN, dash="dash")))
             ann.append(dict(x=ps, y=1.02, yref="paper", text=f"p* = {ps:.2f}", showarrow=False,
@@ -380,7 +381,7 @@ def curves_figure(traj: Trajectory, k: int | None = None) -> Fig:
              xaxis="x", yaxis="y4"),
     ]
     if np.isfinite(par).any():
-        pname = "q" if traj.info.config.get("attack") == "tsallis" else "λ"
+        pname = param_symbol(traj.info.config.get("attack", ""))
         data.append(dict(type="scatter", x=x, y=finite_list(par, 4), name=pname, line=dict(color=WEIGHT), xaxis="x", yaxis="y3"))
     bi = traj.best_index()
     if 0 <= bi < n:
@@ -450,40 +451,35 @@ def schedule_preview_figure(attack: str, schedule: str | None, steps: int, optim
     """Before running: q over iterations (left) and w_q(p) = p^(1−q) at five points of a stage (right)."""
     from attack_engine.attack import apgd_stages
 
+    spec = get_attack(attack)
+    sched = schedule if spec.schedulable else None
     steps = max(int(steps), 1)
     stages = apgd_stages(steps, multi_eps) if optimizer == "apgd" else [(1.0, steps)]
     data: list[dict] = []
     xs, qs = [], []
     it = 0
-    is_t = attack == "tsallis"
     for _, n in stages:
         for s in range(n + 1):
             xs.append(it + s)
-            if is_t:
-                qs.append(parse_schedule(schedule or "linear:-2:1").value(s, n))
-            elif attack == "segpgd":
-                qs.append(s / (2.0 * n))
-            else:
-                qs.append(None)
+            qs.append(spec.param_at(s, n, sched))
         xs.append(None)
         qs.append(None)
         it += n
-    pname = "q" if is_t else ("λ" if attack == "segpgd" else "(no schedule)")
+    pname = spec.param or "(no schedule)"
     data.append(dict(type="scatter", x=xs, y=qs, name=f"{pname} over iterations", line=dict(color=WEIGHT, width=2.5),
                      xaxis="x", yaxis="y", connectgaps=False))
     lut = colormap("Viridis")
     n0 = stages[0][1]
     for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
         s = round(frac * n0)
-        p, w = weight_curve(attack, s, n0, schedule if is_t else None)
+        p, w = weight_curve(attack, s, n0, sched)
         c = lut[int(frac * 220)]
         lab = f"t={frac:.2f}"
-        if is_t:
-            lab += f", q={parse_schedule(schedule or 'linear:-2:1').value(s, n0):.2f}"
+        if spec.schedulable:
+            lab += f", {spec.param}={spec.param_at(s, n0, sched):.2f}"
         data.append(dict(type="scatter", x=finite_list(p, 4), y=finite_list(np.maximum(w, 1e-6), 7), name=lab,
                          line=dict(color="rgb({},{},{})".format(*c)), xaxis="x2", yaxis="y2"))
-    title = ATTACK_TITLES.get(attack, attack)
-    lay = _layout(f"{title}: {pname} over iterations | weight w(p) at stage points t", 340, hovermode="closest",
+    lay = _layout(f"{spec.title}: {pname} over iterations | weight w(p) at stage points t", 340, hovermode="closest",
                   xaxis=dict(domain=[0, 0.42], title="iteration", anchor="y"),
                   yaxis=dict(title=pname, anchor="x"),
                   xaxis2=dict(domain=[0.56, 1.0], title="p_y", anchor="y2", range=[0, 1]),
@@ -495,12 +491,13 @@ def schedule_preview_figure(attack: str, schedule: str | None, steps: int, optim
 
 
 def compare_curves_figure(series: dict[str, np.ndarray], k: int | None = None, metric: str = "pixel accuracy") -> Fig:
-    """One line per attack (pixel accuracy over records)."""
-    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+    """One line per attack (pixel accuracy over records), keyed by attack title, each in its registered colour."""
+    colours = {spec.title: spec.colour for spec in attack_specs()}
     data = []
     for i, (name, ys) in enumerate(series.items()):
         data.append(dict(type="scatter", x=list(range(len(ys))), y=finite_list(ys), name=name,
-                         line=dict(color=palette[i % len(palette)], width=3 if name == "TsallisPGD" else 1.8)))
+                         line=dict(color=colours.get(name, COLORWAY[i % len(COLORWAY)]),
+                                   width=3 if name == "TsallisPGD" else 1.8)))
     lay = _layout(f"{metric} over iterations, all attacks", 320, shapes=_vline(k),
                   xaxis=dict(title="record"), yaxis=dict(tickformat=".0%", title=metric))
     return Fig(data, lay)

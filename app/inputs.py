@@ -7,7 +7,7 @@ import math
 import re
 
 from app.runner import InputError
-from attack_engine.losses import ATTACKS
+from attack_engine.registry import attack_names
 
 
 def compare_attacks(attacks: object) -> list[str]:
@@ -15,7 +15,7 @@ def compare_attacks(attacks: object) -> list[str]:
     attack, however long the list a client sends)."""
     if not isinstance(attacks, (list, tuple)):
         return []
-    return list(dict.fromkeys(a for a in attacks if isinstance(a, str) and a in ATTACKS))
+    return list(dict.fromkeys(a for a in attacks if isinstance(a, str) and a in attack_names()))
 
 
 def whole(name: str, v: object, lo: int, hi: int) -> int:

@@ -21,6 +21,7 @@ from attack_engine import AttackConfig, AttackRun
 from attack_engine.attack import apgd_stages
 from attack_engine.images import ImageError, load_mask, model_size, read_image, resize_image, resize_labels, to_tensor
 from attack_engine.models import SegModel, load_model
+from attack_engine.registry import takes_schedule
 from attack_engine.schedules import ScheduleError, parse_schedule
 
 MAX_STEPS = lm.Limits().max_steps  # the default; the app's own limit is TSALLIS_MAX_STEPS (app.limits)
@@ -106,7 +107,7 @@ def make_config(attack: str, optimizer: str, eps255: float, steps: int, alpha255
     if isinstance(schedule, str) and len(schedule) > lm.MAX_TEXT:
         raise InputError(f"the q-schedule text is {len(schedule)} characters long; at most {lm.MAX_TEXT} are accepted")
     sched = (schedule or "").strip() if isinstance(schedule, str) else schedule
-    sched = check_schedule(sched, steps) if attack == "tsallis" and sched else None
+    sched = check_schedule(sched, steps) if takes_schedule(attack) and sched else None
     try:
         return AttackConfig(attack=attack, optimizer=optimizer, eps=eps / 255.0, steps=steps,
                             step_size=alpha, schedule=sched, seed=seed)

@@ -61,8 +61,8 @@ from app.view import (
     render_main,
     render_static,
 )
-from attack_engine.losses import ATTACK_TITLES, ATTACKS
 from attack_engine.models import DEFAULT_MODEL, ModelUnavailable, list_models, load_model
+from attack_engine.registry import attack_names, attack_specs, attack_title, get_attack, takes_schedule
 from attack_engine.schedules import PRESETS, ScheduleError, parse_schedule
 
 DEFAULT_STEPS = 30
@@ -307,9 +307,9 @@ class App:
         return prepare(img, m, model, src, self.limits)
 
     def _records(self, cfg) -> int:
-        from attack_engine.attack import apgd_stages
+        from attack_engine.attack import expected_records
 
-        return cfg.steps + 1 if cfg.optimizer == "pgd" else cfg.steps + len(apgd_stages(cfg.steps, cfg.multi_eps))
+        return expected_records(cfg)
 
     def _admit(self, sess: Session, prep: Prepared, model, cfgs: list, light: bool) -> None:
         """Check the memory budgets for new runs: a main run keeps the session's comparison (or drops it when
@@ -608,7 +608,7 @@ class App:
         """Run several attacks on the same input, seed and ε; stream progress and a leaderboard."""
         sess = self._session(state)
         t0 = time.monotonic()
-        attacks = compare_attacks(attacks)  # each attack once, at most len(ATTACKS) runs
+        attacks = compare_attacks(attacks)  # each registered attack once, at most one run per attack
         if not attacks:
             raise InputError("tick at least one attack to compare")
         # check everything before touching the session: a refused comparison leaves the previous one in place
@@ -622,7 +622,7 @@ class App:
         outcome, done_records = "cancelled", 0
         try:
             for (_, cfg, _) in checked:
-                name = ATTACK_TITLES[cfg.attack]
+                name = attack_title(cfg.attack)
                 if gpu.zero_gpu():
                     sess.compare[name] = gpu.gpu_full_run(model.info.id, prep, cfg, light=True)
                     done_records += len(sess.compare[name])
@@ -715,10 +715,10 @@ class App:
         """Validate the schedule text and plot q(t) and w_q(p) before anything runs."""
         n = int(min(max(steps or 1, 1), self.limits.max_steps))
         try:
-            s = check_schedule(sched or "linear:-2:1", n) if attack == "tsallis" else None
+            s = check_schedule(sched or get_attack(attack).schedule, n) if takes_schedule(attack) else None
         except InputError as e:
             return [gr.skip(), f"⚠️ {e}"]
-        msg = f"Schedule `{s}`" if s else f"{ATTACK_TITLES.get(attack, attack)} has no q-schedule."
+        msg = f"Schedule `{s}`" if s else f"{attack_title(attack)} has no q-schedule."
         return [fg.schedule_preview_figure(attack, s, n, opt), msg]
 
     def on_load(self, request: gr.Request):
@@ -763,7 +763,7 @@ class App:
                     mask_in = cp.MaskFile(label="Ground-truth mask (optional): PNG of class ids", file_types=[".png"], elem_id="mask_in",
                                       type="filepath", height=70)
                     model_dd = gr.Dropdown(choices, value=default_model, label="Model", elem_id="model")
-                    attack_dd = gr.Dropdown([(ATTACK_TITLES[a], a) for a in ATTACKS], value="tsallis", label="Attack", elem_id="attack")
+                    attack_dd = gr.Dropdown([(s.title, s.name) for s in attack_specs()], value="tsallis", label="Attack", elem_id="attack")
                     opt_radio = gr.Radio([("APGD", "apgd"), ("PGD", "pgd")], value="apgd", label="Optimiser")
                     with gr.Row():
                         eps = cp.Slider(MIN_EPS255, MAX_EPS255, value=8, step=0.5, label="ε (/255)", elem_id="eps")
@@ -846,8 +846,8 @@ class App:
                         gr.Markdown("Run several attacks on the same image, seed, ε, optimiser and steps (from the "
                                     "controls on the left), then scrub them together.")
                         with gr.Row():
-                            cmp_attacks = gr.CheckboxGroup([(ATTACK_TITLES[a], a) for a in ATTACKS],
-                                                           value=list(ATTACKS), label="Attacks", scale=4)
+                            cmp_attacks = gr.CheckboxGroup([(s.title, s.name) for s in attack_specs()],
+                                                           value=list(attack_names()), label="Attacks", scale=4)
                             cmp_btn = gr.Button("▶ Run comparison", variant="primary", scale=1)
                         cmp_status = gr.Markdown("No comparison yet.")
                         cmp_slider = cp.Slider(0, 1, value=0, step=1, label="Shared record slider")
@@ -952,7 +952,7 @@ class App:
                              api_visibility="private", **edit)
             gr.on([sched_text.change, attack_dd.change, steps.change, opt_radio.change], g(self.preview, "preview"),
                   [attack_dd, sched_text, steps, opt_radio], [preview_plot, sched_msg], api_name="preview", **edit)
-            attack_dd.change(lambda a: gr.Group(visible=a == "tsallis"), [attack_dd], [sched_group],
+            attack_dd.change(lambda a: gr.Group(visible=takes_schedule(a)), [attack_dd], [sched_group],
                              api_visibility="private", **fast)
             opt_radio.change(lambda o: gr.Slider(interactive=o == "pgd"), [opt_radio], [alpha],
                              api_visibility="private", **fast)

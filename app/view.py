@@ -15,7 +15,7 @@ from PIL import Image
 
 from app import figures as fg
 from app.trajectory import Trajectory
-from attack_engine.losses import ATTACK_TITLES
+from attack_engine.registry import attack_title, param_symbol
 
 DISPLAY_SIDE = 384  # panels are sent at most this size per side (they are ~300 CSS px on screen)
 PERTURBATION_SIDE = 256  # noise-like panels (perturbation, |dL/dz|) are shown at most this size (noise does not compress)
@@ -39,12 +39,12 @@ def status_markdown(traj: Trajectory, k: int, live: bool = False, note: str = ""
     g = lambda name: traj.get(name, k)  # noqa: E731
     stage = f" · stage {int(g('stage')) + 1}" if cfg.get("optimizer") == "apgd" else ""
     par = g("param")
-    pname = "q" if cfg.get("attack") == "tsallis" else "λ"
+    pname = param_symbol(cfg.get("attack", ""))
     ptxt = f" · {pname} = {par:.2f}" if math.isfinite(par) else ""
     bi = traj.best_index()
     best = f" · best iterate: record {bi} ({_pct(traj.get('acc', bi))})" if bi >= 0 else ""
     state = "▶ running" if live else ("✓ finished" if traj.finished else "⏸ paused")
-    title = ATTACK_TITLES.get(cfg.get("attack", ""), cfg.get("attack", ""))
+    title = attack_title(cfg.get("attack", ""))
     return (f"**{title}** ({cfg.get('optimizer', '').upper()}, ε = {255 * cfg.get('eps', 0):.3g}/255) — {state} · "
             f"record **{k}** of {n} recorded / {info.expected_records} · iteration {int(g('iteration'))}{stage}{ptxt}  \n"
             f"pixel acc **{_pct(g('acc'))}** (clean {_pct(info.clean_acc)}) · mIoU **{_pct(g('miou'))}** "

@@ -25,9 +25,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from attack_engine.losses import ATTACKS, pixel_terms, plain_pixel_loss
+from attack_engine.losses import pixel_terms, plain_pixel_loss
 from attack_engine.metrics import confusion_matrix, mean_iou, pixel_accuracy
-from attack_engine.schedules import parse_schedule
+from attack_engine.registry import get_attack
+from attack_engine.schedules import Schedule, parse_schedule
 
 Model = Callable[[torch.Tensor], torch.Tensor]
 OPTIMIZERS = ("pgd", "apgd")
@@ -65,8 +66,7 @@ class AttackConfig:
     def __post_init__(self) -> None:
         if self.numerics not in ("stable", "plain"):
             raise ValueError(f"numerics must be 'stable' or 'plain', got {self.numerics!r}")
-        if self.attack not in ATTACKS:
-            raise ValueError(f"unknown attack {self.attack!r}; choose one of {', '.join(ATTACKS)}")
+        get_attack(self.attack)  # ValueError naming the registered attacks
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose 'pgd' or 'apgd'")
         if not (isinstance(self.steps, int) and self.steps >= 1):
@@ -79,8 +79,9 @@ class AttackConfig:
             self.schedule = parse_schedule(self.schedule).text()
 
     @property
-    def q_schedule(self):
-        return parse_schedule(self.schedule or "linear:-2:1")
+    def q_schedule(self) -> Schedule | None:
+        """The schedule of the attack's parameter (``schedule`` or the attack's default); None if it takes none."""
+        return get_attack(self.attack).schedule_of(self.schedule)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -161,6 +162,13 @@ def apgd_checkpoints(n: int) -> list[int]:
     return out
 
 
+def expected_records(cfg: AttackConfig) -> int:
+    """Records (model evaluations) a run of ``cfg`` yields: steps + 1 for PGD, steps + one per stage for APGD."""
+    if cfg.optimizer == "pgd":
+        return cfg.steps + 1
+    return cfg.steps + len(apgd_stages(cfg.steps, cfg.multi_eps))
+
+
 def _per_image(t: torch.Tensor) -> torch.Tensor:
     return t.view(-1, *([1] * 3))
 
@@ -195,6 +203,8 @@ class AttackRun:
         eps: optional per-image radii ``[B]`` overriding ``config.eps``.
         target: targeted mode: class id (int) or ``[B,H,W]`` target labels (``ignore_index`` = leave alone).
         region: targeted mode: optional bool mask ``[B,H,W]`` of the pixels to push to ``target``.
+        noise_seeds: optional one seed per image for the random start (each image's noise then depends on its own
+            seed only, not on the batch it is in); default: one generator seeded by ``config.seed`` for the batch.
     """
 
     def __init__(
@@ -207,11 +217,15 @@ class AttackRun:
         eps: torch.Tensor | None = None,
         target: int | torch.Tensor | None = None,
         region: torch.Tensor | None = None,
+        noise_seeds: list[int] | None = None,
     ) -> None:
         self.model = model
         self.cfg = config or AttackConfig()
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"x must be [B,3,H,W], got {tuple(x.shape)}")
+        if noise_seeds is not None and len(noise_seeds) != x.shape[0]:
+            raise ValueError("need one noise seed per image")
+        self.noise_seeds = None if noise_seeds is None else [int(s) for s in noise_seeds]
         if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
             raise ValueError("x must be finite and within [0, 1]")
         self.x0 = x.detach()
@@ -272,7 +286,7 @@ class AttackRun:
                 x = x.detach()
                 terms = pixel_terms(
                     cfg.attack, self.model(x), self.attack_labels, step=step, total=total,
-                    q=cfg.q_schedule if cfg.attack == "tsallis" else None, ignore_index=cfg.ignore_index,
+                    q=cfg.q_schedule, ignore_index=cfg.ignore_index,
                     with_grad_norm=False, workspace=self._workspace,
                 )
                 loss_img = terms.loss.flatten(1).mean(1)
@@ -281,12 +295,12 @@ class AttackRun:
         logits = self.model(x)
         terms = pixel_terms(
             cfg.attack, logits, self.attack_labels, step=step, total=total,
-            q=cfg.q_schedule if cfg.attack == "tsallis" else None, ignore_index=cfg.ignore_index,
+            q=cfg.q_schedule, ignore_index=cfg.ignore_index,
             with_grad_norm=cfg.telemetry, workspace=self._workspace,
         )
         if cfg.numerics == "plain":
             plain = plain_pixel_loss(cfg.attack, logits, self.attack_labels, step=step, total=total,
-                                     q=cfg.q_schedule if cfg.attack == "tsallis" else None,
+                                     q=cfg.q_schedule,
                                      ignore_index=cfg.ignore_index).flatten(1).mean(1)
             (grad,) = torch.autograd.grad((self.sign * plain).sum(), x)
             return grad.detach(), torch.ones_like(plain).double(), terms, terms.loss.detach().flatten(1).mean(1), x.detach()
@@ -334,6 +348,11 @@ class AttackRun:
     def _random_start(self, radius: torch.Tensor) -> torch.Tensor:
         if not self.cfg.random_start:
             return self.x0.clone()
+        if self.noise_seeds is not None:  # per image: the noise of row i depends on noise_seeds[i] only
+            shape = self.x0.shape[1:]
+            u = torch.stack([torch.rand(shape, generator=torch.Generator().manual_seed(s), dtype=torch.float32)
+                             for s in self.noise_seeds]).to(self.x0.device, self.x0.dtype)
+            return (self.x0 + (2 * u - 1) * _per_image(radius)).clamp(0.0, 1.0)
         gen = torch.Generator(device="cpu").manual_seed(int(self.cfg.seed))
         u = torch.rand(self.x0.shape, generator=gen, dtype=torch.float32).to(self.x0.device, self.x0.dtype)
         return (self.x0 + (2 * u - 1) * _per_image(radius)).clamp(0.0, 1.0)
@@ -347,20 +366,17 @@ class AttackRun:
 
     def run(self, progress: bool = False) -> AttackResult:
         """Consume the whole run (optionally with a tqdm bar) and return the result."""
-        it = iter(self)
-        if progress:
-            from tqdm import tqdm
+        from tqdm import tqdm
 
-            it = tqdm(it, total=self.expected_records(), desc=f"{self.cfg.attack}/{self.cfg.optimizer}", unit="it")
-        for _ in it:
+        for _ in tqdm(self, total=self.expected_records(), desc=f"{self.cfg.attack}/{self.cfg.optimizer}", unit="it",
+                      disable=not progress):
             pass
         assert self.result is not None
         return self.result
 
     def expected_records(self) -> int:
-        if self.cfg.optimizer == "pgd":
-            return self.cfg.steps + 1
-        return self.cfg.steps + len(apgd_stages(self.cfg.steps, self.cfg.multi_eps))
+        """How many records iterating this run yields (see :func:`expected_records`)."""
+        return expected_records(self.cfg)
 
     def _finish(self, best: _BestIterate) -> None:
         """The result from the best iterate and the prediction recorded when it was evaluated (no extra forward)."""

@@ -8,16 +8,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from attack_engine.argtypes import Parser, parse_eps, positive_int, schedule_arg
 from attack_engine.attack import OPTIMIZERS, AttackConfig, AttackRun, StepRecord
-from attack_engine.losses import ATTACK_TITLES, ATTACKS
-from attack_engine.schedules import ScheduleError, parse_schedule
+from attack_engine.registry import attack_names, attack_specs, attack_title
 
 RUN_FORMAT = "tsallispgd-run/1"
 
@@ -26,45 +25,9 @@ class CLIError(Exception):
     """A user error: printed as one line."""
 
 
-def parse_eps(text: str) -> float:
-    """``8/255``, ``0.25/255`` or ``0.0314`` -> float in [0, 1]."""
-    try:
-        num, _, den = text.strip().partition("/")
-        v = float(num) / float(den) if den else float(num)
-    except (ValueError, ZeroDivisionError):
-        raise argparse.ArgumentTypeError(f"cannot read {text!r} as a number; write e.g. 8/255 or 0.0314") from None
-    if not math.isfinite(v) or v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
-    if v > 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is larger than 1 (image units are [0, 1]); did you mean {text}/255?")
-    return v
-
-
-def _schedule_arg(text: str) -> str:
-    try:
-        return parse_schedule(text).text()
-    except ScheduleError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return v
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one clear line, exit 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m attack_engine", description="TsallisPGD Explorer attack library: attacks on segmentation models.")
-    sub = p.add_subparsers(dest="command", metavar="{attack,models,eval}", parser_class=_Parser)
+    p = Parser(prog="python -m attack_engine", description="TsallisPGD Explorer attack library: attacks on segmentation models.")
+    sub = p.add_subparsers(dest="command", metavar="{attack,models,eval}", parser_class=Parser)
 
     a = sub.add_parser("attack", help="attack one image and write a run file", description=(
         "Attack one image. Labels are the --mask when given, else the model's clean prediction. "
@@ -77,11 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="your checkpoint: allow full unpickling (runs code from the file; only for files you trust)")
     a.add_argument("--image", help="image path, or an example id from assets/examples (e.g. astronaut)")
     a.add_argument("--mask", help="ground-truth label PNG (class ids); default: clean prediction")
-    a.add_argument("--attack", choices=ATTACKS, default="tsallis", help="; ".join(f"{k}={v}" for k, v in ATTACK_TITLES.items()))
-    a.add_argument("--schedule", type=_schedule_arg, default=None,
-                   help="Tsallis q-schedule: linear:-2:1 (default), cosine:A:B, const:Q, plinear:P0:P1, pcosine:P0:P1, points:t:q,...")
+    a.add_argument("--attack", choices=attack_names(), default="tsallis",
+                   help="; ".join(f"{s.name}={s.title}" for s in attack_specs()))
+    a.add_argument("--schedule", type=schedule_arg, default=None,
+                   help="schedule of the attack's parameter (TsallisPGD's q): linear:-2:1 (default), cosine:A:B, const:Q, plinear:P0:P1, pcosine:P0:P1, points:t:q,...")
     a.add_argument("--eps", type=parse_eps, default=8 / 255, help="L∞ radius, e.g. 8/255 (default) or 0.0314")
-    a.add_argument("--steps", type=_positive_int, default=100, help="iterations (default 100)")
+    a.add_argument("--steps", type=positive_int, default=100, help="iterations (default 100)")
     a.add_argument("--optimizer", choices=OPTIMIZERS, default="apgd", help="apgd (paper, default) or pgd")
     a.add_argument("--step-size", type=parse_eps, default=None, help="PGD step, e.g. 2/255 (default eps/4; APGD ignores it)")
     a.add_argument("--seed", type=int, default=0)
@@ -180,19 +144,17 @@ def cmd_attack(args: argparse.Namespace) -> int:
     run = AttackRun(model, x, labels, cfg, target=args.target_class if not args.from_run else card.get("target_class"))
     rows = []
     t0 = time.perf_counter()
-    it = iter(run)
-    if not args.no_progress:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        it = tqdm(it, total=run.expected_records(), desc=f"{ATTACK_TITLES[cfg.attack]} ({cfg.optimizer})", unit="it")
-    for rec in it:
+    for rec in tqdm(run, total=run.expected_records(), desc=f"{attack_title(cfg.attack)} ({cfg.optimizer})", unit="it",
+                    disable=args.no_progress):
         rows.append(_record_row(rec))
     res = run.result
     seconds = time.perf_counter() - t0
     what = "target-class share" if cfg.targeted else "pixel accuracy"
     print(f"model {model_id} | image {image_ref} at {size[1]}×{size[0]} | labels: {mask_ref or 'clean prediction'}")
-    print(f"{ATTACK_TITLES[cfg.attack]} {cfg.optimizer.upper()} eps={cfg.eps * 255:.4g}/255 steps={cfg.steps} seed={cfg.seed}"
-          + (f" schedule={cfg.q_schedule.text()}" if cfg.attack == "tsallis" else ""))
+    print(f"{attack_title(cfg.attack)} {cfg.optimizer.upper()} eps={cfg.eps * 255:.4g}/255 steps={cfg.steps} seed={cfg.seed}"
+          + (f" schedule={cfg.q_schedule.text()}" if cfg.q_schedule is not None else ""))
     print(f"clean:       {what} {float(res.clean_acc[0]):.4f}  mIoU {float(res.clean_miou[0]):.4f}")
     print(f"adversarial: {what} {float(res.acc[0]):.4f}  mIoU {float(res.miou[0]):.4f}  (best record {int(res.best_index[0])}, {seconds:.1f} s)")
     if args.save_adv:

@@ -1,52 +1,38 @@
-"""Per-pixel attack objectives for the six attacks of the TsallisPGD paper.
+"""The numeric core of every attack objective: one stable per-pixel CE and what the objectives are built from.
 
-Every attack here is a function of the per-pixel cross-entropy ``ce = -log p_y`` and, for some, a
-*detached* per-pixel weight.  Writing them all as ``w_i * f(ce_i)`` gives
+Every attack (registered in :mod:`attack_engine.objectives`, looked up in :mod:`attack_engine.registry`) is a
+function of the per-pixel cross-entropy ``ce = -log p_y`` and, for some, a *detached* per-pixel weight.  Writing
+them all as ``w_i * f(ce_i)`` gives
 
 * one numerically stable CE (exact gradient for confident pixels, see :class:`_StableCE`);
 * the gradient weight relative to CE in closed form: ``w_i * f'(ce_i)`` because
   ``dL/dz = w f'(ce) dCE/dz``.
 
-Attack names (``ATTACKS``) and their per-pixel quantity ``ell_i``:
-
-===========  =====================================================================================
-``ce``       CE-PGD: ``ce``
-``segpgd``   SegPGD (Gu et al. 2022): ``((1-λ) [correct] + λ [wrong]) * ce``, λ = step / (2 total)
-``cospgd``   CosPGD (Agnihotri et al. 2024): ``p_y / ||p||_2 * ce`` (softmax cosine with one-hot)
-``js``       JSPGD (Croce et al. 2024): ``JS(p || e_y)`` in ``[0, log 2]``
-``masked_ce`` MaskedPGD (Croce et al. 2024): ``[correct] * ce``
-``tsallis``  TsallisPGD (Matyasko et al. 2026): ``(1 - p_y^(1-q)) / (1-q)``, q from a schedule
-===========  =====================================================================================
-
-Ignored pixels (label == ``ignore_index``) give exactly 0 and no gradient.  The objective is evaluated
-in float64 on the logits only (cheap next to the model) with autocast disabled, so float16/bfloat16
-models and logits up to ±1e3 give finite values and gradients.
+:func:`pixel_terms` evaluates the shared part (CE, p_y, correctness, ``||dCE/dz||``) once and hands it to the
+attack's objective as :class:`PixelInputs`.  Ignored pixels (label == ``ignore_index``) give exactly 0 and no
+gradient.  The objective is evaluated in float64 on the logits only (cheap next to the model) with autocast
+disabled, so float16/bfloat16 models and logits up to ±1e3 give finite values and gradients.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from attack_engine.schedules import Schedule, parse_schedule
+from attack_engine.registry import attack_names, attack_specs, get_attack
+from attack_engine.schedules import Schedule
 
-ATTACKS: tuple[str, ...] = ("ce", "segpgd", "cospgd", "js", "masked_ce", "tsallis")
-ATTACK_TITLES: dict[str, str] = {
-    "ce": "CE-PGD",
-    "segpgd": "SegPGD",
-    "cospgd": "CosPGD",
-    "js": "JSPGD",
-    "masked_ce": "MaskedPGD",
-    "tsallis": "TsallisPGD",
-}
-DEFAULT_TSALLIS_SCHEDULE = "linear:-2:1"
-# q > 1 makes L_q = (p_y^(1-q) - 1)/(q-1) unbounded; like the reference we floor p_y at 1e-12 there.
-_P_FLOOR_LOG = -math.log(1e-12)
-_Q_ONE_TOL = 1e-6
+
+def __getattr__(name: str):
+    """``ATTACKS`` and ``ATTACK_TITLES``: live views of the registry (kept for callers of the old constants)."""
+    if name == "ATTACKS":
+        return attack_names()
+    if name == "ATTACK_TITLES":
+        return {spec.name: spec.title for spec in attack_specs()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _StableCE(torch.autograd.Function):
@@ -206,34 +192,92 @@ class PixelTerms:
     log_rest: torch.Tensor | None = None  # log(1 - p_y) = log sum_{j != y} p_j, finite where 1 - p_y rounds to 0
 
 
-def tsallis_of_ce(ce: torch.Tensor, q: float) -> torch.Tensor:
-    """L_q as a function of ``ce = -log p_y``: ``(1 - exp(-(1-q) ce)) / (1-q)``; q = 1 gives ``ce``."""
-    a = 1.0 - q
-    if abs(a) < _Q_ONE_TOL:
-        return ce - 0.5 * a * ce * ce  # second-order expansion, continuous at q = 1
-    if a < 0:
-        ce = ce.clamp(max=_P_FLOOR_LOG)
-    return -torch.expm1(-a * ce) / a
+@dataclass
+class PixelInputs:
+    """What an attack's objective may use, all ``[B,H,W]`` in the objective dtype; only ``ce`` carries gradient.
+
+    ``ce`` is the per-pixel CE (0 on ignored pixels) whose gradient is exact for confident pixels; everything else
+    is detached.  :meth:`p_norm` is computed on demand (one class-sized pass, shared with the telemetry).
+    """
+
+    ce: torch.Tensor  # differentiable per-pixel CE, 0 on ignored pixels
+    ce_detached: torch.Tensor
+    p_true: torch.Tensor  # p_y
+    correct: torch.Tensor  # bool, argmax == y (and not ignored)
+    valid: torch.Tensor  # bool, not ignored
+    validf: torch.Tensor  # valid as 0/1 in the objective dtype
+    dtype: torch.dtype
+    _e: torch.Tensor = field(repr=False)  # exp(z - max z) with the label entry 0
+    _ey: torch.Tensor = field(repr=False)  # label entry of exp(z - max z)
+    _s: torch.Tensor = field(repr=False)  # sum_j exp(z_j - max z)
+    _sq: torch.Tensor | None = field(default=None, repr=False)
+
+    def sum_sq_others(self) -> torch.Tensor:
+        """``sum_{j != y} exp(z_j - max z)^2`` (cached)."""
+        if self._sq is None:
+            with torch.no_grad():
+                self._sq = _sum_sq(self._e)
+        return self._sq
+
+    def p_norm(self) -> torch.Tensor:
+        """``||p||_2`` per pixel, detached."""
+        with torch.no_grad():
+            return torch.sqrt(self.sum_sq_others() + self._ey.square()) / self._s
 
 
-def js_of_ce(ce: torch.Tensor) -> torch.Tensor:
-    """JS(p || e_y) in nats as a function of p_y = exp(-ce): ``log 2 + p log p / 2 - (1+p) log(1+p) / 2``."""
-    p = torch.exp(-ce)
-    return math.log(2.0) - 0.5 * p * ce - 0.5 * (1.0 + p) * torch.log1p(p)
+@dataclass
+class PlainInputs:
+    """The textbook quantities for an attack's ``plain`` form (plain autograd, the logits' dtype)."""
+
+    z: torch.Tensor  # logits (float32 for half-precision models)
+    labels: torch.Tensor  # labels with ignored pixels set to 0
+    valid: torch.Tensor  # bool
+    ce: torch.Tensor  # F.cross_entropy per pixel, times valid
+    correct: torch.Tensor  # argmax == y and valid, in z's dtype (detached)
+
+    def probs(self) -> torch.Tensor:
+        return torch.softmax(self.z, 1)
+
+    def onehot(self) -> torch.Tensor:
+        return F.one_hot(self.labels, self.z.shape[1]).permute(0, 3, 1, 2).to(self.z.dtype)
 
 
-def resolve_q(q: float | str | Schedule | None, step: int, total: int) -> float:
-    """The q in force at ``step`` of ``total``: ``None`` = paper schedule, number = fixed, text/Schedule."""
-    if q is None:
-        q = DEFAULT_TSALLIS_SCHEDULE
-    if isinstance(q, str):
-        q = parse_schedule(q)
-    if isinstance(q, Schedule):
-        return q.value(step, total)
-    q = float(q)
-    if not math.isfinite(q):
-        raise ValueError(f"q must be finite, got {q}")
-    return q
+def _check_shapes(logits: torch.Tensor, labels: torch.Tensor, step: int, total: int) -> None:
+    if logits.dim() != 4 or labels.dim() != 3 or logits.shape[0] != labels.shape[0] or logits.shape[2:] != labels.shape[1:]:
+        raise ValueError(f"expected logits [B,C,H,W] and labels [B,H,W], got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    if total < 1 or step < 0:
+        raise ValueError(f"need total >= 1 and step >= 0, got step={step}, total={total}")
+
+
+def _log_ce_grad(inputs: PixelInputs, zd: torch.Tensor, idx: torch.Tensor, lse: torch.Tensor, s_other: torch.Tensor,
+                 with_grad_norm: bool) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """``||dCE/dz||`` (with_grad_norm, else None), its log and ``log(1 - p_y)``, finite where float64 underflows."""
+    dtype, s, validf = inputs.dtype, inputs._s, inputs.validf
+    log_s = torch.log(s)
+    grad_norm = None
+    # log(1 - p_y) = log sum_{j != y} p_j: linear while S does not underflow, else re-centred on the top rival
+    ok_rest = s_other >= torch.finfo(dtype).tiny
+    log_rest = torch.log(s_other) - log_s
+    ok = ok_rest
+    if with_grad_norm:
+        lin = inputs.sum_sq_others() + s_other.square()
+        grad_norm = torch.sqrt(lin) / s * validf
+        # log ||p - e_y|| = 0.5 log(sum_j p_j^2 + (sum_j p_j)^2), j != y: linear where the largest e_j^2 is far
+        # from underflow (e_j >= s_other / (C-1)), else re-centred on the largest rival logit
+        ok = s_other >= (torch.finfo(dtype).tiny ** 0.45) * max(1, zd.shape[1] - 1)
+        log_ce_grad = 0.5 * torch.log(lin) - log_s
+    others = None if bool(ok.all()) else _log_norm_others(zd, idx, lse, dtype)
+    if others is not None:
+        log_rest = torch.where(ok_rest, log_rest, others[0])
+    if with_grad_norm:
+        if others is not None:
+            log_ce_grad = torch.where(ok, log_ce_grad, others[1])
+    else:
+        # lower bound from S = sum_{j != y} p_j alone (no extra class-sized pass): sum_j p_j^2 >= S^2 / (C-1), so
+        # ||p - e_y|| >= S sqrt(C / (C-1)), within 0.5 log(2 (C-1) / C) of the exact value (exact for 2 classes)
+        c = zd.shape[1]
+        log_ce_grad = log_rest + (0.5 * math.log(c / (c - 1)) if c > 1 else 0.0)
+    return grad_norm, log_ce_grad, log_rest
 
 
 def pixel_terms(
@@ -256,12 +300,8 @@ def pixel_terms(
     for backward, so pass the same workspace again only after the previous call's backward has run or its result
     has been dropped (:class:`~attack_engine.AttackRun` does this).
     """
-    if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
-    if logits.dim() != 4 or labels.dim() != 3 or logits.shape[0] != labels.shape[0] or logits.shape[2:] != labels.shape[1:]:
-        raise ValueError(f"expected logits [B,C,H,W] and labels [B,H,W], got {tuple(logits.shape)} and {tuple(labels.shape)}")
-    if total < 1 or step < 0:
-        raise ValueError(f"need total >= 1 and step >= 0, got step={step}, total={total}")
+    spec = get_attack(name)
+    _check_shapes(logits, labels, step, total)
     with torch.autocast(logits.device.type, enabled=False):
         dtype = _objective_dtype(logits)
         y, valid = _safe_labels(labels, logits.shape[1], ignore_index)
@@ -275,82 +315,16 @@ def pixel_terms(
         ce = _StableCE.apply(logits, idx, e, s, s_other, ce0) * validf
         with torch.no_grad():
             cef = ce.detach()
-            p_true = torch.exp(-cef)
-            correct = (pred == y) & valid
-            log_s = torch.log(s)
-            grad_norm = None
-            if with_grad_norm or name == "cospgd":
-                sq = _sum_sq(e)  # sum_{j != y} e_j^2
-            # log(1 - p_y) = log sum_{j != y} p_j: linear while S does not underflow, else re-centred on the top rival
-            ok_rest = s_other >= torch.finfo(dtype).tiny
-            log_rest = torch.log(s_other) - log_s
-            ok = ok_rest
-            if with_grad_norm:
-                lin = sq + s_other.square()
-                grad_norm = torch.sqrt(lin) / s * validf
-                # log ||p - e_y|| = 0.5 log(sum_j p_j^2 + (sum_j p_j)^2), j != y: linear where the largest e_j^2 is far
-                # from underflow (e_j >= s_other / (C-1)), else re-centred on the largest rival logit
-                ok = s_other >= (torch.finfo(dtype).tiny ** 0.45) * max(1, logits.shape[1] - 1)
-                log_ce_grad = 0.5 * torch.log(lin) - log_s
-            others = None if bool(ok.all()) else _log_norm_others(zd, idx, lse, dtype)
-            if others is not None:
-                log_rest = torch.where(ok_rest, log_rest, others[0])
-            if with_grad_norm:
-                if others is not None:
-                    log_ce_grad = torch.where(ok, log_ce_grad, others[1])
-            else:
-                # lower bound from S = sum_{j != y} p_j alone (no extra class-sized pass): sum_j p_j^2 >= S^2 / (C-1), so
-                # ||p - e_y|| >= S sqrt(C / (C-1)), within 0.5 log(2 (C-1) / C) of the exact value (exact for 2 classes)
-                c = logits.shape[1]
-                log_ce_grad = log_rest + (0.5 * math.log(c / (c - 1)) if c > 1 else 0.0)
-        param: float | None = None
-        if name == "ce":
-            loss, weight = ce, torch.ones_like(cef)
-        elif name == "segpgd":
-            param = step / (2.0 * total)
-            weight = torch.where(correct, 1.0 - param, param).to(dtype)
-            loss = weight * ce
-        elif name == "cospgd":
-            weight = p_true / (torch.sqrt(sq + ey.square()) / s).clamp_min(1e-300)  # / ||p||_2
-            loss = weight * ce
-        elif name == "masked_ce":
-            weight = correct.to(dtype)
-            loss = weight * ce
-        elif name == "js":
-            loss = js_of_ce(ce) * validf
-            with torch.no_grad():
-                pt = torch.exp(-cef)  # dJS/dce = p/2 * log(1 + 1/p), -> 0 as p -> 0
-                weight = torch.where(pt > 0, 0.5 * pt * (torch.log1p(pt) + cef), torch.zeros_like(pt))
-        else:  # tsallis
-            param = resolve_q(q, step, total)
-            loss = tsallis_of_ce(ce, param) * validf
-            with torch.no_grad():
-                a = 1.0 - param
-                cw = cef.clamp(max=_P_FLOOR_LOG) if a < 0 else cef
-                weight = torch.exp(-a * cw)
-                if a < 0:
-                    weight = torch.where(cef > _P_FLOOR_LOG, torch.zeros_like(weight), weight)
+            inputs = PixelInputs(ce, cef, torch.exp(-cef), (pred == y) & valid, valid, validf, dtype, e, ey, s)
+            grad_norm, log_ce_grad, log_rest = _log_ce_grad(inputs, zd, idx, lse, s_other, with_grad_norm)
+        param = spec.param_at(step, total, q)
+        loss, weight = spec.objective(inputs, param)
         weight = weight.detach() * validf
+        log_weight = spec.log_weight(weight, cef, param) if spec.log_weight is not None else torch.log(weight)
         log_ce_grad = torch.where(valid, log_ce_grad, -math.inf)
-        log_grad = torch.where(valid, _log_weight(name, weight, cef, param) + log_ce_grad, -math.inf)
-    return PixelTerms(loss, cef, p_true, weight, correct, valid, param, pred, grad_norm, log_grad,
+        log_grad = torch.where(valid, log_weight + log_ce_grad, -math.inf)
+    return PixelTerms(loss, cef, inputs.p_true, weight, inputs.correct, valid, param, pred, grad_norm, log_grad,
                       log_ce_grad, log_rest)
-
-
-def tsallis_log_weight(ce: torch.Tensor, q: float) -> torch.Tensor:
-    """log of TsallisPGD's gradient weight ``p_y^(1-q)`` from ``ce = -log p_y`` (q > 1: p_y floored as in the loss)."""
-    a = 1.0 - float(q)
-    lw = -a * (ce.clamp(max=_P_FLOOR_LOG) if a < 0 else ce)
-    return torch.where((ce > _P_FLOOR_LOG) & (a < 0), -math.inf, lw)
-
-
-def _log_weight(name: str, weight: torch.Tensor, ce: torch.Tensor, param: float | None) -> torch.Tensor:
-    """log of the gradient weight relative to CE, exact where the weight itself underflows."""
-    if name == "tsallis":
-        return tsallis_log_weight(ce, float(param))  # type: ignore[arg-type]
-    if name == "js":  # log(p/2 * log(1 + 1/p)) with log p = -ce
-        return math.log(0.5) - ce + torch.log(ce + torch.log1p(torch.exp(-ce)))
-    return torch.log(weight)
 
 
 def pixel_loss(
@@ -366,12 +340,13 @@ def pixel_loss(
     """Per-pixel quantity ``[B,H,W]`` whose pixel mean an attack ascends at ``step`` of a stage of ``total``.
 
     Args:
-        name: one of :data:`ATTACKS`.
+        name: a registered attack (:func:`attack_engine.registry.attack_names`).
         logits: ``[B,C,H,W]`` model output (any float dtype, differentiable).
         labels: ``[B,H,W]`` integer labels; ``ignore_index`` pixels give exactly 0 and no gradient.
         step, total: position in the stage; drives SegPGD's λ = step/(2 total) and the Tsallis q-schedule.
-        q: Tsallis only. ``None`` = paper schedule (linear −2 → 1, q = −2 + 3·step/total); a number = fixed q;
-            a schedule text such as ``"cosine:-2:1"`` or a :class:`~attack_engine.schedules.Schedule`.
+        q: the parameter's schedule for attacks that take one (TsallisPGD). ``None`` = the attack's default
+            (paper: linear −2 → 1, q = −2 + 3·step/total); a number = fixed q; a schedule text such as
+            ``"cosine:-2:1"`` or a :class:`~attack_engine.schedules.Schedule`.
 
     Returns:
         ``[B,H,W]`` in float64 (float32 on MPS); detached weights (SegPGD, CosPGD, MaskedPGD) carry no gradient.
@@ -381,9 +356,6 @@ def pixel_loss(
         >>> loss.mean().backward()
     """
     return pixel_terms(name, logits, labels, step=step, total=total, q=q, ignore_index=ignore_index).loss
-
-
-LossFn = Callable[..., torch.Tensor]
 
 
 def plain_pixel_loss(
@@ -396,37 +368,18 @@ def plain_pixel_loss(
     q: float | str | Schedule | None = None,
     ignore_index: int = 255,
 ) -> torch.Tensor:
-    """The same objectives written the textbook way, in the logits' dtype with plain autograd.
+    """The same objectives written the textbook way (the attack's ``plain`` form), in the logits' dtype.
 
     This mirrors the paper's reference code (softmax clamped at 1e-12, ``F.cross_entropy``, JS through
     ``log m``).  It exists for comparison (``AttackConfig(numerics="plain")``): for confident pixels its
     gradient rounds to exactly zero, which :func:`pixel_loss` avoids.
     """
-    if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    spec = get_attack(name)
+    if spec.plain is None:
+        raise ValueError(f"attack {name!r} has no plain form; use numerics='stable'")
     y, valid = _safe_labels(labels, logits.shape[1], ignore_index)
     z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
     ce = F.cross_entropy(z, y, reduction="none") * valid
     with torch.no_grad():
         correct = ((z.argmax(1) == y) & valid).to(z.dtype)
-    if name == "ce":
-        return ce
-    if name == "segpgd":
-        lam = step / (2.0 * total)
-        return ((1 - lam) * correct + lam * (1 - correct)) * ce
-    if name == "masked_ce":
-        return correct * ce
-    p = torch.softmax(z, 1)
-    onehot = F.one_hot(y, z.shape[1]).permute(0, 3, 1, 2).to(z.dtype)
-    if name == "cospgd":
-        return F.cosine_similarity(p, onehot, dim=1).detach() * ce
-    if name == "js":
-        m = (p + onehot) / 2
-        kl = F.kl_div(m.log(), p, reduction="none") + F.kl_div(m.log(), onehot, reduction="none")
-        return (kl / 2).sum(1) * valid
-    qq = resolve_q(q, step, total)
-    pc = p.clamp_min(1e-12)
-    py = pc.gather(1, y.unsqueeze(1)).squeeze(1).clamp_min(1e-12)
-    if abs(1 - qq) < _Q_ONE_TOL:
-        return -torch.log(py) * valid
-    return (1 - py.pow(1 - qq)) / (1 - qq) * valid
+    return spec.plain(PlainInputs(z, y, valid, ce, correct), spec.param_at(step, total, q))

@@ -27,8 +27,9 @@ import torch
 from attack_engine.attack import AttackConfig, AttackRun
 from attack_engine.examples import list_examples, load_example
 from attack_engine.images import model_size, resize_image, to_tensor
-from attack_engine.losses import ATTACK_TITLES, ATTACKS, pixel_terms, plain_pixel_loss
+from attack_engine.losses import pixel_terms, plain_pixel_loss
 from attack_engine.models import SegModel, load_model
+from attack_engine.registry import attack_names, attack_title
 
 OUT = Path(__file__).resolve().parent / "results"
 
@@ -95,11 +96,11 @@ def zero_shares(model: SegModel, zero_first: SegModel, x: torch.Tensor) -> list[
 
 
 def strength(model: SegModel, zero_first: SegModel, x: torch.Tensor, steps: int, seeds: list[int], eps: float,
-             attacks: tuple[str, ...] = ATTACKS) -> list[dict]:
+             attacks: tuple[str, ...] | None = None) -> list[dict]:
     rows = []
     with torch.no_grad():
         labels = model(x).argmax(1)
-    for name in attacks:
+    for name in attacks or attack_names():
         row = {"attack": name}
         for mode, m, numerics in [("stable", model, "stable"), ("plain", zero_first, "plain")]:
             accs, secs = [], []
@@ -154,7 +155,7 @@ def markdown(res: dict) -> str:
     for r in res["strength"]:
         a, b = torch.tensor(r["plain"]["acc_per_seed_image"]), torch.tensor(r["stable"]["acc_per_seed_image"])
         paired = f"{int((b < a - 1e-3).sum())} / {int((b > a + 1e-3).sum())} / {b.numel()}"
-        lines.append(f"| {ATTACK_TITLES[r['attack']]} | {r['plain']['mean_acc']:.4f} | {r['stable']['mean_acc']:.4f} | "
+        lines.append(f"| {attack_title(r['attack'])} | {r['plain']['mean_acc']:.4f} | {r['stable']['mean_acc']:.4f} | "
                      f"{r['plain']['sec_per_iter'] * 1e3:.0f} | {r['stable']['sec_per_iter'] * 1e3:.0f} | {paired} |")
     t = res["timing"]
     lines += ["", f"Cost (interleaved, TsallisPGD, PGD, telemetry off, batch of {len(ids)} at 256²): engine "
@@ -170,7 +171,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--eps", type=float, default=8.0, help="in /255")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--attacks", default=",".join(ATTACKS), help="comma-separated subset for the strength table")
+    ap.add_argument("--attacks", default=",".join(attack_names()), help="comma-separated subset for the strength table")
     ap.add_argument("--tag", default="", help="suffix for the output files (saturation<tag>.json/.md)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)

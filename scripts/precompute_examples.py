@@ -24,8 +24,8 @@ import app  # noqa: F401  (sets the offline/telemetry environment first)
 from app.runner import LiveRun, make_config, prepare
 from app.sources import PRECOMPUTED_DIR, bundled_examples
 from app.trajectory import save_group
-from attack_engine.losses import ATTACK_TITLES, ATTACKS
 from attack_engine.models import DEFAULT_MODEL, load_model
+from attack_engine.registry import attack_names, attack_title
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--map-side", type=int, default=128, help="longest side of the stored per-pixel maps")
     ap.add_argument("--delta-every", type=int, default=8,
                     help="keep the perturbation (incompressible noise) of every n-th record (+ first, best, last)")
-    ap.add_argument("--compare", nargs="*", default=list(ATTACKS),
+    ap.add_argument("--compare", nargs="*", default=list(attack_names()),
                     help="attacks for the shipped comparison (same config, predictions only); none to skip")
     ap.add_argument("--out", type=Path, default=PRECOMPUTED_DIR)
     args = ap.parse_args(argv)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             group = {}
             for a in args.compare:
                 c = make_config(a, args.optimizer, args.eps, args.steps, 0, args.seed, args.schedule)
-                group[ATTACK_TITLES[a]] = LiveRun(model, prep, c, light=True, map_side=args.map_side).run_all()
+                group[attack_title(a)] = LiveRun(model, prep, c, light=True, map_side=args.map_side).run_all()
             cname = f"compare__{ex.id}__{args.model}.npz"
             save_group(args.out / cname, group, with_image=False)
             entry["compare_file"] = cname

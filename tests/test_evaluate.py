@@ -250,7 +250,7 @@ def test_accumulated_metrics_equal_direct_computation(tiny_model, folder, tmp_pa
     for i in range(0, 5, 2):  # the runner's batches (2 images, both ε stacked), attacked here by hand
         xb, yb, ids = x[i: i + 2], y[i: i + 2], [s.id for s in ds.samples[i: i + 2]]
         n = len(ids)
-        run = runner.SeededRun(model, xb.repeat(2, 1, 1, 1), yb.repeat(2, 1, 1), cfg,
+        run = runner.AttackRun(model, xb.repeat(2, 1, 1, 1), yb.repeat(2, 1, 1), cfg,
                                eps=torch.tensor([4 / 255] * n + [eps] * n),
                                noise_seeds=[runner.image_seed(0, j) for j in ids] * 2)
         cm_adv += confusion_matrix(run.run().pred[n:], yb, 3).sum(0)
@@ -279,7 +279,7 @@ def test_resume_after_interruption_gives_same_result(tiny_model, folder, tmp_pat
     ref = tmp_path / "ref"
     assert eval_main(_args(tiny_model, f"folder:{folder}", ref)) == 0
     out = tmp_path / "resumed"
-    real_iter = runner.SeededRun.__iter__
+    real_iter = runner.AttackRun.__iter__
     calls = {"n": 0}
 
     def interrupted(self):
@@ -291,10 +291,10 @@ def test_resume_after_interruption_gives_same_result(tiny_model, folder, tmp_pat
                 yield rec
         yield from real_iter(self)
 
-    monkeypatch.setattr(runner.SeededRun, "__iter__", interrupted)
+    monkeypatch.setattr(runner.AttackRun, "__iter__", interrupted)
     assert eval_main(_args(tiny_model, f"folder:{folder}", out)) == 130
     assert "rerun the same command" in capsys.readouterr().err
-    monkeypatch.setattr(runner.SeededRun, "__iter__", real_iter)
+    monkeypatch.setattr(runner.AttackRun, "__iter__", real_iter)
     done = runner.load_records(out / "records")
     assert len(done) == 2 * 2 + 3 * 2 * 2  # clean for 2 batches, 3 finished units × 2 images × 2 ε
     # a kill while a line was being written leaves a torn line: it is skipped and the unit recomputed
@@ -307,7 +307,7 @@ def test_resume_after_interruption_gives_same_result(tiny_model, folder, tmp_pat
         runs["n"] += 1
         yield from real_iter(self)
 
-    monkeypatch.setattr(runner.SeededRun, "__iter__", counting)
+    monkeypatch.setattr(runner.AttackRun, "__iter__", counting)
     assert eval_main(_args(tiny_model, f"folder:{folder}", out)) == 0
     assert runs["n"] == 6 - 3  # 3 batches × 2 methods, 3 already done
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (ref, out))

@@ -23,9 +23,13 @@ import shlex
 import sys
 from pathlib import Path
 
+from attack_engine.argtypes import Parser, attack_arg, positive_int, schedule_arg
+from attack_engine.argtypes import parse_eps as cli_eps
+from attack_engine.attack import OPTIMIZERS
 from attack_engine.evaluate.datasets import DatasetError, open_dataset, parse_size
 from attack_engine.evaluate.report import write_all
 from attack_engine.evaluate.runner import EvalConfig, make_methods, metrics_dict, per_image_rows, run_eval, setup_dist
+from attack_engine.registry import attack_names
 
 __all__ = ["build_parser", "main"]
 
@@ -47,8 +51,6 @@ def _list(conv):
 
 def parse_eps(text: str) -> float:
     """``8/255``, ``0.25/255`` or ``0.0314`` -> float in [0, 1] (the CLI's ``parse_eps`` plus decimal fractions)."""
-    from attack_engine.cli import parse_eps as cli_eps
-
     num, sep, den = text.strip().partition("/")
     if sep:
         try:
@@ -57,14 +59,6 @@ def parse_eps(text: str) -> float:
             raise argparse.ArgumentTypeError(f"cannot read {text!r} as a number; write e.g. 0.5/255 or 0.00196") from None
         return cli_eps(repr(v))
     return cli_eps(text)
-
-
-def _attack(text: str) -> str:
-    from attack_engine.losses import ATTACKS
-
-    if text not in ATTACKS:
-        raise argparse.ArgumentTypeError(f"unknown attack {text!r}; choose from {', '.join(ATTACKS)}")
-    return text
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -82,11 +76,7 @@ def _int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from attack_engine.attack import OPTIMIZERS
-    from attack_engine.cli import _Parser, _positive_int, _schedule_arg
-    from attack_engine.losses import ATTACKS
-
-    p = _Parser(prog="python -m attack_engine eval", description=(
+    p = Parser(prog="python -m attack_engine eval", description=(
         "Robustness evaluation over a dataset: clean and adversarial ACC/mIoU per attack and ε from one "
         "accumulated confusion matrix, average attack ranks, the worst case over attacks and a plot. "
         "Resumable; shards across processes under torchrun. `eval report DIR ... --out OUT` combines runs."))
@@ -104,17 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ADE20K labels: 151 = 0 ('other') is a class (PIR-AT); 150 = reduce labels 0->255, k->k-1 "
                    "(mmseg). Default: the model's class count")
     p.add_argument("--size", type=_size, default=None, help="centre-crop size N or HxW (default: the model's input size)")
-    p.add_argument("--resize", type=_positive_int, default=None,
+    p.add_argument("--resize", type=positive_int, default=None,
                    help="resize the short side to this before cropping (default: just cover the crop)")
-    p.add_argument("--attacks", type=_list(_attack), default=list(ATTACKS), help=f"comma list from {','.join(ATTACKS)} (default all)")
-    p.add_argument("--tsallis-schedules", type=_list(_schedule_arg), default=None,
+    p.add_argument("--attacks", type=_list(attack_arg), default=list(attack_names()),
+                   help=f"comma list from {','.join(attack_names())} (default all)")
+    p.add_argument("--tsallis-schedules", type=_list(schedule_arg), default=None,
                    help="run TsallisPGD once per q-schedule, e.g. linear:-2:1,const:-2,const:-1,const:0,const:0.5,const:1")
     p.add_argument("--eps", type=_list(parse_eps), default=_list(parse_eps)(DEFAULT_EPS), help=f"comma list (default {DEFAULT_EPS})")
-    p.add_argument("--steps", type=_positive_int, default=300, help="attack iterations (default 300, the paper's)")
+    p.add_argument("--steps", type=positive_int, default=300, help="attack iterations (default 300, the paper's)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="apgd")
     p.add_argument("--seeds", type=_list(_int), default=[0], help="comma list of random-start seeds (default 0)")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="images per attack batch (each ε adds a copy)")
-    p.add_argument("--max-images", type=_positive_int, default=None, help="only the first N images")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per attack batch (each ε adds a copy)")
+    p.add_argument("--max-images", type=positive_int, default=None, help="only the first N images")
     p.add_argument("--amp", choices=("off", "bf16", "fp16"), default="off", help="mixed precision for the model (default off)")
     p.add_argument("--device", default="auto", help="auto (GPU LOCAL_RANK if available, else cpu), cpu, cuda")
     p.add_argument("--deterministic", action="store_true",
@@ -127,9 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def report_main(argv: list[str]) -> int:
     """``eval report DIR [DIR ...] --out OUT``: one report (and rank table) over several evaluations."""
-    from attack_engine.cli import _Parser
-
-    p = _Parser(prog="python -m attack_engine eval report", description="Combine evaluation folders into one report.")
+    p = Parser(prog="python -m attack_engine eval report", description="Combine evaluation folders into one report.")
     p.add_argument("dirs", nargs="+", help="evaluation output folders (each with metrics.json)")
     p.add_argument("--out", required=True)
     p.add_argument("--title", default="Combined robustness evaluation")

@@ -27,11 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from attack_engine.attack import AttackConfig, AttackRun, apgd_stages
+from attack_engine.attack import AttackConfig, AttackRun, expected_records
 from attack_engine.evaluate.datasets import Dataset, DatasetError, Sample, check_label_range, preprocess
-from attack_engine.losses import ATTACK_TITLES, DEFAULT_TSALLIS_SCHEDULE
 from attack_engine.metrics import confusion_matrix, mean_iou, pixel_accuracy
+from attack_engine.objectives import DEFAULT_TSALLIS_SCHEDULE
+from attack_engine.registry import attack_title, get_attack
 
 FORMAT = "tsallispgd-eval/1"
 CLEAN = "clean"
@@ -50,16 +52,17 @@ class Method:
 
     @property
     def title(self) -> str:
-        base = ATTACK_TITLES.get(self.attack, self.attack)
+        base = attack_title(self.attack)
         return base if self.schedule is None else f"{base} ({self.schedule})"
 
 
 def make_methods(attacks: Iterable[str], schedules: list[str] | None) -> list[Method]:
-    """Expand ``tsallis`` into one method per schedule (``None`` keeps the default schedule unnamed)."""
+    """Expand each attack that takes a schedule (TsallisPGD) into one method per schedule (``None`` keeps the default
+    schedule unnamed)."""
     out: list[Method] = []
     for a in attacks:
-        if a == "tsallis" and schedules:
-            out.extend(Method("tsallis", s) for s in schedules)
+        if schedules and get_attack(a).schedulable:
+            out.extend(Method(a, s) for s in schedules)
         else:
             out.append(Method(a))
     if len(set(out)) != len(out):
@@ -74,24 +77,6 @@ def setting_key(method: Method, eps: float, seed: int) -> str:
 def image_seed(seed: int, image_id: str) -> int:
     """A 63-bit generator seed from the run seed and the image id (independent of batching)."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{image_id}".encode()).digest()[:8], "little") & (2**63 - 1)
-
-
-class SeededRun(AttackRun):
-    """:class:`AttackRun` whose random start draws each row's noise from its own seed (``noise_seeds``)."""
-
-    def __init__(self, *args, noise_seeds: list[int], **kwargs) -> None:
-        self._noise_seeds = list(noise_seeds)
-        super().__init__(*args, **kwargs)
-        if len(self._noise_seeds) != self.x0.shape[0]:
-            raise ValueError("need one noise seed per image")
-
-    def _random_start(self, radius: torch.Tensor) -> torch.Tensor:
-        if not self.cfg.random_start:
-            return self.x0.clone()
-        shape = self.x0.shape[1:]
-        u = torch.stack([torch.rand(shape, generator=torch.Generator().manual_seed(s), dtype=torch.float32)
-                         for s in self._noise_seeds]).to(self.x0.device, self.x0.dtype)
-        return (self.x0 + (2 * u - 1) * radius.view(-1, 1, 1, 1)).clamp(0.0, 1.0)
 
 
 @dataclass
@@ -281,32 +266,6 @@ class EvalResult:
     dist: Dist | None = None
 
 
-def _amp_dtype(amp: str) -> torch.dtype | None:
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-
-
-class _Progress:
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.bar = None
-        if enabled and total:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="img·it", unit_scale=True, dynamic_ncols=True, file=sys.stderr,
-                            smoothing=0.05, desc="eval")
-
-    def update(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def desc(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.set_description_str(text, refresh=False)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def run_eval(cfg: EvalConfig, model, dataset: Dataset, d: Dist, log=print) -> EvalResult:
     """Evaluate ``model`` on ``dataset`` for every method × ε × seed of ``cfg`` (see module docstring)."""
     t0 = time.perf_counter()
@@ -340,7 +299,7 @@ def run_eval(cfg: EvalConfig, model, dataset: Dataset, d: Dist, log=print) -> Ev
     batches = [samples[i: i + bs] for i in range(0, len(samples), bs)]
     mine = [b for b in range(len(batches)) if b % d.world == d.rank]
     ne = len(cfg.eps)
-    records_per_run = cfg.steps + 1 if cfg.optimizer == "pgd" else cfg.steps + len(apgd_stages(cfg.steps))
+    records_per_run = expected_records(AttackConfig(optimizer=cfg.optimizer, steps=cfg.steps))
 
     def pending(batch: list[Sample]) -> list[tuple[Method, int]]:
         return [(m, s) for s in cfg.seeds for m in cfg.methods
@@ -356,7 +315,8 @@ def run_eval(cfg: EvalConfig, model, dataset: Dataset, d: Dist, log=print) -> Ev
             f"{len(cfg.seeds)} seeds, {cfg.steps} steps, {d.world} process(es) on {d.device.type}; "
             f"rank 0 has {units_run} of its {n_units} units to run")
     writer = RecordWriter(out / "records" / f"rank{d.rank}.jsonl")
-    bar = _Progress(total_work, cfg.progress and d.main)
+    bar = tqdm(total=total_work, unit="img·it", unit_scale=True, dynamic_ncols=True, file=sys.stderr, smoothing=0.05,
+               desc="eval", disable=not (cfg.progress and d.main and total_work))
     ii = 255
     try:
         for b in mine:
@@ -388,8 +348,8 @@ def run_eval(cfg: EvalConfig, model, dataset: Dataset, d: Dist, log=print) -> Ev
                 acfg = AttackConfig(attack=m.attack, optimizer=cfg.optimizer, eps=max(cfg.eps), steps=cfg.steps,
                                     schedule=m.schedule, seed=seed, telemetry=False, ignore_index=ii)
                 seeds = [image_seed(seed, smp.id) for smp in batch] * ne
-                bar.desc(f"batch {b + 1}/{len(batches)} {m.name} seed {seed}")
-                run = SeededRun(model, xs, ys, acfg, eps=eps_t, noise_seeds=seeds)
+                bar.set_description_str(f"batch {b + 1}/{len(batches)} {m.name} seed {seed}", refresh=False)
+                run = AttackRun(model, xs, ys, acfg, eps=eps_t, noise_seeds=seeds)
                 for _ in run:
                     bar.update(n * ne)
                 cm = confusion_matrix(run.result.pred, ys, c, ii)

@@ -1,0 +1,156 @@
+"""The six attacks of the TsallisPGD paper, each one registered objective (see :mod:`attack_engine.registry`).
+
+Every attack is a function of the per-pixel cross-entropy ``ce = -log p_y`` and, for some, a *detached* per-pixel
+weight: ``ℓ_i = w_i · f(ce_i)``, so its gradient is ``w_i f'(ce_i) dCE/dz`` and the gradient weight relative to CE
+is known in closed form.  An objective gets a :class:`~attack_engine.losses.PixelInputs` (the CE with its exact
+gradient, p_y, correctness, validity) and returns ``(loss, weight)``; ignored pixels are zeroed by the caller.
+
+===========  =====================================================================================
+``ce``       CE-PGD: ``ce``
+``segpgd``   SegPGD (Gu et al. 2022): ``((1-λ) [correct] + λ [wrong]) * ce``, λ = step / (2 total)
+``cospgd``   CosPGD (Agnihotri et al. 2024): ``p_y / ||p||_2 * ce`` (softmax cosine with one-hot)
+``js``       JSPGD (Croce et al. 2024): ``JS(p || e_y)`` in ``[0, log 2]``
+``masked_ce`` MaskedPGD (Croce et al. 2024): ``[correct] * ce``
+``tsallis``  TsallisPGD (Matyasko et al. 2026): ``(1 - p_y^(1-q)) / (1-q)``, q from a schedule
+===========  =====================================================================================
+
+The ``plain`` forms mirror the paper's reference code (softmax clamped at 1e-12, ``F.cross_entropy``, JS through
+``log m``) for ``AttackConfig(numerics="plain")``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from attack_engine.losses import PixelInputs, PlainInputs
+from attack_engine.registry import register_attack
+from attack_engine.schedules import q_to_peak
+
+DEFAULT_TSALLIS_SCHEDULE = "linear:-2:1"
+# q > 1 makes L_q = (p_y^(1-q) - 1)/(q-1) unbounded; like the reference we floor p_y at 1e-12 there.
+P_FLOOR_LOG = -math.log(1e-12)
+Q_ONE_TOL = 1e-6
+
+
+def tsallis_of_ce(ce: torch.Tensor, q: float) -> torch.Tensor:
+    """L_q as a function of ``ce = -log p_y``: ``(1 - exp(-(1-q) ce)) / (1-q)``; q = 1 gives ``ce``."""
+    a = 1.0 - q
+    if abs(a) < Q_ONE_TOL:
+        return ce - 0.5 * a * ce * ce  # second-order expansion, continuous at q = 1
+    if a < 0:
+        ce = ce.clamp(max=P_FLOOR_LOG)
+    return -torch.expm1(-a * ce) / a
+
+
+def js_of_ce(ce: torch.Tensor) -> torch.Tensor:
+    """JS(p || e_y) in nats as a function of p_y = exp(-ce): ``log 2 + p log p / 2 - (1+p) log(1+p) / 2``."""
+    p = torch.exp(-ce)
+    return math.log(2.0) - 0.5 * p * ce - 0.5 * (1.0 + p) * torch.log1p(p)
+
+
+# -- CE-PGD ----------------------------------------------------------------------------------------------
+def _plain_ce(t: PlainInputs, _: float | None) -> torch.Tensor:
+    return t.ce
+
+
+@register_attack("ce", title="CE-PGD", colour="#1f77b4", plain=_plain_ce, formula="CE = −log p_y")
+def ce(t: PixelInputs, _: float | None):
+    return t.ce, torch.ones_like(t.ce_detached)
+
+
+# -- SegPGD ------------------------------------------------------------------------------------------------
+def _segpgd_lambda(step: int, total: int) -> float:
+    return step / (2.0 * total)
+
+
+def _plain_segpgd(t: PlainInputs, lam: float) -> torch.Tensor:
+    return ((1 - lam) * t.correct + lam * (1 - t.correct)) * t.ce
+
+
+@register_attack("segpgd", title="SegPGD", colour="#ff7f0e", plain=_plain_segpgd, param="λ", param_rule=_segpgd_lambda,
+                 formula="((1−λ)[correct] + λ[wrong])·CE, λ = step/(2·total)")
+def segpgd(t: PixelInputs, lam: float):
+    weight = torch.where(t.correct, 1.0 - lam, lam).to(t.dtype)
+    return weight * t.ce, weight
+
+
+# -- CosPGD ------------------------------------------------------------------------------------------------
+def _plain_cospgd(t: PlainInputs, _: float | None) -> torch.Tensor:
+    return F.cosine_similarity(t.probs(), t.onehot(), dim=1).detach() * t.ce
+
+
+@register_attack("cospgd", title="CosPGD", colour="#2ca02c", plain=_plain_cospgd, formula="p_y/‖p‖₂ · CE")
+def cospgd(t: PixelInputs, _: float | None):
+    weight = t.p_true / t.p_norm().clamp_min(1e-300)
+    return weight * t.ce, weight
+
+
+# -- JSPGD ---------------------------------------------------------------------------------------------------
+def _plain_js(t: PlainInputs, _: float | None) -> torch.Tensor:
+    p, onehot = t.probs(), t.onehot()
+    m = (p + onehot) / 2
+    kl = F.kl_div(m.log(), p, reduction="none") + F.kl_div(m.log(), onehot, reduction="none")
+    return (kl / 2).sum(1) * t.valid
+
+
+def _log_weight_js(weight: torch.Tensor, ce: torch.Tensor, _: float | None) -> torch.Tensor:
+    return math.log(0.5) - ce + torch.log(ce + torch.log1p(torch.exp(-ce)))  # log(p/2 log(1 + 1/p)), log p = -ce
+
+
+@register_attack("js", title="JSPGD", colour="#d62728", plain=_plain_js, log_weight=_log_weight_js,
+                 formula="JS(p ‖ e_y)")
+def js(t: PixelInputs, _: float | None):
+    loss = js_of_ce(t.ce) * t.validf
+    with torch.no_grad():
+        pt = torch.exp(-t.ce_detached)  # dJS/dce = p/2 * log(1 + 1/p), -> 0 as p -> 0
+        weight = torch.where(pt > 0, 0.5 * pt * (torch.log1p(pt) + t.ce_detached), torch.zeros_like(pt))
+    return loss, weight
+
+
+# -- MaskedPGD -------------------------------------------------------------------------------------------------
+def _plain_masked(t: PlainInputs, _: float | None) -> torch.Tensor:
+    return t.correct * t.ce
+
+
+@register_attack("masked_ce", title="MaskedPGD", colour="#9467bd", plain=_plain_masked, formula="[correct]·CE")
+def masked_ce(t: PixelInputs, _: float | None):
+    weight = t.correct.to(t.dtype)
+    return weight * t.ce, weight
+
+
+# -- TsallisPGD ------------------------------------------------------------------------------------------------
+def _plain_tsallis(t: PlainInputs, q: float) -> torch.Tensor:
+    pc = t.probs().clamp_min(1e-12)
+    py = pc.gather(1, t.labels.unsqueeze(1)).squeeze(1).clamp_min(1e-12)
+    if abs(1 - q) < Q_ONE_TOL:
+        return -torch.log(py) * t.valid
+    return (1 - py.pow(1 - q)) / (1 - q) * t.valid
+
+
+def tsallis_log_weight(ce: torch.Tensor, q: float) -> torch.Tensor:
+    """log of TsallisPGD's gradient weight ``p_y^(1-q)`` from ``ce = -log p_y`` (q > 1: p_y floored as in the loss)."""
+    a = 1.0 - float(q)
+    lw = -a * (ce.clamp(max=P_FLOOR_LOG) if a < 0 else ce)
+    return torch.where((ce > P_FLOOR_LOG) & (a < 0), -math.inf, lw)
+
+
+def _log_weight_tsallis(weight: torch.Tensor, ce: torch.Tensor, q: float) -> torch.Tensor:
+    return tsallis_log_weight(ce, q)
+
+
+@register_attack("tsallis", title="TsallisPGD", colour="#8c564b", plain=_plain_tsallis, log_weight=_log_weight_tsallis,
+                 param="q", schedule=DEFAULT_TSALLIS_SCHEDULE, formula="(1 − p_y^(1−q))/(1 − q), q from a schedule",
+                 weight_formula="w_q(p) = p^(1−q)", gradient_peak=q_to_peak)
+def tsallis(t: PixelInputs, q: float):
+    loss = tsallis_of_ce(t.ce, q) * t.validf
+    with torch.no_grad():
+        a = 1.0 - q
+        cef = t.ce_detached
+        cw = cef.clamp(max=P_FLOOR_LOG) if a < 0 else cef
+        weight = torch.exp(-a * cw)
+        if a < 0:
+            weight = torch.where(cef > P_FLOOR_LOG, torch.zeros_like(weight), weight)
+    return loss, weight
