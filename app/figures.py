@@ -309,8 +309,17 @@ def _layout(title: str, height: int, **kw) -> dict:
     lay.update(kw)
     for key, val in lay.items():
         if (key.startswith("xaxis") or key.startswith("yaxis")) and isinstance(val, dict):
-            lay[key] = {**AXIS, **val}
+            lay[key] = axis(val)
     return lay
+
+
+def axis(spec: dict) -> dict:
+    """An axis with the common style; a plain-string ``title`` becomes ``{"text": ...}`` (Plotly.js 3, which
+    Gradio bundles, ignores string titles)."""
+    out = {**AXIS, **spec}
+    if isinstance(out.get("title"), str):
+        out["title"] = dict(text=out["title"])
+    return out
 
 
 def histogram_figure(hist: np.ndarray | None, attack: str, step: int, total: int, schedule: str | None,
@@ -390,7 +399,8 @@ def curves_figure(traj: Trajectory, k: int | None = None) -> Fig:
                          xaxis="x", yaxis="y"))
     dom = [(0.75, 1.0), (0.5, 0.7), (0.25, 0.45), (0.0, 0.2)]
     titles = ["acc / mIoU", "loss", "q / λ", "step ×255"]
-    lay = _layout("Metrics over iterations", 470, shapes=_vline(k),
+    bshapes, bann = stage_marks(traj)
+    lay = _layout("Metrics over iterations", 470, shapes=_vline(k) + bshapes, annotations=bann,
                   xaxis=dict(anchor="y4", title="record (model evaluation)", range=[-0.5, max(n, traj.info.expected_records) - 0.5]))
     for i, (d, t) in enumerate(zip(dom, titles, strict=True)):
         key = "yaxis" if i == 0 else f"yaxis{i + 1}"
@@ -399,6 +409,21 @@ def curves_figure(traj: Trajectory, k: int | None = None) -> Fig:
     if np.nanmin(np.concatenate([loss, ce]), initial=1.0) > 0:
         lay["yaxis2"]["type"] = "log"  # losses spike where q -> 1 (CE of already-wrong pixels)
     return Fig(data, lay)
+
+
+def stage_marks(traj: Trajectory) -> tuple[list[dict], list[dict]]:
+    """Dashed lines where an APGD stage starts (records whose stage differs from the previous one), each labelled
+    with the stage's ε: a new stage restarts from the best iterate at a smaller ε, so accuracy and q jump back."""
+    stage, eps = traj.scalars("stage"), traj.scalars("eps")
+    shapes, ann = [], []
+    for i in range(1, len(stage)):
+        if np.isfinite(stage[i]) and stage[i] != stage[i - 1]:
+            shapes.append(dict(type="line", x0=i - 0.5, x1=i - 0.5, y0=0, y1=1, xref="x", yref="paper",
+                               line=dict(color="#555555", dash="dash", width=1)))
+            ann.append(dict(x=i - 0.5, y=1.0, xref="x", yref="paper", xanchor="left", yanchor="bottom",
+                            showarrow=False, font=dict(size=9, color="#555555"),
+                            text=f"stage {int(stage[i]) + 1}: ε {255 * eps[i]:.3g}/255, restart from best"))
+    return shapes, ann
 
 
 def mass_figure(traj: Trajectory, k: int | None = None) -> Fig:
@@ -412,7 +437,7 @@ def mass_figure(traj: Trajectory, k: int | None = None) -> Fig:
                          hovertemplate="%{y:.1%}<extra>" + name + "</extra>"))
     lay = _layout("Where the gradient goes (share of Σ|∂L/∂z|)", 300, shapes=_vline(k),
                   xaxis=dict(title="record", range=[-0.5, max(len(traj), traj.info.expected_records) - 0.5]),
-                  yaxis=dict(range=[0, 1], tickformat=".0%"))
+                  yaxis=dict(range=[0, 1], tickformat=".0%", title="share of Σ|∂L/∂z|"))
     return Fig(data, lay)
 
 

@@ -69,6 +69,7 @@ DEFAULT_STEPS = 30
 PLAY_INTERVAL_S = 0.35
 CUSTOM = "your own (edit the text)"
 CONST_PRESET = "constant q (slider)"
+Q_SLIDER = (-3.0, 1.5)  # range of the constant-q slider
 
 EXPLAIN = {
     "clean": "The input the model sees (resized to the model's input size).",
@@ -84,7 +85,9 @@ EXPLAIN = {
     "hist": "**The core picture.** Bars: pixels by their true-class confidence p_y (green = still correct, red = "
             "already wrong). Blue line: the weight the attack gives a pixel at that confidence (right axis); dotted: "
             "the resulting gradient size. A low q puts the weight on confident pixels; q → 1 is plain CE.",
-    "curves": "Pixel accuracy, mIoU, loss, q (or λ) and step size over records; ★ = best iterate (lowest accuracy).",
+    "curves": "Pixel accuracy, mIoU, loss, q (or λ) and step size over records; ★ = best iterate (lowest accuracy). "
+              "Dashed lines: APGD stage boundaries. APGD's stages use ε ×2 and ×1.5 before the final ε; each new "
+              "stage restarts from the best iterate, projected to its smaller ε, so accuracy and q jump back there.",
     "mass": "Share of the total gradient that goes to confident-correct, uncertain-correct and already-wrong pixels.",
     "probe": "Click any pixel in an image panel: its class probabilities, weight and gradient over all records.",
 }
@@ -123,11 +126,13 @@ class FrameStore:
         img.convert("RGB").save(buf, "JPEG", quality=self.quality)
         data = buf.getvalue()
         path = self.dir / f"{hashlib.sha1(data).hexdigest()}.jpeg"
-        if not path.exists():
-            tmp = path.with_suffix(f".{threading.get_ident()}.part")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
-        with self._lock:
+        with self._lock:  # a file handed out again is touched, so prune() never deletes what was just returned
+            if path.exists():
+                os.utime(path)
+            else:
+                tmp = path.with_suffix(f".{threading.get_ident()}.part")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
             self._writes += 1
             prune = self._writes % 500 == 0
         if prune:
@@ -135,13 +140,15 @@ class FrameStore:
         return str(path)
 
     def prune(self) -> None:
-        cutoff = time.time() - self.keep_s
-        for p in self.dir.glob("*.jpeg"):
-            try:
-                if p.stat().st_mtime < cutoff:
-                    p.unlink()
-            except OSError:
-                pass
+        """Delete the files not handed out for ``keep_s`` seconds."""
+        with self._lock:
+            cutoff = time.time() - self.keep_s
+            for p in self.dir.glob("*.jpeg"):
+                try:
+                    if p.stat().st_mtime < cutoff:
+                        p.unlink()
+                except OSError:
+                    pass
 
 
 # -- per-session state (app.sessions.Session) -------------------------------------------------------
@@ -567,13 +574,14 @@ class App:
         return [sess, gr.Timer(active=not done), gr.Button(value="▶ Play" if done else "❚❚ Pause replay"),
                 *self._main_values(sess)]
 
-    def load_example(self, ex_id, model_id, state):
-        """Select an example; shows its precomputed run instantly when one ships for this model."""
+    def load_example(self, ex_id, model_id, state, shipped: bool = True):
+        """Select an example; shows its precomputed run instantly when one ships for this model (and
+        ``shipped``)."""
         sess = self._session(state)
         ex = self.ex_by_id.get(ex_id)
         if ex is None:
             raise InputError(f"unknown example {str(ex_id)[:60]!r}")
-        traj = load_precomputed(ex.id, model_id, self.precomputed_dir)
+        traj = load_precomputed(ex.id, model_id, self.precomputed_dir) if shipped else None
         ctl = [gr.skip()] * 6
         sess.input_notes = []
         if traj is not None:
@@ -598,11 +606,23 @@ class App:
                                                "slider." if sess.compare else "No comparison yet.")
         return [sess, ex.id, str(ex.image), *ctl, sched, *static, *main, *cmp, None]
 
-    def load_linked_example(self, ex_id, model_id, state):
-        """After a shared link set ``ex_id``: load that example (no-op otherwise)."""
+    def load_linked_example(self, ex_id, model_id, state, request: gr.Request = None):
+        """After a shared link set ``ex_id``: load that example (no-op otherwise).
+
+        The link's own settings (already applied by :meth:`on_load`) win: the example's shipped run is shown only
+        when it was made with exactly those settings, and the shipped settings never overwrite the controls.
+        """
         if not ex_id or ex_id not in self.ex_by_id:
             return [gr.skip()] * (3 + 7 + len(STATIC_PANELS) + len(MAIN_PANELS) + 1 + 5 + 1)
-        return self.load_example(ex_id, model_id, state)
+        q = parse_query(dict(request.query_params) if request is not None else {})
+        linked = {k: v for k, v in q.items() if k in LINK_SETTINGS}
+        if not linked:
+            return self.load_example(ex_id, model_id, state)
+        traj = load_precomputed(ex_id, model_id, self.precomputed_dir)
+        out = self.load_example(ex_id, model_id, state, shipped=traj is not None and _made_with(traj, linked))
+        n_ctl = 7  # attack, optimiser, ε, steps, step size, seed, schedule text
+        out[3:3 + n_ctl] = [gr.skip()] * n_ctl
+        return out
 
     def compare(self, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed, sched, state):
         """Run several attacks on the same input, seed and ε; stream progress and a leaderboard."""
@@ -714,11 +734,15 @@ class App:
     def preview(self, attack, sched, steps, opt):
         """Validate the schedule text and plot q(t) and w_q(p) before anything runs."""
         n = int(min(max(steps or 1, 1), self.limits.max_steps))
+        empty = takes_schedule(attack) and not (sched or "").strip()
         try:
-            s = check_schedule(sched or get_attack(attack).schedule, n) if takes_schedule(attack) else None
-        except InputError as e:
-            return [gr.skip(), f"⚠️ {e}"]
-        msg = f"Schedule `{s}`" if s else f"{attack_title(attack)} has no q-schedule."
+            s = check_schedule(get_attack(attack).schedule if empty else sched, n) if takes_schedule(attack) else None
+        except InputError as e:  # no preview of an older, valid text: the plot is cleared
+            return [None, f"⚠️ {e} (Run refuses this text)"]
+        if empty:
+            msg = f"The schedule box is empty: runs use the default `{get_attack(attack).schedule}`."
+        else:
+            msg = f"Schedule `{s}`" if s else f"{attack_title(attack)} has no q-schedule."
         return [fg.schedule_preview_figure(attack, s, n, opt), msg]
 
     def on_load(self, request: gr.Request):
@@ -777,13 +801,15 @@ class App:
                     with gr.Group(visible=True) as sched_group:
                         preset = gr.Dropdown([*PRESETS.keys(), CONST_PRESET, CUSTOM], value=next(iter(PRESETS)),
                                              label="q-schedule preset")
-                        q_slider = cp.Slider(-3, 1.5, value=0.5, step=0.05, label="constant q", visible=False)
+                        q_slider = cp.Slider(*Q_SLIDER, value=0.5, step=0.05, label="constant q", visible=False,
+                                             elem_id="q_slider")
                         sched_text = cp.Text("linear:-2:1", label="q-schedule text", max_length=MAX_TEXT,
-                                                info="const:Q · linear:A:B · cosine:A:B · plinear:P0:P1 · "
-                                                     "points:t0:q0,t1:q1,…")
-                    sched_msg = gr.Markdown("Schedule `linear:-2:1`")
+                                             elem_id="sched_text",
+                                             info="const:Q · linear:A:B · cosine:A:B · plinear:P0:P1 · "
+                                                  "points:t0:q0,t1:q1,…")
+                    sched_msg = gr.Markdown("Schedule `linear:-2:1`", elem_id="sched_msg")
                     preview_plot = gr.Plot(fg.schedule_preview_figure("tsallis", "linear:-2:1", DEFAULT_STEPS),
-                                           label="Schedule preview", show_label=False)
+                                           label="Schedule preview", show_label=False, elem_id="preview_plot")
                 # ---------------- right: panels ----------------
                 with gr.Column(scale=3), gr.Tabs():
                     with gr.Tab("Explore", id="explore"):
@@ -938,18 +964,11 @@ class App:
             image_in.clear(lambda: "", None, [ex_id], api_visibility="private", **fast)
 
             # schedule editor
-            def on_preset(name):
-                if name in PRESETS:
-                    return PRESETS[name], gr.Slider(visible=False)
-                if name == CONST_PRESET:
-                    return gr.skip(), gr.Slider(visible=True)
-                return gr.skip(), gr.Slider(visible=False)
-
-            preset.input(on_preset, [preset], [sched_text, q_slider], api_visibility="private", **fast)
+            preset.input(on_preset, [preset, q_slider], [sched_text, q_slider], api_visibility="private", **fast)
             q_slider.input(lambda q: f"const:{q:g}", [q_slider], [sched_text], api_visibility="private", **fast)
             edit = dict(show_progress="hidden", concurrency_id="edit", concurrency_limit=2)  # queued: text parsing
-            sched_text.input(g(lambda t: gr.Dropdown(value=_safe_preset(t)), "schedule_text"), [sched_text], [preset],
-                             api_visibility="private", **edit)
+            sched_text.change(g(on_schedule_text, "schedule_text"), [sched_text], [preset, q_slider],
+                              api_visibility="private", **edit)
             gr.on([sched_text.change, attack_dd.change, steps.change, opt_radio.change], g(self.preview, "preview"),
                   [attack_dd, sched_text, steps, opt_radio], [preview_plot, sched_msg], api_name="preview", **edit)
             attack_dd.change(lambda a: gr.Group(visible=takes_schedule(a)), [attack_dd], [sched_group],
@@ -960,6 +979,45 @@ class App:
                       **fast).then(g(self.load_linked_example, "load_linked_example"), [ex_id, model_dd, state], ex_out, api_visibility="private",
                                    **fast)
         return demo
+
+
+LINK_SETTINGS = ("attack", "opt", "eps", "steps", "alpha", "seed", "schedule")
+
+
+def _made_with(traj: Trajectory, linked: dict) -> bool:
+    """Whether a recorded run's config has every setting a shared link gives."""
+    c = traj.info.config
+    have = {"attack": c.get("attack"), "opt": c.get("optimizer"), "eps": round(255 * c.get("eps", 0), 3),
+            "steps": c.get("steps"), "alpha": round(255 * (c.get("step_size") or 0), 3), "seed": c.get("seed"),
+            "schedule": c.get("schedule") or get_attack(c.get("attack", "ce")).schedule}
+    for k, v in linked.items():
+        want = round(float(v), 3) if k in ("eps", "alpha") else v
+        if have.get(k) != want:
+            return False
+    return True
+
+
+def on_preset(name: str, q: float):
+    """Preset picked: its text (constant q: the slider's value, and the slider shown)."""
+    if name in PRESETS:
+        return PRESETS[name], gr.Slider(visible=False)
+    if name == CONST_PRESET:
+        return f"const:{q:g}", gr.Slider(visible=True)
+    return gr.skip(), gr.Slider(visible=False)
+
+
+def on_schedule_text(text: str):
+    """Schedule text typed: the matching preset, and a ``const:Q`` text moves the constant-q slider to Q."""
+    name = _safe_preset(text)
+    try:
+        sched = parse_schedule(text) if text and text.strip() else None
+    except ScheduleError:
+        sched = None
+    if sched is not None and sched.kind == "const":
+        lo, hi = Q_SLIDER
+        q = float(sched.values(1)[0])
+        return gr.Dropdown(value=name), gr.Slider(value=min(max(q, lo), hi), visible=True)
+    return gr.Dropdown(value=name), gr.Slider(visible=name == CONST_PRESET)
 
 
 def _safe_preset(text: str) -> str:

@@ -45,7 +45,11 @@ def status_markdown(traj: Trajectory, k: int, live: bool = False, note: str = ""
     best = f" · best iterate: record {bi} ({_pct(traj.get('acc', bi))})" if bi >= 0 else ""
     state = "▶ running" if live else ("✓ finished" if traj.finished else "⏸ paused")
     title = attack_title(cfg.get("attack", ""))
-    return (f"**{title}** ({cfg.get('optimizer', '').upper()}, ε = {255 * cfg.get('eps', 0):.3g}/255) — {state} · "
+    eps = g("eps") if math.isfinite(g("eps")) else cfg.get("eps", 0)
+    eps_txt = f"ε = {255 * eps:.3g}/255"
+    if cfg.get("optimizer") == "apgd" and abs(eps - cfg.get("eps", eps)) > 1e-6:
+        eps_txt += f" in this stage (the final stage uses {255 * cfg.get('eps', 0):.3g}/255)"
+    return (f"**{title}** ({cfg.get('optimizer', '').upper()}, {eps_txt}) — {state} · "
             f"record **{k}** of {n} recorded / {info.expected_records} · iteration {int(g('iteration'))}{stage}{ptxt}  \n"
             f"pixel acc **{_pct(g('acc'))}** (clean {_pct(info.clean_acc)}) · mIoU **{_pct(g('miou'))}** "
             f"(clean {_pct(info.clean_miou)}) · flipped {_pct(g('flipped'))}{best}"
@@ -80,17 +84,25 @@ def probe_markdown(traj: Trajectory, probe: dict, k: int) -> str:
             f"**{nm(probe['clean'])}**, now **{nm(int(probe['pred'][k]))}**{extra} · {flip}")
 
 
-CAPPED = {"pert", "grad"}  # noise-like panels, shown at most PERTURBATION_SIDE per side
+CAPPED = {"pert"}  # the noise-like perturbation (not clickable), shown at most PERTURBATION_SIDE per side
+MIN_PANEL_SIDE = 384  # clickable panels are sent at least this large (they are at most ~350 CSS px on screen)
 SMOOTH = {"clean", "adv", "clean_seg", "seg", "gt"}  # photo-like panels, resized bilinearly
 
 
 def panel_hw(traj: Trajectory, name: str) -> tuple[int, int]:
     """(H, W) of panel ``name`` as sent to the browser: the display size capped at :data:`DISPLAY_SIDE`
-    (:data:`PERTURBATION_SIDE` for noise-like panels); a panel is never shown larger than that on screen."""
+    (:data:`PERTURBATION_SIDE` for the perturbation), and small runs (the 128-px shipped ones) enlarged to :data:`MIN_PANEL_SIDE`.
+
+    The browser must never show a clickable panel larger than it was sent: Gradio maps a click to image pixels
+    assuming the image is not enlarged (its scale is capped at 1), so an enlarged panel probes the wrong pixel.
+    """
     h, w = traj.display_hw
     cap = PERTURBATION_SIDE if name in CAPPED else DISPLAY_SIDE
     if max(h, w) > cap:
         s = cap / max(h, w)
+        return max(1, round(h * s)), max(1, round(w * s))
+    if name not in CAPPED and max(h, w) < MIN_PANEL_SIDE:
+        s = MIN_PANEL_SIDE / max(h, w)
         return max(1, round(h * s)), max(1, round(w * s))
     return h, w
 

@@ -1,0 +1,375 @@
+"""Browser benchmark of the live explorer: Debian Chromium (Playwright) against the app on loopback.
+
+It serves the real app (default model, bundled examples) in this process, wraps :meth:`app.runner.LiveRun.step`
+to timestamp every record the server computes, and reads in the page, with a ``MutationObserver`` on the status
+line plus the next animation frame, when each record is *painted*.  Both clocks are the machine's wall clock
+(``time.time()`` and ``performance.timeOrigin + performance.now()``).
+
+Scenarios (each on a fresh 40-step run of the default model, the default attack, from a fresh page):
+
+* ``stream``  — nothing clicked: distinct records painted per second, the lag of the shown record behind the
+  newest computed one (sampled every 20 ms), the delay of the final record after the server finished, and the
+  main-thread time of long tasks per painted record.
+* ``pause`` / ``stop`` — the button is clicked 1 s after the first record: time until the status says so, and until the
+  server computes no more records.
+* ``tab``     — 1 s after the first record the "Compare attacks" tab is clicked, then "Explore": time until each shows.
+* ``scrub``   — after a run: ArrowLeft on the record slider 10 times (time until the status and the segmentation
+  image show the new record), a mouse drag across the slider (time from release until the shown record is the
+  slider's and stays), and ▶ Play (mean interval between records vs the configured one).
+
+Usage::
+
+    python bench/bench_browser.py [--port 7873] [--steps 40] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import app  # noqa: F401  (offline environment before gradio)
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+CLICK_AFTER_S = 1.0  # controls are clicked this long after the first computed record
+RECORD = re.compile(r"record (\d+) of (\d+) recorded")
+
+OBSERVER_JS = """
+(() => {
+  window.__obs = []; window.__long = []; window.__segs = [];
+  const now = () => performance.timeOrigin + performance.now();
+  try { new PerformanceObserver(l => { for (const e of l.getEntries())
+        window.__long.push([performance.timeOrigin + e.startTime, e.duration]); })
+        .observe({type: 'longtask', buffered: true}); } catch (e) {}
+  const hook = () => {
+    const el = document.querySelector('#status');
+    if (!el) { setTimeout(hook, 50); return; }
+    let last = null;
+    const note = () => { const t = el.innerText; if (t === last) return; last = t;
+      requestAnimationFrame(() => window.__obs.push([now(), t])); };
+    new MutationObserver(note).observe(el, {subtree: true, childList: true, characterData: true});
+    note();
+    const seg = document.querySelector('#panel_seg');
+    if (seg) seg.addEventListener('load', e => { if (e.target.tagName === 'IMG')
+        window.__segs.push([now(), e.target.currentSrc]); }, true);
+  };
+  hook();
+})();
+"""
+
+
+class Tracer:
+    """Timestamps of the records the server computes (wraps ``LiveRun.step`` for the whole process)."""
+
+    def __init__(self) -> None:
+        from app.runner import LiveRun
+
+        self.times: list[tuple[float, int]] = []
+        self.lock = threading.Lock()
+        orig = LiveRun.step
+        tracer = self
+
+        def step(live, *a, **k):
+            ok = orig(live, *a, **k)
+            if ok and not live.traj.info.source.startswith("_"):
+                with tracer.lock:
+                    tracer.times.append((time.time(), len(live.traj) - 1))
+            return ok
+
+        LiveRun.step = step  # type: ignore[method-assign]
+
+    def reset(self) -> None:
+        with self.lock:
+            self.times = []
+
+    def snapshot(self) -> list[tuple[float, int]]:
+        with self.lock:
+            return list(self.times)
+
+
+def _serve(port: int):
+    from app.ui import build_demo, launch_kwargs
+
+    demo = build_demo()
+    kw = launch_kwargs()
+    kw.update(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(**kw)
+    return demo
+
+
+def _shown(obs: list) -> list[tuple[float, int, str]]:
+    out = []
+    for t, text in obs:
+        m = RECORD.search(text)
+        if m:
+            out.append((t / 1000.0, int(m.group(1)), text))
+    return out
+
+
+def _open(browser, url: str, steps: int):
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.add_init_script(OBSERVER_JS)
+    page.goto(url)
+    page.wait_for_function("() => /record \\d+ of/.test(document.querySelector('#status')?.innerText || '')",
+                           timeout=60_000)
+    box = page.locator("#steps input[type=number]")
+    box.fill(str(steps))
+    box.press("Enter")
+    _settle(page)
+    return page
+
+
+def _center(page, sel: str) -> tuple[float, float]:
+    b = page.locator(sel).first.bounding_box()
+    return b["x"] + b["width"] / 2, b["y"] + b["height"] / 2
+
+
+def _wait_text(page, pattern: str, timeout_s: float = 120.0, after: str | None = None) -> float | None:
+    """Browser time (s) at which the status first matched ``pattern`` (regex), polling the observer log; with
+    ``after``, only texts following one that matched ``after`` count."""
+    rx, ra = re.compile(pattern), re.compile(after) if after else None
+    t_end = time.time() + timeout_s
+    while time.time() < t_end:
+        armed = ra is None
+        for t, text in page.evaluate("window.__obs"):
+            armed = armed or bool(ra.search(text))
+            if armed and rx.search(text):
+                return t / 1000.0
+        time.sleep(0.05)
+    return None
+
+
+def _settle(page, quiet_s: float = 1.5, timeout_s: float = 30.0) -> None:
+    """Wait until the status has not changed for ``quiet_s`` (the page's own load-time updates are over)."""
+    t_end = time.time() + timeout_s
+    while time.time() < t_end:
+        obs = page.evaluate("window.__obs")
+        if obs and time.time() - obs[-1][0] / 1000 > quiet_s:
+            return
+        time.sleep(0.1)
+
+
+def _start_run(page, tracer: Tracer) -> float:
+    page.evaluate("window.__obs.length = 0; window.__long.length = 0; window.__segs.length = 0")
+    tracer.reset()
+    x, y = _center(page, "#run_btn")
+    t0 = time.time()
+    page.mouse.click(x, y)
+    return t0
+
+
+def _wait_server_done(tracer: Tracer, quiet_s: float = 2.0, timeout_s: float = 180.0) -> None:
+    t_end = time.time() + timeout_s
+    while time.time() < t_end:
+        ts = tracer.snapshot()
+        if ts and time.time() - ts[-1][0] > quiet_s:
+            return
+        time.sleep(0.1)
+
+
+def scenario_stream(browser, url: str, tracer: Tracer, steps: int) -> dict:
+    page = _open(browser, url, steps)
+    t0 = _start_run(page, tracer)
+    _wait_text(page, r"finished", 240, after=r"running")
+    time.sleep(1.5)
+    comp = tracer.snapshot()
+    shown = _shown(page.evaluate("window.__obs"))
+    longs = page.evaluate("window.__long")
+    segs = page.evaluate("window.__segs")
+    page.close()
+    if not comp or not shown:
+        return {"error": "no records"}
+    t_comp = {k: t for t, k in comp}
+    last_k, t_last = comp[-1][1], comp[-1][0]
+    t_final = next((t for t, k, _ in shown if k == last_k), None)
+    live = [(t, k) for t, k, _ in shown if t <= t_last + 0.001]
+    # lag: how long a newer record than the one shown had been available, sampled every 20 ms
+    lags, t, i, cur = [], comp[0][0], 0, -1
+    seq = sorted((t, k) for t, k, _ in shown)
+    while t <= (t_final or t_last):
+        while i < len(seq) and seq[i][0] <= t:
+            cur = seq[i][1]
+            i += 1
+        newer = [tc for tc, kc in comp if kc > cur and tc <= t]
+        lags.append(t - min(newer) if newer else 0.0)
+        t += 0.02
+    window = max(t_last - comp[0][0], 1e-6)
+    distinct = len({k for _, k in live})
+    painted = [t for t, k, _ in shown]
+    busy = sum(d for s, d in longs if comp[0][0] * 1000 <= s <= (t_final or t_last) * 1000)
+    return {
+        "records_computed": len(comp), "server_s": round(t_last - t0, 2),
+        "first_paint_s": round(shown[0][0] - t0, 2),
+        "final_record_delay_s": None if t_final is None else round(t_final - t_last, 3),
+        "max_lag_s": round(max(lags), 3), "p95_lag_s": round(sorted(lags)[int(0.95 * (len(lags) - 1))], 3),
+        "distinct_records_per_s": round(distinct / window, 2), "distinct_records_while_computing": distinct,
+        "status_updates": len(painted), "seg_images_loaded": len(segs),
+        "long_task_ms_per_update": round(busy / max(len(painted), 1), 1),
+        "main_thread_busy_share": round(busy / 1000 / max((t_final or t_last) - comp[0][0], 1e-6), 3),
+        "_t_comp_first": t_comp.get(0),
+    }
+
+
+def scenario_control(browser, url: str, tracer: Tracer, steps: int, which: str) -> dict:
+    page = _open(browser, url, steps)
+    sel = {"pause": "#pause_btn", "stop": "#stop_btn"}[which]
+    x, y = _center(page, sel)
+    _start_run(page, tracer)
+    while not tracer.snapshot():
+        time.sleep(0.05)
+    time.sleep(CLICK_AFTER_S)
+    t_click = time.time()
+    n_at_click = len(tracer.snapshot())
+    page.mouse.click(x, y)
+    word = {"pause": "Paused", "stop": "Stopped"}[which]
+    t_seen = _wait_text(page, word, 120)
+    _wait_server_done(tracer)
+    comp = tracer.snapshot()
+    after = [t for t, _ in comp if t > t_click]
+    page.close()
+    return {"shown_s": None if t_seen is None else round(t_seen - t_click, 3),
+            "server_stopped_s": round((after[-1] - t_click) if after else 0.0, 3),
+            "records_after_click": len(comp) - n_at_click, "records_total": len(comp)}
+
+
+def scenario_tab(browser, url: str, tracer: Tracer, steps: int) -> dict:
+    page = _open(browser, url, steps)
+    cmp_tab = page.get_by_role("tab", name="Compare attacks")
+    exp_tab = page.get_by_role("tab", name="Explore")
+    bc, be = cmp_tab.bounding_box(), exp_tab.bounding_box()
+    _start_run(page, tracer)
+    while not tracer.snapshot():
+        time.sleep(0.05)
+    time.sleep(CLICK_AFTER_S)
+    out = {}
+    for name, box, sel in (("to_compare_s", bc, "#cmp_grid"), ("back_to_explore_s", be, "#panel_seg")):
+        t_click = time.time()
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        page.wait_for_function(f"() => {{ const e = document.querySelector('{sel}'); "
+                               "return !!e && e.offsetParent !== null && e.getBoundingClientRect().height > 0; }",
+                               timeout=120_000, polling="raf")
+        out[name] = round(page.evaluate("performance.timeOrigin + performance.now()") / 1000 - t_click, 3)
+        time.sleep(0.5)
+    _wait_text(page, r"finished", 240, after=r"running")
+    page.close()
+    return out
+
+
+def _slider_value(page) -> int:
+    return int(float(page.locator("#scrub input[type=range]").input_value()))
+
+
+def scenario_scrub(browser, url: str, tracer: Tracer, steps: int, play_interval: float) -> dict:
+    page = _open(browser, url, steps)
+    _start_run(page, tracer)
+    _wait_text(page, r"finished", 240, after=r"running")
+    time.sleep(1.5)
+    rng = page.locator("#scrub input[type=range]")
+    rng.focus()
+    paints = []
+    for _ in range(10):
+        k = _slider_value(page) - 1
+        page.evaluate("window.__obs.length = 0; window.__segs.length = 0")
+        t0 = time.time()
+        rng.press("ArrowLeft")
+        t_s = _wait_text(page, rf"record {k} of", 20)
+        page.wait_for_function("() => { const i = document.querySelector('#panel_seg img'); "
+                               "return !!i && i.complete && i.naturalWidth > 0; }", timeout=20_000)
+        segs = page.evaluate("window.__segs")
+        t_img = segs[-1][0] / 1000 if segs else t_s
+        paints.append(max(t_s or 99, t_img or 0) - t0)
+        time.sleep(0.25)
+    # drag: from the right end to ~a third, in small moves over about a second
+    b = page.locator("#scrub input[type=range]").bounding_box()
+    y = b["y"] + b["height"] / 2
+    x1, x2 = b["x"] + b["width"] - 4, b["x"] + b["width"] * 0.33
+    page.mouse.move(x1, y)
+    page.mouse.down()
+    for i in range(1, 31):
+        page.mouse.move(x1 + (x2 - x1) * i / 30, y)
+        time.sleep(0.033)
+    page.evaluate("window.__obs.length = 0")
+    t_rel = time.time()
+    page.mouse.up()
+    target = _slider_value(page)
+    settle = None
+    t_end = time.time() + 60
+    while time.time() < t_end:
+        shown = _shown(page.evaluate("window.__obs"))
+        if shown and shown[-1][1] == target and time.time() - shown[-1][0] > 1.0:
+            settle = shown[-1][0] - t_rel
+            break
+        if not shown and time.time() - t_rel > 3:
+            cur = RECORD.search(page.locator("#status").inner_text())
+            if cur and int(cur.group(1)) == target:
+                settle = 0.0
+                break
+        time.sleep(0.1)
+    # play from the start
+    page.evaluate("window.__obs.length = 0")
+    page.locator("#play_btn").click()
+    _wait_text(page, r"finished", 120)
+    time.sleep(0.5)
+    shown = _shown(page.evaluate("window.__obs"))
+    ts = [t for t, _, _ in shown]
+    gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)][1:]  # the first gap includes the click
+    page.close()
+    return {"scrub_paint_median_s": round(statistics.median(paints), 3), "scrub_paint_max_s": round(max(paints), 3),
+            "drag_settle_s": None if settle is None else round(settle, 3), "drag_target": target,
+            "play_interval_mean_s": round(statistics.mean(gaps), 3) if gaps else None,
+            "play_interval_configured_s": play_interval, "play_frames": len(ts)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "7873")))
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--only", nargs="*", default=["stream", "pause", "stop", "tab", "scrub"])
+    a = ap.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    from app import ui
+
+    tracer = Tracer()
+    demo = _serve(a.port)
+    url = f"http://127.0.0.1:{a.port}/"
+    res: dict = {"uptime_before": os.popen("uptime").read().strip(), "steps": a.steps}
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            for sc in a.only:
+                t = time.time()
+                if sc == "stream":
+                    res[sc] = scenario_stream(browser, url, tracer, a.steps)
+                elif sc in ("pause", "stop"):
+                    res[sc] = scenario_control(browser, url, tracer, a.steps, sc)
+                elif sc == "tab":
+                    res[sc] = scenario_tab(browser, url, tracer, a.steps)
+                elif sc == "scrub":
+                    res[sc] = scenario_scrub(browser, url, tracer, a.steps, ui.PLAY_INTERVAL_S)
+                res[sc]["wall_s"] = round(time.time() - t, 1)
+                print(sc, json.dumps(res[sc]), flush=True)
+            browser.close()
+    finally:
+        demo.close()
+    res["uptime_after"] = os.popen("uptime").read().strip()
+    print(json.dumps(res, indent=1))
+    if a.json:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

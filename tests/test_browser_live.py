@@ -1,0 +1,192 @@
+"""Real-browser tests of what a new user hit (issue 13), on Debian's Chromium via Playwright.
+
+The app is served with the stand-in model and a synthetic example that has a *shipped* run (APGD, small 64-px
+maps, as the bundled 128-px runs are shown enlarged), so the link, probe and stage fixes are exercised the way
+the bundled examples exercise them.  Every test fails on the code before the fix (see BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+
+import app  # noqa: F401  (offline environment before gradio)
+from test_browser import CHROMIUM, LAUNCH_ARGS, SCREENS, _free_port, _loopback
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium (apt-get install -y chromium)"),
+]
+
+SHIPPED = dict(attack="tsallis", optimizer="apgd", eps=8.0, steps=10, seed=0)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from app.runner import LiveRun, make_config, prepare
+    from app.sources import ExampleItem
+    from app.standin import register_standin, write_synthetic_example
+    from app.ui import build_demo, launch_kwargs
+    from attack_engine.models import load_model
+
+    folder = tmp_path_factory.mktemp("browser_live")
+    mid = register_standin()
+    ip, mp = write_synthetic_example(folder, 128)
+    pre = folder / "pre"
+    pre.mkdir()
+    model = load_model(mid)
+    cfg = make_config(SHIPPED["attack"], SHIPPED["optimizer"], SHIPPED["eps"], SHIPPED["steps"], 0, SHIPPED["seed"],
+                      "linear:-2:1")
+    traj = LiveRun(model, prepare(str(ip), str(mp), model, "synthetic"), cfg, map_side=64).run_all()
+    traj.save(pre / "synthetic__standin.npz")
+    (pre / "index.json").write_text(json.dumps({"runs": [
+        {"example": "synthetic", "model": mid, "file": "synthetic__standin.npz", "config": cfg.to_dict()}]}))
+    demo = build_demo(mid, [ExampleItem("synthetic", "Synthetic disc (with mask)", ip, {2: mp})], pre)
+    port = _free_port()
+    kw = launch_kwargs()
+    kw.update(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    demo.launch(**kw)
+    yield f"http://127.0.0.1:{port}/", demo.tsallis_app
+    demo.close()
+
+
+@pytest.fixture()
+def page(served):
+    from playwright.sync_api import sync_playwright
+
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        ctx = browser.new_context(viewport={"width": 1440, "height": 900})
+        ctx.route("**/*", lambda r: r.continue_() if _loopback(r.request.url) else (outside.append(r.request.url),
+                                                                                   r.abort()))
+        pg = ctx.new_page()
+        yield pg
+        browser.close()
+    assert not outside, f"requests outside loopback: {outside[:5]}"
+
+
+def _status(page) -> str:
+    return page.locator("#status").inner_text()
+
+
+def _wait_status(page, pattern: str, timeout_s: float = 30.0) -> str:
+    t_end = time.time() + timeout_s
+    while time.time() < t_end:
+        s = _status(page)
+        if re.search(pattern, s):
+            return s
+        time.sleep(0.1)
+    raise AssertionError(f"status never matched {pattern!r}; last: {_status(page)!r}")
+
+
+def _open_shipped(page, url: str) -> None:
+    page.goto(url + "?example=synthetic")
+    _wait_status(page, r"record \d+ of")
+    time.sleep(1.0)
+
+
+def test_shared_link_settings_survive_the_shipped_run(served, page):
+    url, _ = served
+    page.goto(url + "?example=synthetic&attack=segpgd&opt=pgd&eps=2&steps=5&seed=4")
+    _wait_status(page, "selected|record")
+    time.sleep(2.5)  # the shipped run's settings used to arrive ~0.5 s after the link's
+    assert page.locator("#attack input").input_value() == "SegPGD"
+    assert page.locator("#steps input[type=number]").input_value() == "5"
+    assert page.locator("#eps input[type=number]").input_value() == "2"
+    assert page.get_by_label("PGD", exact=True).is_checked()
+    assert "TsallisPGD" not in _status(page), "the shipped TsallisPGD run replaced the linked settings"
+    page.screenshot(path=str(SCREENS / "live_01_link.png"))
+
+
+def test_axis_titles_are_drawn(served, page):
+    url, _ = served
+    _open_shipped(page, url)
+    page.wait_for_selector("#curves .main-svg", timeout=20_000)
+
+    def titles(elem: str) -> list[str]:
+        return page.evaluate("(id) => Array.from(document.querySelectorAll('#' + id + ' text'))"
+                             ".filter(t => /^[xy]\\d*title$/.test(t.getAttribute('class') || ''))"
+                             ".map(t => t.textContent)", elem)
+
+    hist = titles("hist")
+    assert any("p_y" in t for t in hist) and any("share of pixels" in t for t in hist) and \
+        any("weight" in t for t in hist), hist
+    assert any("record" in t for t in titles("curves")), titles("curves")
+    assert any("record" in t for t in titles("mass")) and any("share" in t for t in titles("mass")), titles("mass")
+    prev = titles("preview_plot")
+    assert any("iteration" in t for t in prev) and any("weight" in t for t in prev), prev
+
+
+def test_probe_picks_the_clicked_pixel_on_an_enlarged_panel(served, page):
+    url, _ = served
+    _open_shipped(page, url)
+    img = page.locator("#panel_seg img")
+    page.wait_for_function("() => { const i = document.querySelector('#panel_seg img'); "
+                           "return i && i.complete && i.naturalWidth > 0; }", timeout=20_000)
+    # where the picture is drawn inside the <img> box (object-fit: contain)
+    box = page.evaluate("""() => { const i = document.querySelector('#panel_seg img');
+        const r = i.getBoundingClientRect(); const s = Math.min(r.width / i.naturalWidth, r.height / i.naturalHeight);
+        const w = i.naturalWidth * s, h = i.naturalHeight * s;
+        return {x: (r.width - w) / 2, y: (r.height - h) / 2, w, h}; }""")
+    hv, wv = 64, 64
+    for fx, fy in ((0.9, 0.5), (0.12, 0.88), (0.96, 0.3)):
+        img.click(position={"x": box["x"] + fx * box["w"], "y": box["y"] + fy * box["h"]})
+        want_x, want_y = int(fx * wv), int(fy * hv)
+        t_end = time.time() + 15
+        got = None
+        while time.time() < t_end:
+            m = re.search(r"Pixel \(x=(\d+), y=(\d+)\)", page.locator("#probe_md").inner_text())
+            if m and (int(m.group(1)), int(m.group(2))) != got:
+                got = (int(m.group(1)), int(m.group(2)))
+                if abs(got[0] - want_x) <= 1 and abs(got[1] - want_y) <= 1:
+                    break
+            time.sleep(0.1)
+        assert got is not None and abs(got[0] - want_x) <= 1 and abs(got[1] - want_y) <= 1, \
+            f"click at ({fx}, {fy}) of the panel probed {got}, expected about ({want_x}, {want_y})"
+
+
+def test_status_shows_the_stage_eps_and_curves_mark_stages(served, page):
+    url, _ = served
+    _open_shipped(page, url)
+    rng = page.locator("#scrub input[type=range]")
+    rng.focus()
+    rng.press("Home")
+    s = _wait_status(page, r"record 0 of")
+    assert "ε = 16/255" in s, s
+    page.wait_for_selector("#curves .main-svg", timeout=20_000)
+    ann = page.evaluate("() => Array.from(document.querySelectorAll('#curves .annotation-text'))"
+                        ".map(t => t.textContent)")
+    assert any("stage 2" in a and "12/255" in a for a in ann), ann
+    assert any("stage 3" in a and "8/255" in a for a in ann), ann
+
+
+def test_constant_q_slider_and_schedule_text_stay_in_sync(served, page):
+    url, _ = served
+    page.goto(url)
+    page.wait_for_selector("#sched_text textarea, #sched_text input", timeout=30_000)
+    box = page.locator("#sched_text textarea, #sched_text input").first
+    box.fill("const:-1")
+    box.press("Tab")
+    page.wait_for_function("() => { const r = document.querySelector('#q_slider input[type=range]');"
+                           " return r && Math.abs(parseFloat(r.value) + 1) < 1e-6; }", timeout=15_000)
+    # moving the slider writes the text
+    rng = page.locator("#q_slider input[type=range]")
+    rng.focus()
+    rng.press("ArrowRight")
+    page.wait_for_function("() => /^const:-0\\.95$/.test(document.querySelector('#sched_text textarea, "
+                           "#sched_text input').value)", timeout=15_000)
+    # an invalid text clears the preview instead of leaving the last valid one
+    box.fill("linear:-2")
+    box.press("Tab")
+    page.wait_for_function("() => /⚠/.test(document.querySelector('#sched_msg').innerText)", timeout=15_000)
+    time.sleep(0.5)
+    assert not page.evaluate("() => !!document.querySelector('#preview_plot .main-svg')"), \
+        "the preview of an older valid schedule is still shown for an invalid text"
+    # an empty box says what it means
+    box.fill("")
+    box.press("Tab")
+    page.wait_for_function("() => /empty/.test(document.querySelector('#sched_msg').innerText)", timeout=15_000)
