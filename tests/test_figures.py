@@ -16,7 +16,7 @@ from app import figures as fg
 from app.runner import LiveRun, make_config, prepare
 from app.standin import TinySeg, synthetic_image
 from app.trajectory import HIST_BINS, Trajectory, dequantise_log, quantise_log, view_size
-from app.view import MAIN_PANELS, panel_to_view, render_main, render_static, view_to_panel
+from app.view import MAIN_PANELS, MIN_PANEL_SIDE, panel_hw, panel_to_view, render_main, render_static, view_to_panel
 from attack_engine.losses import ATTACKS
 
 
@@ -206,7 +206,9 @@ def test_display_keeps_source_aspect():
     live = LiveRun(model, prepare(wide, None, model), make_config("ce", "pgd", 4, 1, 0, 0, None))
     t = live.run_all()
     assert t.display_hw[1] == 2 * t.display_hw[0]
-    assert render_main(t)["seg"].size == (t.display_hw[1], t.display_hw[0])
+    w, h = render_main(t)["seg"].size
+    assert w == 2 * h  # the aspect is kept, and a small run is enlarged to at least MIN_PANEL_SIDE (probe mapping)
+    assert max(w, h) >= MIN_PANEL_SIDE and (h, w) == panel_hw(t, "seg")
 
 
 def test_logit_tap_adds_no_model_calls():
