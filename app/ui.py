@@ -546,7 +546,7 @@ class App:
             if sess.traj is None or not len(sess.traj) or evt.index is None:
                 return [sess, *self._main_values(sess)]
             ix = evt.index if isinstance(evt.index, (list, tuple)) and len(evt.index) == 2 else (None, None)
-            px, py = probe_coords(ix[0], ix[1], (10**6, 10**6))
+            py, px = probe_coords(ix[0], ix[1], (10**6, 10**6))  # (y, x) back
             y, x = panel_to_view(sess.traj, panel, (float(px), float(py)))
             return self.probe(x, y, sess)
 

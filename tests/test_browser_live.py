@@ -12,9 +12,9 @@ import re
 import time
 
 import pytest
+from test_browser import CHROMIUM, LAUNCH_ARGS, SCREENS, _free_port, _loopback
 
 import app  # noqa: F401  (offline environment before gradio)
-from test_browser import CHROMIUM, LAUNCH_ARGS, SCREENS, _free_port, _loopback
 
 pytestmark = [
     pytest.mark.browser,
@@ -166,8 +166,7 @@ def test_status_shows_the_stage_eps_and_curves_mark_stages(served, page):
 
 def test_constant_q_slider_and_schedule_text_stay_in_sync(served, page):
     url, _ = served
-    page.goto(url)
-    page.wait_for_selector("#sched_text textarea, #sched_text input", timeout=30_000)
+    _open_shipped(page, url)  # the page's own load-time updates (the default example) are over
     box = page.locator("#sched_text textarea, #sched_text input").first
     box.fill("const:-1")
     box.press("Tab")
