@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.trajectory import Trajectory, load_group
+from attack_engine.models.datasets import DATASETS
 
 ROOT = Path(__file__).resolve().parents[1]
 PRECOMPUTED_DIR = ROOT / "assets" / "precomputed"
 VOC_CLASSES = 21
+VOC_NAMES = DATASETS["voc"][0]
+DATASET_TITLES = {"voc": "Pascal VOC", "ade20k": "ADE20K", "cityscapes": "Cityscapes"}
+
+
+def _norm(names: Sequence[str]) -> tuple[str, ...]:
+    return tuple(str(n).strip().lower() for n in names)
+
+
+def label_set_title(class_names: Sequence[str]) -> str:
+    """``"150 ADE20K classes"`` for a known dataset's label set, else ``"21 classes"``."""
+    for key, (names, _) in DATASETS.items():
+        if _norm(names) == _norm(class_names):
+            return f"{len(names)} {DATASET_TITLES.get(key, key)} classes"
+    if len(class_names) <= 3:
+        return f"{'/'.join(class_names)} ({len(class_names)} classes)"
+    return f"{len(class_names)} classes"
 
 
 @dataclass(frozen=True)
 class ExampleItem:
-    """An example image; ``masks`` maps a model's class count to a ground-truth mask file."""
+    """An example image; ``masks`` maps a class count to a ground-truth mask file.
+
+    ``mask_names`` optionally gives a mask's class names (by the same key): such a mask is used only for a model
+    with exactly those classes, in that order (the VOC ground truth only for a model with VOC's classes).
+    """
 
     id: str
     title: str
@@ -23,9 +45,24 @@ class ExampleItem:
     masks: dict[int, Path] = field(default_factory=dict)
     credit: str = ""
     licence: str = ""
+    mask_names: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
-    def mask_for(self, num_classes: int) -> Path | None:
-        return self.masks.get(num_classes)
+    def mask_for(self, num_classes: int, class_names: Sequence[str] | None = None) -> Path | None:
+        """The ground truth for a model with these classes, or ``None``."""
+        m = self.masks.get(num_classes)
+        want = self.mask_names.get(num_classes)
+        if m is not None and want is not None and class_names is not None and _norm(want) != _norm(class_names):
+            return None
+        return m
+
+    def label_note(self, num_classes: int, class_names: Sequence[str]) -> str:
+        """Why the attack falls back to the clean prediction as labels (``""`` when a mask fits or none exists)."""
+        if not self.masks or self.mask_for(num_classes, class_names) is not None:
+            return ""
+        have = [label_set_title(self.mask_names[k]) if k in self.mask_names else f"{k} classes"
+                for k in sorted(self.masks, reverse=True)]
+        return (f"labels are the model's clean prediction: this example's ground truth is for {' or '.join(have)}, "
+                f"the model has {label_set_title(class_names)}")
 
 
 def bundled_examples() -> list[ExampleItem]:
@@ -36,12 +73,15 @@ def bundled_examples() -> list[ExampleItem]:
         return []
     out = []
     for e in list_examples():
-        masks = {}
+        masks, names = {}, {}
         if getattr(e, "mask", None):
             masks[2] = Path(e.mask)
+            names[2] = ("background", "person")
         if getattr(e, "voc_mask", None):
             masks[VOC_CLASSES] = Path(e.voc_mask)
-        out.append(ExampleItem(e.id, e.title, Path(e.image), masks, getattr(e, "credit", ""), getattr(e, "licence", "")))
+            names[VOC_CLASSES] = VOC_NAMES
+        out.append(ExampleItem(e.id, e.title, Path(e.image), masks, getattr(e, "credit", ""), getattr(e, "licence", ""),
+                               names))
     return out
 
 

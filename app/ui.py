@@ -44,6 +44,7 @@ from app.limits import (
 )
 from app.links import share_link
 from app.logs import configure as configure_logging
+from app.model_menu import model_choices as menu_choices
 from app.observe import event
 from app.runner import InputError, LiveRun, Prepared, check_schedule, make_config, prepare
 from app.server import edge_middleware, install_refusal_hooks
@@ -61,7 +62,7 @@ from app.view import (
     render_main,
     render_static,
 )
-from attack_engine.models import DEFAULT_MODEL, ModelUnavailable, list_models, load_model
+from attack_engine.models import DEFAULT_MODEL, ModelUnavailable, load_model
 from attack_engine.registry import attack_names, attack_specs, attack_title, get_attack, takes_schedule
 from attack_engine.schedules import PRESETS, ScheduleError, parse_schedule
 
@@ -170,13 +171,8 @@ def _where(e: BaseException) -> str:
 
 # -- helpers --------------------------------------------------------------------------------------------
 def model_choices(allowed: list[str] | None = None) -> list[tuple[str, str]]:
-    out = []
-    for e in list_models():
-        if allowed is not None and e.id not in allowed:
-            continue
-        mark = "✓ bundled" if e.family == "bundled" else ("✓ downloaded" if e.available() else "not downloaded")
-        out.append((f"{e.title} · {e.num_classes} classes · {mark}", e.id))
-    return out
+    """The dropdown: offered models (present / downloaded on first use, with size), then those not offered here."""
+    return menu_choices(allowed)
 
 
 def _schedule_preset_for(text: str | None) -> str:
@@ -210,11 +206,11 @@ class App:
         from app.sources import find_precomputed
 
         try:
-            n = load_model(model_id).info.num_classes
+            info = load_model(model_id).info
         except Exception:  # an unavailable model: no default example
             return None
         shipped = [e for e in self.examples if find_precomputed(e.id, model_id, self.precomputed_dir)]
-        with_gt = [e for e in shipped if e.mask_for(n)]
+        with_gt = [e for e in shipped if e.mask_for(info.num_classes, info.class_names)]
         pick = (with_gt or shipped or [None])[0]
         return pick.id if pick else None
 
@@ -269,12 +265,12 @@ class App:
             raise InputError(f"image: {e}") from None
 
     # -- inputs -> a started run ------------------------------------------------------------------------
-    def _source(self, image, mask, ex_id: str | None, num_classes: int) -> tuple[Any, Any, str]:
+    def _source(self, image, mask, ex_id: str | None, info) -> tuple[Any, Any, str]:
         if ex_id:
             ex = self.ex_by_id.get(ex_id) if isinstance(ex_id, str) else None
             if ex is None:
                 raise InputError(f"unknown example {str(ex_id)[:60]!r}")
-            m = mask if mask else ex.mask_for(num_classes)
+            m = mask if mask else ex.mask_for(info.num_classes, info.class_names)
             return str(ex.image), (str(m) if m else None), ex_id
         if image is None:
             raise InputError("pick an example or upload an image first")
@@ -310,8 +306,12 @@ class App:
         return model, cfg, self._key(image, mask, ex_id, model_id, cfg)
 
     def _prepare(self, model, image, mask, ex_id) -> Prepared:
-        img, m, src = self._source(image, mask, ex_id, model.info.num_classes)
-        return prepare(img, m, model, src, self.limits)
+        img, m, src = self._source(image, mask, ex_id, model.info)
+        prep = prepare(img, m, model, src, self.limits)
+        ex = self.ex_by_id.get(ex_id) if ex_id and not mask else None
+        why = ex.label_note(model.info.num_classes, model.info.class_names) if ex else ""
+        prep.notes = (*prep.notes, why) if why else prep.notes  # the status line says which labels are used
+        return prep
 
     def _records(self, cfg) -> int:
         from attack_engine.attack import expected_records
@@ -1049,9 +1049,12 @@ Runs are recorded on the server per session (for a limited time and memory, see 
 The examples come with precomputed runs (and attack comparisons) so they play instantly.
 
 ### Models
-The bundled MediaPipe selfie models always work offline. Models marked *not downloaded* need their weights in the
-weights cache first: the app itself never downloads anything (it starts with `TSALLIS_OFFLINE=1`, analytics and
-telemetry off). Start it with `TSALLIS_OFFLINE=0` to let the model zoo fetch weights on first use.
+The bundled MediaPipe selfie models always work offline. The model list says for each model whether it is
+*present*, would be *downloaded* on first use (and how large), is *not here* (downloads are off: the app starts with
+`TSALLIS_OFFLINE=1`, analytics and telemetry off; `TSALLIS_OFFLINE=0` lets the zoo fetch weights), or is *not
+offered on this host*. The hosted demo preloads the Hugging Face SegFormers (ADE20K, Cityscapes) at build time.
+The **Debug classes** tab shows, for multi-class models, which classes fall first, which classes turn into which,
+and how the flipped share depends on object size.
 """
 
 

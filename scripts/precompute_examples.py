@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = [e for e in bundled_examples() if not args.examples or e.id in args.examples]
     for ex in todo:
         t0 = time.time()
-        mask = ex.mask_for(model.info.num_classes)
+        mask = ex.mask_for(model.info.num_classes, model.info.class_names)
         prep = prepare(str(ex.image), str(mask) if mask else None, model, ex.id)
         traj = LiveRun(model, prep, cfg, map_side=args.map_side).run_all()
         fname = f"{ex.id}__{args.model}.npz"

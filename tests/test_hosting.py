@@ -281,8 +281,10 @@ def test_hosted_refusals(hosted, report_figure):
     for path in ("/etc/passwd", str(h["image"]), "../../../etc/hostname"):
         fd = {"path": path, "meta": {"_type": "gradio.FileData"}}
         refused(_raw(h["url"], "step", [fd, None, "", m, "ce", "pgd", 8, 2, 0, 0, ""]), "not uploaded by a user")
-    # only the listed models; ids are never paths
-    for model in ("mediapipe-selfie", "/etc/passwd", "../assets/models/selfie_segmentation.tflite"):
+    # only the offered models (the menu lists the others as "not offered on this host"); ids are never paths
+    refused(_raw(h["url"], "step", [None, None, "synthetic", "mediapipe-selfie", "ce", "pgd", 8, 2, 0, 0, ""]),
+            "not offered here")
+    for model in ("/etc/passwd", "../assets/models/selfie_segmentation.tflite"):
         refused(_raw(h["url"], "step", [None, None, "synthetic", model, "ce", "pgd", 8, 2, 0, 0, ""]),
                 "not in the list of choices")
     # example ids are looked up, never opened
@@ -298,7 +300,7 @@ def test_hosted_refusals(hosted, report_figure):
     c = Client(h["url"], verbose=False)
     out = c.predict(None, None, "synthetic", m, "ce", "pgd", 8, 2, 0, 0, "", api_name="/step")
     assert "record **0**" in out[4]
-    with pytest.raises(AppError, match="not in the list of choices"):
+    with pytest.raises(AppError, match="not offered here"):
         c.predict(None, None, "synthetic", "mediapipe-selfie", "ce", "pgd", 8, 2, 0, 0, "", api_name="/step")
     report_figure(f"hosted mode: {refusals} refusals (URLs as image/mask, server paths, unlisted or path-like "
                   f"model ids, path-like example ids), {len(_Recorder.hits)} outbound fetches, "

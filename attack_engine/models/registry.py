@@ -34,6 +34,8 @@ class ModelEntry:
     loader: Callable[..., SegModel] = field(repr=False)
     weights: Callable[[], list[Path]] = field(repr=False, default=lambda: [])  # files that must exist
     description: str = ""
+    download_mb: float = 0.0  # size of the weights a first use downloads (0: nothing to download)
+    hub: bool = False  # weights come from the Hugging Face Hub (HF_HUB_OFFLINE applies)
 
     def available(self) -> bool:
         """True when every weight file is on this machine (no download needed)."""
@@ -95,6 +97,7 @@ def describe_models() -> list[dict]:
             "licence": e.licence,
             "source": e.source,
             "available": e.available(),
+            "download_mb": e.download_mb,
             "description": e.description,
         }
         for e in list_models()

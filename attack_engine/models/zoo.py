@@ -58,13 +58,14 @@ def _register_zoo() -> None:
             id=p.id, title=p.title, family="mmseg", num_classes=len(DATASETS[p.dataset][0]), licence=p.licence,
             source=p.source, loader=_mmseg(p.id), weights=lambda pid=p.id: [MMSEG_PRESETS[pid].weights_path()],
             description=f"{p.notes} Needs mmsegmentation (requirements-mm.txt); weights {p.filename} "
-                        "downloaded on first use.",
+                        "downloaded on first use.", download_mb=p.size_mb,
         ))
     for p in HF_PRESETS.values():
         register(ModelEntry(
             id=p.id, title=p.title, family="segformer", num_classes=len(DATASETS[p.dataset][0]), licence=p.licence,
             source=p.source, loader=_hf_segformer(p.id), weights=lambda pid=p.id: [HF_PRESETS[pid].weights_path()],
-            description=f"{p.notes} Needs transformers; weights downloaded on first use.",
+            description=f"{p.notes} Needs transformers; weights downloaded on first use (or preloaded into the "
+                        "Hugging Face cache).", download_mb=p.size_mb, hub=True,
         ))
 
 
