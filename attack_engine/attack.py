@@ -10,11 +10,12 @@ attack changes (a per-pixel objective, :mod:`attack_engine.losses`).  The caller
 
 ``model`` maps an RGB batch in [0, 1] ``[B,3,H,W]`` to logits ``[B,C,H,W]`` (see ``attack_engine.models``).
 
-APGD follows the paper's reference code: stages (2ε, 1.5ε, ε) over (⌊0.3N⌋, ⌊0.3N⌋, rest) iterations,
-step size 2ε_stage halved at checkpoints (first after ⌊0.22 N_s⌋, then shrinking by ⌊0.03 N_s⌋ to at
-least ⌊0.06 N_s⌋) when the control objective (mean pixel CE) oscillates or stalls, momentum 0.75, q/λ
-schedules restarting per stage, the max-CE iterate handed to the next stage, and the result being the
-per-image iterate of the last stage with the lowest pixel accuracy.
+APGD follows the paper's reference code (``aam-at/tsallis_pgd``, ``autopgd.py``; pinned by recorded fixtures in
+``tests/test_apgd_reference.py``): stages (2ε, 1.5ε, ε) over (⌊0.3N⌋, ⌊0.3N⌋, rest) iterations, step size
+2ε_stage halved at checkpoints (:func:`apgd_checkpoints`; never at a stage's first) when the control objective
+(mean pixel CE) oscillates or stalls, momentum 0.75, q/λ schedules restarting per stage, the max-CE iterate
+handed to the next stage, and the result being the per-image iterate of the last stage with the lowest pixel
+accuracy.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from attack_engine.losses import pixel_terms, plain_pixel_loss
 from attack_engine.metrics import confusion_matrix, mean_iou, pixel_accuracy
@@ -104,7 +106,7 @@ class StepRecord:
     step_size: torch.Tensor  # [B] step size for the next step
     param: float | None  # q (tsallis) or λ (segpgd)
     loss: torch.Tensor  # [B] mean pixel objective of the attack
-    ce: torch.Tensor  # [B] mean pixel CE (APGD's control objective)
+    ce: torch.Tensor  # [B] mean pixel CE (APGD: its control objective, float32 as in the reference)
     acc: torch.Tensor  # [B] pixel accuracy vs the labels (targeted: share of pixels at the target)
     miou: torch.Tensor  # [B]
     best_acc: torch.Tensor  # [B] best (lowest; targeted: highest) accuracy among eligible iterates, NaN if none yet
@@ -150,10 +152,33 @@ def apgd_stages(steps: int, multi_eps: bool = True) -> list[tuple[float, int]]:
     return [s for s in stages if s[1] > 0]
 
 
-def apgd_checkpoints(n: int) -> list[int]:
-    """Iteration counts (1-based, within a stage of n) after which the step size may be halved."""
+@dataclass(frozen=True)
+class StepSizeRule:
+    """APGD's checkpoint schedule and first-checkpoint behaviour.
+
+    ``min_decrement``: the interval between checkpoints shrinks by ``max(⌊0.03 n⌋, min_decrement)``.
+    ``halve_at_first``: whether the first checkpoint of a stage can halve (oscillation counted from the
+    stage's start point); the reference never halves there.
+    """
+
+    name: str
+    min_decrement: int
+    halve_at_first: bool
+
+
+REFERENCE_RULE = StepSizeRule("reference", min_decrement=1, halve_at_first=False)
+# The rule this engine used before 2026-12-01 (kept only so bench/apgd_rule_study.py can compare the two).
+LEGACY_RULE = StepSizeRule("legacy", min_decrement=0, halve_at_first=True)
+
+
+def apgd_checkpoints(n: int, rule: StepSizeRule = REFERENCE_RULE) -> list[int]:
+    """Iteration counts (1-based, within a stage of n) after which the step size may be halved.
+
+    The reference's rule: the first after ``k = max(⌊0.22 n⌋, 1)`` iterations, then
+    ``k <- max(k - max(⌊0.03 n⌋, 1), max(⌊0.06 n⌋, 1))``.
+    """
     k = max(int(0.22 * n), 1)
-    dec, kmin = int(0.03 * n), max(int(0.06 * n), 1)
+    dec, kmin = max(int(0.03 * n), rule.min_decrement), max(int(0.06 * n), 1)
     out, pos = [], k
     while pos <= n:
         out.append(pos)
@@ -205,6 +230,9 @@ class AttackRun:
         region: targeted mode: optional bool mask ``[B,H,W]`` of the pixels to push to ``target``.
         noise_seeds: optional one seed per image for the random start (each image's noise then depends on its own
             seed only, not on the batch it is in); default: one generator seeded by ``config.seed`` for the batch.
+        x_init: optional start point ``[B,3,H,W]`` replacing the random start (projected onto the first ball, as
+            the reference's ``xstart``); for reproducing another implementation's run from the same start.
+        step_rule: APGD's step-size rule; :data:`REFERENCE_RULE` (the paper's code) unless comparing variants.
     """
 
     def __init__(
@@ -218,6 +246,8 @@ class AttackRun:
         target: int | torch.Tensor | None = None,
         region: torch.Tensor | None = None,
         noise_seeds: list[int] | None = None,
+        x_init: torch.Tensor | None = None,
+        step_rule: StepSizeRule = REFERENCE_RULE,
     ) -> None:
         self.model = model
         self.cfg = config or AttackConfig()
@@ -230,6 +260,12 @@ class AttackRun:
             raise ValueError("x must be finite and within [0, 1]")
         self.x0 = x.detach()
         b = x.shape[0]
+        if x_init is not None and (x_init.shape != x.shape or not torch.isfinite(x_init).all()):
+            raise ValueError(f"x_init must be finite with the shape of x {tuple(x.shape)}")
+        self.x_init = None if x_init is None else x_init.detach().to(x.device, x.dtype)
+        if not isinstance(step_rule, StepSizeRule):
+            raise ValueError("step_rule must be a StepSizeRule (e.g. attack_engine.attack.REFERENCE_RULE)")
+        self.step_rule = step_rule
         with torch.no_grad():
             clean_logits = model(self.x0)
         self.num_classes = clean_logits.shape[1]
@@ -274,23 +310,38 @@ class AttackRun:
         e = _per_image(eps)
         return self.x0 + torch.maximum(torch.minimum(x - self.x0, e), -e)
 
-    def _evaluate(self, x: torch.Tensor, step: int, total: int, last: bool = False):
+    def _control_objective(self, logits: torch.Tensor, terms) -> torch.Tensor:
+        """APGD's control objective as the reference computes it: ``F.cross_entropy`` in the logits' dtype (float32
+        for half types), mean over all pixels (ignored ones count 0), per image; negated for targeted runs.
+
+        Not our float64 CE: late in a stage the objective moves by float32 rounding steps, and whether it "stalled"
+        (condition 2 of the step-size rule) depends on exactly that arithmetic.
+        """
+        z = logits.detach()
+        z = z if z.dtype in (torch.float32, torch.float64) else z.float()
+        labels = torch.where(terms.valid, self.attack_labels, torch.full_like(self.attack_labels, self.cfg.ignore_index))
+        ce = F.cross_entropy(z, labels, ignore_index=self.cfg.ignore_index, reduction="none")
+        return self.sign * ce.flatten(1).mean(1)
+
+    def _evaluate(self, x: torch.Tensor, step: int, total: int, last: bool = False, control: bool = False):
         """One forward + backward at ``x``: gradient, the per-pixel terms and per-image scalars.
 
         ``last``: no step follows this evaluation, so with telemetry off (where no record shows the gradient) the
-        backward pass is skipped and ``grad`` is None.
+        backward pass is skipped and ``grad`` is None.  ``control``: also return APGD's control objective (else None).
         """
         cfg = self.cfg
         if last and not cfg.telemetry:
             with torch.no_grad():
                 x = x.detach()
+                logits = self.model(x)
                 terms = pixel_terms(
-                    cfg.attack, self.model(x), self.attack_labels, step=step, total=total,
+                    cfg.attack, logits, self.attack_labels, step=step, total=total,
                     q=cfg.q_schedule, ignore_index=cfg.ignore_index,
                     with_grad_norm=False, workspace=self._workspace,
                 )
                 loss_img = terms.loss.flatten(1).mean(1)
-            return None, None, terms, loss_img, x
+                ctrl = self._control_objective(logits, terms) if control else None
+            return None, None, terms, loss_img, x, ctrl
         x = x.detach().requires_grad_(True)
         logits = self.model(x)
         terms = pixel_terms(
@@ -298,12 +349,14 @@ class AttackRun:
             q=cfg.q_schedule, ignore_index=cfg.ignore_index,
             with_grad_norm=cfg.telemetry, workspace=self._workspace,
         )
+        ctrl = self._control_objective(logits, terms) if control else None
         if cfg.numerics == "plain":
             plain = plain_pixel_loss(cfg.attack, logits, self.attack_labels, step=step, total=total,
                                      q=cfg.q_schedule,
                                      ignore_index=cfg.ignore_index).flatten(1).mean(1)
             (grad,) = torch.autograd.grad((self.sign * plain).sum(), x)
-            return grad.detach(), torch.ones_like(plain).double(), terms, terms.loss.detach().flatten(1).mean(1), x.detach()
+            return (grad.detach(), torch.ones_like(plain).double(), terms, terms.loss.detach().flatten(1).mean(1),
+                    x.detach(), ctrl)
         loss_img = terms.loss.flatten(1).mean(1)
         with torch.no_grad():  # log of the largest per-pixel |d loss_img / dz|, then the factor that lifts it
             top = terms.log_grad.flatten(1).amax(1) - math.log(terms.log_grad[0].numel())
@@ -311,11 +364,11 @@ class AttackRun:
             scale = torch.where(torch.isfinite(top), torch.exp((target - top).clamp(-700, 700)), 1.0)
         (grad,) = torch.autograd.grad((self.sign * scale * loss_img).sum(), x)
         grad = torch.nan_to_num(grad, nan=0.0)  # guard: an overflow in the model's backward must not poison x
-        return grad.detach(), scale, terms, loss_img.detach(), x.detach()
+        return grad.detach(), scale, terms, loss_img.detach(), x.detach(), ctrl
 
     def _record(self, x, grad, scale, terms, loss_img, acc, miou, *, index, iteration, stage, stage_step, stage_total,
-                eps, eta, best_acc, best_index) -> StepRecord:
-        ce_img = terms.ce.flatten(1).mean(1)
+                eps, eta, best_acc, best_index, ce: torch.Tensor | None = None) -> StepRecord:
+        ce_img = terms.ce.flatten(1).mean(1) if ce is None else ce
         rec = StepRecord(
             index=index, iteration=iteration, stage=stage, stage_step=stage_step, stage_total=stage_total,
             eps=eps.clone(), step_size=eta.clone(), param=terms.param, loss=loss_img.float(), ce=ce_img.float(),
@@ -389,10 +442,10 @@ class AttackRun:
         cfg = self.cfg
         n = cfg.steps
         eta = torch.full_like(self.eps, cfg.step_size) if cfg.step_size is not None else self.eps / 4
-        x = self._random_start(self.eps)
+        x = self._random_start(self.eps) if self.x_init is None else self._project(self.x_init, self.eps)
         best = _BestIterate(x, self.clean_pred)
         for i in range(n + 1):
-            grad, scale, terms, loss_img, x = self._evaluate(x, i, n, last=i == n)
+            grad, scale, terms, loss_img, x, _ = self._evaluate(x, i, n, last=i == n)
             acc, miou = self._metrics(terms.pred)
             best.update(self._success(acc), acc, self.records, x, terms.pred)
             yield self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=i, stage=0, stage_step=i,
@@ -404,43 +457,35 @@ class AttackRun:
 
     def _apgd(self) -> Iterator[StepRecord]:
         cfg = self.cfg
-        b = self.x0.shape[0]
-        dev = self.x0.device
         stages = apgd_stages(cfg.steps, cfg.multi_eps)
-        x = self._random_start(self.eps * stages[0][0])
+        x = self._random_start(self.eps * stages[0][0]) if self.x_init is None else self.x_init.clone()
         iteration = 0
         best = _BestIterate(x, self.clean_pred)  # only the last stage (radius ε) is eligible
         for si, (mult, n) in enumerate(stages):
             last = si == len(stages) - 1
             eps = self.eps * mult
             x = self._project(x, eps)
-            eta = 2 * eps
-            checkpoints = set(apgd_checkpoints(n))
-            grad, scale, terms, loss_img, x = self._evaluate(x, 0, n)
-            obj = self.sign * terms.ce.flatten(1).mean(1)
+            grad, scale, terms, loss_img, x, obj = self._evaluate(x, 0, n, control=True)
+            ctl = _StepControl(2 * eps, obj, n, self.step_rule)
             best_obj, x_best_obj, g_best = obj.clone(), x.clone(), grad.clone()
-            obj_last_check = best_obj.clone()
-            reduced_last = torch.ones(b, dtype=torch.bool, device=dev)
-            n_incr = torch.zeros(b, device=dev)
             acc, miou = self._metrics(terms.pred)
             if last:
                 best.update(self._success(acc), acc, self.records, x, terms.pred)
             yield self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
-                               stage_step=0, stage_total=n, eps=eps, eta=eta, best_acc=best.acc, best_index=best.index)
+                               stage_step=0, stage_total=n, eps=eps, eta=ctl.eta, best_acc=best.acc,
+                               best_index=best.index, ce=self.sign * obj)
             self.records += 1
-            x_prev, obj_prev, k_prev = x, obj, 0
+            x_prev = x
             for i in range(n):
                 d = x - x_prev
                 x_prev = x
-                x1 = self._project(x + _per_image(eta) * grad.sign(), eps)
+                x1 = self._project(x + _per_image(ctl.eta) * grad.sign(), eps)
                 if i > 0:
                     x1 = self._project(x + 0.75 * (x1 - x) + 0.25 * d, eps)
-                grad, scale, terms, loss_img, x = self._evaluate(x1, i + 1, n, last=i == n - 1)
+                grad, scale, terms, loss_img, x, obj = self._evaluate(x1, i + 1, n, last=i == n - 1, control=True)
                 iteration += 1
-                obj = self.sign * terms.ce.flatten(1).mean(1)
-                n_incr += (obj > obj_prev).float()
-                obj_prev = obj
-                up = obj >= best_obj
+                ctl.observe(obj)
+                up = obj >= best_obj  # ties go to the later iterate
                 best_obj = torch.where(up, obj, best_obj)
                 x_best_obj = torch.where(_per_image(up), x, x_best_obj)
                 if grad is not None:  # None after the stage's last evaluation (telemetry off): no step follows
@@ -449,27 +494,62 @@ class AttackRun:
                 if last:
                     best.update(self._success(acc), acc, self.records, x, terms.pred)
                 rec = self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
-                                   stage_step=i + 1, stage_total=n, eps=eps, eta=eta, best_acc=best.acc,
-                                   best_index=best.index)
-                if (i + 1) in checkpoints:
-                    k = (i + 1) - k_prev
-                    k_prev = i + 1
-                    oscillating = n_incr <= 0.75 * k
-                    stalled = (~reduced_last) & (obj_last_check >= best_obj)
-                    halve = oscillating | stalled
-                    reduced_last = halve
-                    obj_last_check = best_obj.clone()
-                    n_incr.zero_()
-                    eta = torch.where(halve, eta / 2, eta)
+                                   stage_step=i + 1, stage_total=n, eps=eps, eta=ctl.eta, best_acc=best.acc,
+                                   best_index=best.index, ce=self.sign * obj)
+                halve = ctl.checkpoint(i + 1, best_obj)
+                if halve is not None:  # jump back to the best-objective iterate and its gradient where halved
                     x = torch.where(_per_image(halve), x_best_obj, x)
                     if grad is not None:
                         grad = torch.where(_per_image(halve), g_best, grad)
-                    rec.step_size = eta.clone()
+                    rec.step_size = ctl.eta.clone()
                 yield rec
                 self.records += 1
             if not last:
-                x = x_best_obj
+                x = self._project(x_best_obj, eps)  # as the reference: the stage returns its max-objective iterate
         self._finish(best)
+
+
+class _StepControl:
+    """APGD's per-image step size for one stage: halved at checkpoints where the objective oscillates or stalls.
+
+    Condition 1 (oscillation): at most ρ·k = 0.75 k of the k objective changes since the last checkpoint were
+    increases; at the first checkpoint that window would reach back before the stage's first step, and the
+    reference then reports no oscillation (``rule.halve_at_first`` = False).  Condition 2 (stall): not halved at
+    the last checkpoint and the best objective did not improve since; it starts off.
+    """
+
+    def __init__(self, eta: torch.Tensor, obj0: torch.Tensor, n: int, rule: StepSizeRule) -> None:
+        self.eta = eta
+        self.rule = rule
+        self.checkpoints = set(apgd_checkpoints(n, rule))
+        self.obj_prev = obj0
+        self.n_incr = torch.zeros_like(obj0)
+        self.reduced_last = torch.ones_like(obj0, dtype=torch.bool)
+        self.obj_last_check = obj0.clone()  # unused until condition 2 can fire (after the first checkpoint)
+        self.k_prev = 0
+
+    def observe(self, obj: torch.Tensor) -> None:
+        """Count an increase of the objective after one step."""
+        self.n_incr += (obj > self.obj_prev).to(self.n_incr.dtype)
+        self.obj_prev = obj
+
+    def checkpoint(self, done: int, best_obj: torch.Tensor) -> torch.Tensor | None:
+        """After ``done`` steps of the stage: the per-image halving mask at a checkpoint (eta updated), else None."""
+        if done not in self.checkpoints:
+            return None
+        k, first = done - self.k_prev, self.k_prev == 0
+        self.k_prev = done
+        if first and not self.rule.halve_at_first:
+            oscillating = torch.zeros_like(self.reduced_last)
+        else:
+            oscillating = self.n_incr <= 0.75 * k
+        stalled = (~self.reduced_last) & (self.obj_last_check >= best_obj)
+        halve = oscillating | stalled
+        self.reduced_last = halve
+        self.obj_last_check = best_obj.clone()
+        self.n_incr.zero_()
+        self.eta = torch.where(halve, self.eta / 2, self.eta)
+        return halve
 
 
 def run_attack(model: Model, x: torch.Tensor, labels: torch.Tensor | None = None, **config) -> AttackResult:

@@ -16,7 +16,7 @@ def test_apgd_stage_layout_for_300():
 
 
 def test_apgd_checkpoints_for_paper_stages():
-    # first after floor(0.22 N), then k <- max(k - floor(0.03 N), floor(0.06 N))
+    # first after max(floor(0.22 N), 1), then k <- max(k - max(floor(0.03 N), 1), max(floor(0.06 N), 1))
     assert apgd_checkpoints(90) == [19, 36, 51, 64, 75, 84]
     assert apgd_checkpoints(120) == [26, 49, 69, 86, 100, 111, 119]
 
