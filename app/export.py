@@ -7,9 +7,7 @@ import base64
 import csv
 import datetime as dt
 import io
-import json
 import math
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -32,7 +30,8 @@ def _png_b64(arr: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _from_png_b64(text: str) -> np.ndarray:
+def from_png_b64(text: str) -> np.ndarray:
+    """The image a run card stores (base64 PNG) as an array."""
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(text))))
 
 
@@ -67,34 +66,8 @@ def run_card(traj: Trajectory) -> dict[str, Any]:
             "result_miou": _f(info.extra.get("result_miou", math.nan)),
         },
         "per_record": {"acc": [_f(v) for v in traj.scalars("acc")], "miou": [_f(v) for v in traj.scalars("miou")]},
-        "how_to_rerun": "from app.export import rerun_card; rerun_card(json.load(open(PATH)))",
+        "how_to_rerun": "from app.runner import rerun_card; rerun_card(json.load(open(PATH)))",
     }
-
-
-def rerun_card(card: dict | str | Path, records: int | None = None) -> Trajectory:
-    """Run the card's config again on its exact input with its model; returns the new trajectory.
-
-    ``records`` limits the run (default: as many records as the card has).  On the same machine type the
-    per-record accuracies equal the card's.
-    """
-    from app.runner import LiveRun, Prepared
-    from attack_engine import AttackConfig
-    from attack_engine.models import load_model
-
-    if not isinstance(card, dict):
-        card = json.loads(Path(card).read_text())
-    if card.get("format") != CARD_FORMAT:
-        raise ValueError(f"not a run card (format {card.get('format')!r})")
-    model = load_model(card["model"])
-    src = card["source"]
-    image = _from_png_b64(src["image_png"]).astype(np.uint8)
-    labels = None if not src.get("labels_png") else _from_png_b64(src["labels_png"]).astype(np.int64)
-    cfg = AttackConfig(**card["config"])
-    live = LiveRun(model, Prepared(image, labels, src.get("example") or "upload", model.info.id), cfg)
-    limit = records if records is not None else card.get("records") or live.traj.info.expected_records
-    while len(live.traj) < limit and live.step():
-        pass
-    return live.traj
 
 
 # -- tables and pictures --------------------------------------------------------------------------------

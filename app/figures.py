@@ -106,6 +106,14 @@ def dimmed(image: np.ndarray, scale: float = 0.45, offset: float = 60.0) -> Imag
     return Image.fromarray(g, "L").convert("RGB")
 
 
+def background(traj: Trajectory) -> Image.Image:
+    """Dimmed grey copy of the run's clean view image (background of the flip panels), drawn once per run."""
+    bg = traj.view_cache.get("background")
+    if bg is None:
+        bg = traj.view_cache["background"] = dimmed(traj.image_v)
+    return bg
+
+
 def _paletted(codes: np.ndarray, lut: np.ndarray) -> Image.Image:
     """uint8 codes + a ≤256×3 colour table -> RGB image (the lookup runs in Pillow's C code)."""
     im = Image.fromarray(np.ascontiguousarray(codes, dtype=np.uint8), "P")

@@ -8,14 +8,17 @@ Nothing here computes attack maths; it resizes the input per the engine's resize
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from app import limits as lm
+from app.export import CARD_FORMAT, from_png_b64
 from app.trajectory import RunInfo, Trajectory
 from attack_engine import AttackConfig, AttackRun
 from attack_engine.attack import apgd_stages
@@ -242,5 +245,23 @@ def start_run(model_id: str, image, mask, cfg: AttackConfig, source: str = "uplo
     return LiveRun(model, prepare(image, mask, model, source), cfg, light=light)
 
 
-def fmt_pct(v: float) -> str:
-    return "–" if v is None or not math.isfinite(v) else f"{100 * v:.1f}%"
+def rerun_card(card: dict | str | Path, records: int | None = None) -> Trajectory:
+    """Run the card's config again on its exact input with its model; returns the new trajectory.
+
+    ``records`` limits the run (default: as many records as the card has).  On the same machine type the
+    per-record accuracies equal the card's.
+    """
+    if not isinstance(card, dict):
+        card = json.loads(Path(card).read_text())
+    if card.get("format") != CARD_FORMAT:
+        raise ValueError(f"not a run card (format {card.get('format')!r})")
+    model = load_model(card["model"])
+    src = card["source"]
+    image = from_png_b64(src["image_png"]).astype(np.uint8)
+    labels = None if not src.get("labels_png") else from_png_b64(src["labels_png"]).astype(np.int64)
+    cfg = AttackConfig(**card["config"])
+    live = LiveRun(model, Prepared(image, labels, src.get("example") or "upload", model.info.id), cfg)
+    limit = records if records is not None else card.get("records") or live.traj.info.expected_records
+    while len(live.traj) < limit and live.step():
+        pass
+    return live.traj

@@ -165,7 +165,7 @@ class Trajectory:
         self.hist: list[np.ndarray] = []
         self.first_flip = np.full((vh, vw), -1, dtype=np.int32)
         self.finished = False
-        self._background = None  # PIL image, built on first use
+        self.view_cache: dict[str, Any] = {}  # drawings the views derive once per run (app.figures.background)
 
     # -- filling ----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -236,14 +236,6 @@ class Trajectory:
         ho, wo = src
         s = max(hv / ho, wv / wo)
         return max(1, round(ho * s)), max(1, round(wo * s))
-
-    def background(self):
-        """Dimmed grey copy of the clean view image (cached; background of the flip panels)."""
-        if self._background is None:
-            from app.figures import dimmed
-
-            self._background = dimmed(self.image_v)
-        return self._background
 
     @property
     def has_telemetry(self) -> bool:

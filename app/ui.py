@@ -887,7 +887,7 @@ class App:
                     debug_tab.build()
                     with gr.Tab("Export & share", id="export"):
                         gr.Markdown("Download the recorded run. The **run card** holds the exact input, model and "
-                                    "config: `app.export.rerun_card(card)` reproduces it. The **link** restores "
+                                    "config: `app.runner.rerun_card(card)` reproduces it. The **link** restores "
                                     "these controls (and the example) in a new tab.")
                         export_btn = gr.Button("⬇ Export current run", variant="primary", elem_id="export_btn")
                         share = gr.Textbox(label="Shareable link", buttons=["copy"], elem_id="share_link")

@@ -163,8 +163,8 @@ def render_main(traj: Trajectory, k: int | None = None, probe_yx: tuple[int, int
             note = (note + "  \n" if note else "") + (f"_This shipped run keeps the perturbation of every few records: "
                                                      f"the adversarial image and δ shown are from record {dk}._")
     imgs["seg"] = fg.seg_overlay(traj.image_v, pred, info.palette, ignore_index=info.ignore_index)
-    imgs["flipped"] = fg.flipped_image(traj.background(), pred, traj.clean_pred_v, traj.labels_v, traj.valid_v)
-    imgs["firstflip"] = fg.first_flip_image(traj.background(), traj.first_flip_at(k),
+    imgs["flipped"] = fg.flipped_image(fg.background(traj), pred, traj.clean_pred_v, traj.labels_v, traj.valid_v)
+    imgs["firstflip"] = fg.first_flip_image(fg.background(traj), traj.first_flip_at(k),
                                             max(info.expected_records, len(traj)))
     if traj.has_telemetry:
         imgs["weight"] = fg.weight_image(traj.weight[k])
@@ -200,7 +200,7 @@ def compare_tiles(trajs: dict[str, Trajectory], k: int) -> Image.Image:
         kk = t.clamp(k)
         info = t.info
         seg = fg.seg_overlay(t.image_v, t.pred[kk], info.palette, ignore_index=info.ignore_index)
-        fl = fg.flipped_image(t.background(), t.pred[kk], t.clean_pred_v, t.labels_v, t.valid_v)
+        fl = fg.flipped_image(fg.background(t), t.pred[kk], t.clean_pred_v, t.labels_v, t.valid_v)
         pair = fg.grid_image([seg, fl], cols=2, pad=2)
         sub = f"record {kk}: acc {_pct(t.get('acc', kk))}, mIoU {_pct(t.get('miou', kk))}"
         tiles.append(fg.label_tile(pair, name, sub))

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 import app  # noqa: F401
-from app.export import config_query, evolution_gif, panels_png, parse_query, records_csv, rerun_card, run_card
-from app.runner import make_config, start_run
+from app.export import config_query, evolution_gif, panels_png, parse_query, records_csv, run_card
+from app.runner import make_config, rerun_card, start_run
 from app.standin import register_standin, synthetic_image
 
 

@@ -187,7 +187,8 @@ def test_hosted_mode_never_unpickles(tmp_path, monkeypatch):
 
 
 def test_run_card_cannot_name_a_path(tmp_path):
-    from app.export import CARD_FORMAT, rerun_card
+    from app.export import CARD_FORMAT
+    from app.runner import rerun_card
 
     for bad in ("../../etc/passwd", str(tmp_path / "model.pt"), "http://127.0.0.1:1/model"):
         with pytest.raises(KeyError, match="unknown model"):

@@ -149,7 +149,7 @@ def _max_overlap(intervals: list[tuple[float, float]]) -> int:
 def test_concurrent_sessions_queue_and_memory(server, report_figure, tmp_path):
     from gradio_client import Client
 
-    from app.export import rerun_card
+    from app.runner import rerun_card
     from app.standin import register_standin
 
     register_standin()

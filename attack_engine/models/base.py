@@ -9,11 +9,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+
+
+class ModelUnavailable(RuntimeError):
+    """The model's weights are not on this machine (and cannot be downloaded): the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -119,3 +127,24 @@ class SegModel(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.info.num_classes
+
+
+@dataclass
+class ModelEntry:
+    """One model in the registry (:mod:`attack_engine.models.registry`): metadata and how to build it."""
+
+    id: str
+    title: str
+    family: str  # "bundled", "mmseg", "segformer", "custom"
+    num_classes: int
+    licence: str
+    source: str
+    loader: Callable[..., SegModel] = field(repr=False)
+    weights: Callable[[], list[Path]] = field(repr=False, default=lambda: [])  # files that must exist
+    description: str = ""
+    download_mb: float = 0.0  # size of the weights a first use downloads (0: nothing to download)
+    hub: bool = False  # weights come from the Hugging Face Hub (HF_HUB_OFFLINE applies)
+
+    def available(self) -> bool:
+        """True when every weight file is on this machine (no download needed)."""
+        return all(p.exists() for p in self.weights())

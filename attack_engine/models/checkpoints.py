@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from attack_engine.models.registry import ModelUnavailable
+from attack_engine.models.base import ModelUnavailable
 
 DEFAULT_CACHE = Path("~/.cache/tsallispgd")
 CONNECT_TIMEOUT_S = 10.0

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from attack_engine.models.base import ModelInfo, SegModel, default_palette
+from attack_engine.models.base import ModelInfo, ModelUnavailable, SegModel, default_palette
 from attack_engine.models.checkpoints import (
     cache_dir,
     ensure_file,
@@ -32,7 +32,6 @@ from attack_engine.models.checkpoints import (
     openmmlab_hash,
     read_checkpoint,
 )
-from attack_engine.models.registry import ModelUnavailable
 
 OPENMMLAB_URL = "https://download.openmmlab.com/mmsegmentation/v0.5/"
 MMSEG_LICENCE = "Apache-2.0 (mmsegmentation code and weights)"

@@ -5,42 +5,15 @@ Entries are cheap to list (no weights loaded); :func:`load_model` builds the ada
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import torch
 
-from attack_engine.models.base import SegModel
+from attack_engine.models import zoo
+from attack_engine.models.base import ASSETS, ModelEntry, ModelUnavailable, SegModel
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
+__all__ = ["ASSETS", "DEFAULT_MODEL", "ModelEntry", "ModelUnavailable", "describe_models", "get_entry", "list_models",
+           "load_model", "register"]
+
 DEFAULT_MODEL = "mediapipe-selfie"
-
-
-class ModelUnavailable(RuntimeError):
-    """The model's weights are not on this machine (and cannot be downloaded): the message says what to do."""
-
-
-@dataclass
-class ModelEntry:
-    """One model in the registry."""
-
-    id: str
-    title: str
-    family: str  # "bundled", "mmseg", "segformer", "custom"
-    num_classes: int
-    licence: str
-    source: str
-    loader: Callable[..., SegModel] = field(repr=False)
-    weights: Callable[[], list[Path]] = field(repr=False, default=lambda: [])  # files that must exist
-    description: str = ""
-    download_mb: float = 0.0  # size of the weights a first use downloads (0: nothing to download)
-    hub: bool = False  # weights come from the Hugging Face Hub (HF_HUB_OFFLINE applies)
-
-    def available(self) -> bool:
-        """True when every weight file is on this machine (no download needed)."""
-        return all(p.exists() for p in self.weights())
-
 
 _REGISTRY: dict[str, ModelEntry] = {}
 _CACHE: dict[tuple[str, str], SegModel] = {}
@@ -83,7 +56,8 @@ def _ensure_builtin() -> None:
     if _BUILTIN_DONE:
         return
     _BUILTIN_DONE = True
-    from attack_engine.models import zoo  # noqa: F401  (registers its entries on import)
+    for entry in zoo.builtin_entries():
+        _REGISTRY.setdefault(entry.id, entry)
 
 
 def describe_models() -> list[dict]:

@@ -33,10 +33,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from attack_engine.models.base import ModelInfo, SegModel, default_palette
+from attack_engine.models.base import ModelInfo, ModelUnavailable, SegModel, default_palette
 from attack_engine.models.checkpoints import cache_dir, ensure_any
 from attack_engine.models.datasets import DATASETS
-from attack_engine.models.registry import ModelUnavailable
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

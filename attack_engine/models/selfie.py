@@ -25,8 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from attack_engine.models.base import ModelInfo, SegModel
-from attack_engine.models.registry import ASSETS, ModelUnavailable
+from attack_engine.models.base import ASSETS, ModelInfo, ModelUnavailable, SegModel
 from attack_engine.models.tflite_replay import TFLiteGraph, ieee_fp32_convs
 
 MODELS_DIR = ASSETS / "models"
