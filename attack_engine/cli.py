@@ -92,9 +92,9 @@ def _record_row(rec: StepRecord) -> dict:
     }
 
 
-def cmd_attack(args: argparse.Namespace) -> int:
-    from attack_engine.images import load_mask, model_size, resize_image, resize_labels, to_tensor, to_uint8
-    from attack_engine.models import DEFAULT_MODEL, load_model
+def _config_from(args: argparse.Namespace) -> tuple[AttackConfig, str, str, str | None, int | None]:
+    """The run's config, model id, image and mask specs and target class: from ``--from-run`` or the flags."""
+    from attack_engine.models import DEFAULT_MODEL
 
     if args.from_run:
         try:
@@ -105,50 +105,65 @@ def cmd_attack(args: argparse.Namespace) -> int:
             raise CLIError(f"cannot read run file {args.from_run!r}: {e}") from None
         if image_spec.startswith("example:"):
             image_spec = image_spec.split(":", 1)[1]
-    else:
-        if not args.image:
-            raise CLIError("--image is required (a path or an example id)")
-        if args.target_class is not None and args.target_class < 0:
-            raise CLIError("--target-class must be >= 0")
-        cfg = AttackConfig(
-            attack=args.attack, optimizer=args.optimizer, eps=args.eps, steps=args.steps, step_size=args.step_size,
-            schedule=args.schedule, seed=args.seed, random_start=not args.no_random_start,
-            multi_eps=not args.single_eps, targeted=args.target_class is not None,
-        )
-        model_id, image_spec, mask_spec = args.model or DEFAULT_MODEL, args.image, args.mask
-    img, example_mask, image_ref = _resolve_image(image_spec)
-    if Path(model_id).is_file():
-        from attack_engine.models.custom import load_custom
+        return cfg, model_id, image_spec, mask_spec, card.get("target_class")
+    if not args.image:
+        raise CLIError("--image is required (a path or an example id)")
+    if args.target_class is not None and args.target_class < 0:
+        raise CLIError("--target-class must be >= 0")
+    cfg = AttackConfig(
+        attack=args.attack, optimizer=args.optimizer, eps=args.eps, steps=args.steps, step_size=args.step_size,
+        schedule=args.schedule, seed=args.seed, random_start=not args.no_random_start,
+        multi_eps=not args.single_eps, targeted=args.target_class is not None,
+    )
+    return cfg, args.model or DEFAULT_MODEL, args.image, args.mask, args.target_class
 
-        model = load_custom(model_id, arch=getattr(args, "arch", None), trusted=True if getattr(args, "trusted", False) else None,
-                            class_names=args.classes.split(",") if getattr(args, "classes", None) else None,
-                            device=args.device).freeze()
+
+def _open_model(model_id: str, args: argparse.Namespace):
+    """A registry model, or a checkpoint file of the user's own (``--arch``, ``--classes``, ``--trusted``)."""
+    from attack_engine.models import load_model
+
+    if not Path(model_id).is_file():
+        return load_model(model_id, device=args.device)
+    from attack_engine.models.custom import load_custom
+
+    return load_custom(model_id, arch=getattr(args, "arch", None), trusted=True if getattr(args, "trusted", False) else None,
+                       class_names=args.classes.split(",") if getattr(args, "classes", None) else None,
+                       device=args.device).freeze()
+
+
+def _labels(mask_spec: str | None, example_mask, img, info, size, device) -> tuple[torch.Tensor | None, str | None]:
+    """The labels at model resolution and where they came from; ``None`` = the clean prediction."""
+    from attack_engine.images import load_mask, resize_labels
+
+    if mask_spec:
+        labels_np, mask_ref = load_mask(mask_spec, info.num_classes, info.ignore_index), mask_spec
+    elif example_mask is not None:
+        labels_np, mask_ref = example_mask, "example"
     else:
-        model = load_model(model_id, device=args.device)
+        return None, None
+    if labels_np.shape != img.shape[:2]:
+        raise CLIError(f"mask is {labels_np.shape[1]}×{labels_np.shape[0]} but the image is {img.shape[1]}×{img.shape[0]}")
+    return resize_labels(torch.from_numpy(labels_np)[None], size).to(device), mask_ref
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from attack_engine.images import model_size, resize_image, to_tensor, to_uint8
+
+    cfg, model_id, image_spec, mask_spec, target_class = _config_from(args)
+    img, example_mask, image_ref = _resolve_image(image_spec)
+    model = _open_model(model_id, args)
     info = model.info
     cfg.ignore_index = info.ignore_index
     x = to_tensor(img)
     size = model_size(tuple(x.shape[-2:]), info.input_size, info.size_multiple)
     x = resize_image(x, size).to(model.device)
-    labels = None
-    mask_ref = None
-    if mask_spec:
-        labels_np = load_mask(mask_spec, info.num_classes, info.ignore_index)
-        mask_ref = mask_spec
-    elif example_mask is not None:
-        labels_np, mask_ref = example_mask, "example"
-    if mask_ref is not None:
-        if labels_np.shape != img.shape[:2]:
-            raise CLIError(f"mask is {labels_np.shape[1]}×{labels_np.shape[0]} but the image is {img.shape[1]}×{img.shape[0]}")
-        labels = resize_labels(torch.from_numpy(labels_np)[None], size).to(model.device)
-    run = AttackRun(model, x, labels, cfg, target=args.target_class if not args.from_run else card.get("target_class"))
-    rows = []
+    labels, mask_ref = _labels(mask_spec, example_mask, img, info, size, model.device)
+    run = AttackRun(model, x, labels, cfg, target=target_class)
     t0 = time.perf_counter()
-    from tqdm import tqdm
-
-    for rec in tqdm(run, total=run.expected_records(), desc=f"{attack_title(cfg.attack)} ({cfg.optimizer})", unit="it",
-                    disable=args.no_progress):
-        rows.append(_record_row(rec))
+    rows = [_record_row(rec) for rec in tqdm(run, total=run.expected_records(), unit="it", disable=args.no_progress,
+                                             desc=f"{attack_title(cfg.attack)} ({cfg.optimizer})")]
     res = run.result
     seconds = time.perf_counter() - t0
     what = "target-class share" if cfg.targeted else "pixel accuracy"
@@ -164,8 +179,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if args.out:
         card = {
             "format": RUN_FORMAT, "model": model_id, "image": image_ref, "mask": mask_spec,
-            "image_sha256": hashlib.sha256(img.tobytes()).hexdigest(), "size": list(size),
-            "target_class": args.target_class if not args.from_run else card.get("target_class"),
+            "image_sha256": hashlib.sha256(img.tobytes()).hexdigest(), "size": list(size), "target_class": target_class,
             "config": cfg.to_dict(), "device": str(args.device), "torch": torch.__version__,
             "clean": {"acc": float(res.clean_acc[0]), "miou": float(res.clean_miou[0])},
             "adversarial": {"acc": float(res.acc[0]), "miou": float(res.miou[0]), "best_index": int(res.best_index[0])},

@@ -16,12 +16,13 @@ matrix exactly as in a single-process run.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -266,17 +267,8 @@ class EvalResult:
     dist: Dist | None = None
 
 
-def run_eval(cfg: EvalConfig, model, dataset: Dataset, d: Dist, log=print) -> EvalResult:
-    """Evaluate ``model`` on ``dataset`` for every method × ε × seed of ``cfg`` (see module docstring)."""
-    t0 = time.perf_counter()
-    info = getattr(model, "info", None)
-    c = int(model.num_classes)
-    size = cfg.size or (tuple(info.input_size) if info is not None and info.input_size else None)
-    if size is None:
-        raise ValueError("this model has no fixed input size; give --size (e.g. 512)")
-    if dataset.num_classes is not None and dataset.num_classes != c and cfg.labels == "gt":
-        raise DatasetError(f"the dataset's labels have {dataset.num_classes} classes but model {cfg.model} has {c}")
-    samples: list[Sample] = dataset.samples[: cfg.max_images] if cfg.max_images else list(dataset.samples)
+def _open_out(cfg: EvalConfig, dataset: Dataset, c: int, size: tuple[int, int], d: Dist) -> dict:
+    """Check that ``cfg.out`` holds this evaluation (or nothing), write its ``run.json`` and read the records done."""
     out = Path(cfg.out)
     fp = cfg.fingerprint(dataset, c, size)
     run_file = out / "run.json"
@@ -293,76 +285,63 @@ def run_eval(cfg: EvalConfig, model, dataset: Dataset, d: Dist, log=print) -> Ev
             run_file.write_text(json.dumps({"fingerprint": fp}, indent=1))
     done = load_records(out / "records")
     _barrier(d)  # every rank has read the records before anyone appends
+    return done
 
-    keys = [CLEAN] + [setting_key(m, e, s) for s in cfg.seeds for m in cfg.methods for e in cfg.eps]
-    bs = cfg.batch_size
-    batches = [samples[i: i + bs] for i in range(0, len(samples), bs)]
-    mine = [b for b in range(len(batches)) if b % d.world == d.rank]
-    ne = len(cfg.eps)
-    records_per_run = expected_records(AttackConfig(optimizer=cfg.optimizer, steps=cfg.steps))
 
-    def pending(batch: list[Sample]) -> list[tuple[Method, int]]:
-        return [(m, s) for s in cfg.seeds for m in cfg.methods
-                if any((smp.id, setting_key(m, e, s)) not in done for smp in batch for e in cfg.eps)]
+def _load_batch(cfg: EvalConfig, dataset: Dataset, batch: list[Sample], size, c: int, device) -> list[torch.Tensor]:
+    """Images ``[B,3,H,W]`` and labels ``[B,H,W]`` (None when the clean prediction serves as labels)."""
+    imgs, labs = [], []
+    for smp in batch:
+        img, lab = dataset.load(smp, want_labels=cfg.labels == "gt")
+        xi, yi = preprocess(img, lab, size, cfg.resize)
+        if yi is not None:
+            check_label_range(yi.numpy(), c, str(smp.label or smp.id))
+        imgs.append(xi)
+        labs.append(yi)
+    return [torch.stack(imgs).to(device), torch.stack(labs).to(device) if cfg.labels == "gt" else None]
 
-    todo = {b: pending(batches[b]) for b in mine}
-    need_clean = {b: any((smp.id, CLEAN) not in done for smp in batches[b]) for b in mine}
-    total_work = sum(len(todo[b]) * len(batches[b]) * ne * records_per_run for b in mine)
-    n_units = len(mine) * len(cfg.methods) * len(cfg.seeds)
-    units_run = sum(len(v) for v in todo.values())
-    if d.main:
-        log(f"{len(samples)} images in {len(batches)} batches of ≤{bs}, {len(cfg.methods)} methods × {ne} ε × "
-            f"{len(cfg.seeds)} seeds, {cfg.steps} steps, {d.world} process(es) on {d.device.type}; "
-            f"rank 0 has {units_run} of its {n_units} units to run")
-    writer = RecordWriter(out / "records" / f"rank{d.rank}.jsonl")
-    bar = tqdm(total=total_work, unit="img·it", unit_scale=True, dynamic_ncols=True, file=sys.stderr, smoothing=0.05,
-               desc="eval", disable=not (cfg.progress and d.main and total_work))
-    ii = 255
-    try:
-        for b in mine:
-            batch = batches[b]
-            if not todo[b] and not need_clean[b]:
-                continue
-            imgs, labs = [], []
-            for smp in batch:
-                img, lab = dataset.load(smp, want_labels=cfg.labels == "gt")
-                xi, yi = preprocess(img, lab, size, cfg.resize)
-                if yi is not None:
-                    check_label_range(yi.numpy(), c, str(smp.label or smp.id))
-                imgs.append(xi)
-                labs.append(yi)
-            x = torch.stack(imgs).to(d.device)
-            with torch.no_grad():
-                clean_pred = model(x).argmax(1)
-            y = torch.stack(labs).to(d.device) if cfg.labels == "gt" else clean_pred.clone()
-            if need_clean[b]:
-                cm = confusion_matrix(clean_pred, y, c, ii)
-                recs = [Record(smp.id, CLEAN, *_sparse(cm[i])) for i, smp in enumerate(batch)]
-                writer.write(recs)
-                done.update({(r.image, r.key): r for r in recs})
-            n = len(batch)
-            xs = x.repeat(ne, 1, 1, 1)  # row e*n + i = image i at eps[e]
-            ys = y.repeat(ne, 1, 1)
-            eps_t = torch.tensor(cfg.eps, dtype=torch.float32).repeat_interleave(n)
-            for m, seed in todo[b]:
-                acfg = AttackConfig(attack=m.attack, optimizer=cfg.optimizer, eps=max(cfg.eps), steps=cfg.steps,
-                                    schedule=m.schedule, seed=seed, telemetry=False, ignore_index=ii)
-                seeds = [image_seed(seed, smp.id) for smp in batch] * ne
-                bar.set_description_str(f"batch {b + 1}/{len(batches)} {m.name} seed {seed}", refresh=False)
-                run = AttackRun(model, xs, ys, acfg, eps=eps_t, noise_seeds=seeds)
-                for _ in run:
-                    bar.update(n * ne)
-                cm = confusion_matrix(run.result.pred, ys, c, ii)
-                recs = [Record(smp.id, setting_key(m, e, seed), *_sparse(cm[ei * n + i]))
-                        for ei, e in enumerate(cfg.eps) for i, smp in enumerate(batch)]
-                writer.write(recs)
-                done.update({(r.image, r.key): r for r in recs})
-    finally:
-        bar.close()
-        writer.close()
 
-    # -- aggregate: my batches' images, summed over ranks ---------------------------------------------
-    my_ids = [smp.id for b in mine for smp in batches[b]]
+def _attack_units(cfg: EvalConfig, model, batch: list[Sample], x, y, units, c: int, bar,
+                  label: str) -> Iterator[list[Record]]:
+    """Every (method, seed) unit of one batch, all ε stacked into the batch; one record per image × ε."""
+    ii, n, ne = 255, len(batch), len(cfg.eps)
+    xs = x.repeat(ne, 1, 1, 1)  # row e*n + i = image i at eps[e]
+    ys = y.repeat(ne, 1, 1)
+    eps_t = torch.tensor(cfg.eps, dtype=torch.float32).repeat_interleave(n)
+    for m, seed in units:
+        acfg = AttackConfig(attack=m.attack, optimizer=cfg.optimizer, eps=max(cfg.eps), steps=cfg.steps,
+                            schedule=m.schedule, seed=seed, telemetry=False, ignore_index=ii)
+        seeds = [image_seed(seed, smp.id) for smp in batch] * ne
+        bar.set_description_str(f"{label} {m.name} seed {seed}", refresh=False)
+        run = AttackRun(model, xs, ys, acfg, eps=eps_t, noise_seeds=seeds)
+        for _ in run:
+            bar.update(n * ne)
+        cm = confusion_matrix(run.result.pred, ys, c, ii)
+        yield [Record(smp.id, setting_key(m, e, seed), *_sparse(cm[ei * n + i]))
+               for ei, e in enumerate(cfg.eps) for i, smp in enumerate(batch)]
+
+
+def _worst_case(cfg: EvalConfig, rows: list[dict], wcm: torch.Tensor, wkeys: list[str]) -> dict[str, dict]:
+    """Per ε and seed: the worst case over methods (mean over images of the per-image minimum accuracy)."""
+    worst: dict[str, dict] = {}
+    by_img: dict[str, dict[str, float]] = {}
+    for r in rows:
+        by_img.setdefault(r["image"], {})[r["key"]] = r["acc"]
+    for wi, wk in enumerate(wkeys):
+        e_s, s_s = wk.split("|")
+        mins = []
+        for accs in by_img.values():
+            vals = [accs[setting_key(m, float(e_s), int(s_s))] for m in cfg.methods]
+            vals = [v for v in vals if not math.isnan(v)]
+            if vals:
+                mins.append(min(vals))
+        worst[wk] = {"eps": float(e_s), "seed": int(s_s), "cm": wcm[wi],
+                     "acc_mean_min": float(np.mean(mins)) if mins else math.nan, "images": len(mins)}
+    return worst
+
+
+def _aggregate(cfg: EvalConfig, done: dict, my_ids: list[str], keys: list[str], c: int, d: Dist, samples):
+    """Sum my images' matrices per setting and per worst case, then over ranks; per-image rows in dataset order."""
     kidx = {k: i for i, k in enumerate(keys)}
     cms = torch.zeros(len(keys), c, c, dtype=torch.int64)
     rows: list[dict] = []
@@ -390,23 +369,66 @@ def run_eval(cfg: EvalConfig, model, dataset: Dataset, d: Dist, log=print) -> Ev
     rows = [r for part in _all_gather(d, rows) for r in part]
     order = {smp.id: i for i, smp in enumerate(samples)}
     rows.sort(key=lambda r: (order[r["image"]], kidx[r["key"]]))
-    worst: dict[str, dict] = {}
-    by_img: dict[str, dict[str, float]] = {}
-    for r in rows:
-        by_img.setdefault(r["image"], {})[r["key"]] = r["acc"]
-    for wi, wk in enumerate(wkeys):
-        e_s, s_s = wk.split("|")
-        mins = []
-        for accs in by_img.values():
-            vals = [accs[setting_key(m, float(e_s), int(s_s))] for m in cfg.methods]
-            vals = [v for v in vals if not math.isnan(v)]
-            if vals:
-                mins.append(min(vals))
-        worst[wk] = {"eps": float(e_s), "seed": int(s_s), "cm": wcm[wi],
-                     "acc_mean_min": float(np.mean(mins)) if mins else math.nan, "images": len(mins)}
+    return {k: cms[i] for i, k in enumerate(keys)}, rows, _worst_case(cfg, rows, wcm, wkeys)
+
+
+def run_eval(cfg: EvalConfig, model, dataset: Dataset, d: Dist, log=print) -> EvalResult:
+    """Evaluate ``model`` on ``dataset`` for every method × ε × seed of ``cfg`` (see module docstring)."""
+    t0 = time.perf_counter()
+    info = getattr(model, "info", None)
+    c = int(model.num_classes)
+    size = cfg.size or (tuple(info.input_size) if info is not None and info.input_size else None)
+    if size is None:
+        raise ValueError("this model has no fixed input size; give --size (e.g. 512)")
+    if dataset.num_classes is not None and dataset.num_classes != c and cfg.labels == "gt":
+        raise DatasetError(f"the dataset's labels have {dataset.num_classes} classes but model {cfg.model} has {c}")
+    samples: list[Sample] = dataset.samples[: cfg.max_images] if cfg.max_images else list(dataset.samples)
+    done = _open_out(cfg, dataset, c, size, d)
+    keys = [CLEAN] + [setting_key(m, e, s) for s in cfg.seeds for m in cfg.methods for e in cfg.eps]
+    bs = cfg.batch_size
+    batches = [samples[i: i + bs] for i in range(0, len(samples), bs)]
+    mine = [b for b in range(len(batches)) if b % d.world == d.rank]
+    ne = len(cfg.eps)
+    records_per_run = expected_records(AttackConfig(optimizer=cfg.optimizer, steps=cfg.steps))
+
+    def pending(batch: list[Sample]) -> list[tuple[Method, int]]:
+        return [(m, s) for s in cfg.seeds for m in cfg.methods
+                if any((smp.id, setting_key(m, e, s)) not in done for smp in batch for e in cfg.eps)]
+
+    todo = {b: pending(batches[b]) for b in mine}
+    need_clean = {b: any((smp.id, CLEAN) not in done for smp in batches[b]) for b in mine}
+    total_work = sum(len(todo[b]) * len(batches[b]) * ne * records_per_run for b in mine)
+    n_units = len(mine) * len(cfg.methods) * len(cfg.seeds)
+    units_run = sum(len(v) for v in todo.values())
+    if d.main:
+        log(f"{len(samples)} images in {len(batches)} batches of ≤{bs}, {len(cfg.methods)} methods × {ne} ε × "
+            f"{len(cfg.seeds)} seeds, {cfg.steps} steps, {d.world} process(es) on {d.device.type}; "
+            f"rank 0 has {units_run} of its {n_units} units to run")
+    writer = RecordWriter(Path(cfg.out) / "records" / f"rank{d.rank}.jsonl")
+    bar = tqdm(total=total_work, unit="img·it", unit_scale=True, dynamic_ncols=True, file=sys.stderr, smoothing=0.05,
+               desc="eval", disable=not (cfg.progress and d.main and total_work))
+    try:
+        for b in mine:
+            batch = batches[b]
+            if not todo[b] and not need_clean[b]:
+                continue
+            x, y = _load_batch(cfg, dataset, batch, size, c, d.device)
+            with torch.no_grad():
+                clean_pred = model(x).argmax(1)
+            y = clean_pred.clone() if y is None else y
+            units = ([[Record(smp.id, CLEAN, *_sparse(cm)) for smp, cm in zip(batch, confusion_matrix(clean_pred, y, c, 255), strict=True)]]
+                     if need_clean[b] else [])
+            for recs in itertools.chain(units, _attack_units(cfg, model, batch, x, y, todo[b], c, bar,
+                                                             f"batch {b + 1}/{len(batches)}")):  # written per unit
+                writer.write(recs)
+                done.update({(r.image, r.key): r for r in recs})
+    finally:
+        bar.close()
+        writer.close()
+    cms, rows, worst = _aggregate(cfg, done, [smp.id for b in mine for smp in batches[b]], keys, c, d, samples)
     _barrier(d)
-    return EvalResult(c, keys, {k: cms[i] for i, k in enumerate(keys)}, rows, worst, len(samples),
-                      time.perf_counter() - t0, units_run, n_units - units_run, d)
+    return EvalResult(c, keys, cms, rows, worst, len(samples), time.perf_counter() - t0, units_run,
+                      n_units - units_run, d)
 
 
 def config_dict(cfg: EvalConfig) -> dict:
