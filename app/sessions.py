@@ -24,6 +24,7 @@ import numpy as np
 
 from app.limits import Limits
 from app.trajectory import HIST_BINS, MAP_SIDE, PROBE_SIDE, SCALARS, TOPK, Trajectory, view_size
+from attack_engine.qlens import SUMMARY_BINS
 
 if TYPE_CHECKING:
     from app.runner import LiveRun
@@ -70,7 +71,8 @@ def traj_nbytes(t: Trajectory | None) -> int:
         return 0
     n = sum(a.nbytes for a in (t.image, t.labels, t.clean_pred, t.image_v, t.labels_v, t.clean_pred_v, t.valid_v,
                                 t.first_flip))
-    for lst in (t.delta, t.pred, t.p_true, t.weight, t.grad, t.topk_cls, t.topk_p, t.hist):
+    for lst in (t.delta, t.pred, t.p_true, t.weight, t.grad, t.topk_cls, t.topk_p, t.hist, t.margin, t.log_ceg,
+                t.qsum):
         n += sum(a.nbytes for a in lst if isinstance(a, np.ndarray))
     return n + len(t) * len(SCALARS) * _SCALAR_BYTES
 
@@ -98,7 +100,7 @@ def estimate_run_bytes(model_hw: tuple[int, int], num_classes: int, records: int
     per = v * pred + len(SCALARS) * _SCALAR_BYTES
     if not light:
         ph, pw = view_size((vh, vw), PROBE_SIDE)
-        per += v * (3 + 3) + 2 * HIST_BINS * 4 + (ph * pw * TOPK * 3 if num_classes > 2 else 0)
+        per += v * (3 + 3 + 3) + 2 * HIST_BINS * 4 + 3 * SUMMARY_BINS * 3 * 4 + (ph * pw * TOPK * 3 if num_classes > 2 else 0)
     return base + records * per
 
 

@@ -10,7 +10,12 @@ Storage per record (maps at "view" resolution, the model resolution capped at :d
 * perturbation ``int8`` (δ / δ_max · 127), prediction ``uint8``/``uint16``;
 * p_y ``uint8`` (linear), weight and ``|∂L/∂z|`` ``uint8`` (log10, fixed ranges :data:`W_LOG`, :data:`G_LOG`);
 * top-k class probabilities on a grid of at most :data:`PROBE_SIDE` per side (the pixel probe);
-* histogram counts of p_y (correct / wrong) from the full-precision maps.
+* histogram counts of p_y (correct / wrong) from the full-precision maps;
+* the q-lens inputs (:mod:`attack_engine.qlens`), area-averaged over valid pixels: the margin
+  ``log p_y - log(1-p_y)`` (``float16`` rounded to 8 significant bits, which compresses better) and
+  ``log ||∂CE/∂z|| - log(1-p_y)`` ``uint8`` on ``[0, log(2)/2]`` (its whole range; 0 for two classes), plus
+  the per-bin share summary from the full-resolution record, so any q's weight, ``|∂L_q/∂z|`` and
+  gradient-mass split follow without a model call.
 """
 
 from __future__ import annotations
@@ -26,16 +31,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from attack_engine import qlens
+
 MAP_SIDE = 384  # per-pixel maps are stored at most this many pixels per side (= the largest panel sent)
 PROBE_SIDE = 64  # top-k class probabilities are kept on a grid of at most this many pixels per side
 TOPK = 3
 HIST_BINS = 40
 W_LOG = (-6.0, 2.0)  # log10 range of the stored gradient weight (relative to CE)
 G_LOG = (-7.0, 1.0)  # log10 range of the stored |dL/dz|
+CEG_EXCESS_MAX = 0.5 * math.log(2.0)  # log ||dCE/dz|| - log(1 - p_y) lies in [0, this]
+LIST_FIELDS = ("p_true", "weight", "grad", "topk_cls", "topk_p", "hist", "margin", "log_ceg", "qsum")
 SCALARS = (
     "index", "iteration", "stage", "stage_step", "stage_total", "eps", "step_size", "param", "loss", "ce",
     "acc", "miou", "best_acc", "best_index", "mass_cc", "mass_uc", "mass_wrong", "flipped",
 )
+
+
+def round_f16(x: np.ndarray, bits: int = 7) -> np.ndarray:
+    """``float16`` keeping ``bits`` of its 10 mantissa bits (round to nearest; relative error ≤ 2^-(bits+1))."""
+    u = np.asarray(x, dtype=np.float16).view(np.uint16).astype(np.uint32)
+    drop = 10 - bits
+    finite = (u & 0x7C00) != 0x7C00
+    r = ((u + (1 << (drop - 1))) >> drop) << drop
+    return np.where(finite & ((r & 0x7C00) != 0x7C00), r, u).astype(np.uint16).view(np.float16)
 
 
 def quantise_log(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -163,6 +181,9 @@ class Trajectory:
         self.topk_cls: list[np.ndarray] = []
         self.topk_p: list[np.ndarray] = []
         self.hist: list[np.ndarray] = []
+        self.margin: list[np.ndarray] = []  # float16 log p_y - log(1 - p_y)
+        self.log_ceg: list[np.ndarray] = []  # uint8 log ||dCE/dz|| - log(1-p_y) on [0, CEG_EXCESS_MAX] (0: ignored)
+        self.qsum: list[np.ndarray] = []  # float32 [3, SUMMARY_BINS, 3] (attack_engine.qlens.share_summary)
         self.first_flip = np.full((vh, vw), -1, dtype=np.int32)
         self.finished = False
         self.view_cache: dict[str, Any] = {}  # drawings the views derive once per run (app.figures.background)
@@ -208,6 +229,8 @@ class Trajectory:
             self.p_true.append(np.clip(np.rint(maps[0] * 255.0), 0, 255).astype(np.uint8))
             self.weight.append(quantise_log(maps[1], *W_LOG))
             self.grad.append(quantise_log10(maps[2], *G_LOG))
+            if getattr(rec, "log_ce_grad", None) is not None:
+                self._lens_append(rec)
         if logits is not None and info.num_classes > 2:
             p = torch.softmax(logits[0].detach().float().cpu(), 0)
             p = _nearest(p, self.probe_hw)
@@ -215,6 +238,27 @@ class Trajectory:
             top = p.topk(kk, dim=0)
             self.topk_cls.append(top.indices.numpy().astype(np.uint16))
             self.topk_p.append(np.clip(np.rint(top.values.numpy() * 255.0), 0, 255).astype(np.uint8))
+
+    def _lens_append(self, rec: Any) -> None:
+        lp = rec.log_p_true[0].detach().double().cpu()
+        lr = rec.log_p_other[0].detach().double().cpu()
+        lc = rec.log_ce_grad[0].detach().double().cpu()
+        valid = torch.isfinite(lc)
+        vf = valid.double()
+        # per pixel: margin log p_y - log(1-p_y), and log ||dCE/dz|| - log(1-p_y) in [0, log(2)/2] (0 for 2 classes)
+        margin = torch.where(valid, lp - lr, 0.0)
+        excess = torch.where(valid, lc - lr, 0.0)
+        maps = _area(torch.stack([margin * vf, excess * vf, vf])[None], self.hw)[0].numpy()
+        ok = (maps[2] > 0) & self.valid_v
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = np.where(ok, maps[0] / maps[2], 0.0)
+            e = np.where(ok, maps[1] / maps[2], np.nan)
+        self.margin.append(round_f16(m))
+        q = np.clip(np.rint(np.nan_to_num(e, nan=0.0) / CEG_EXCESS_MAX * 254.0), 0, 254) + 1
+        self.log_ceg.append(np.where(ok, q, 0).astype(np.uint8))
+        groups = qlens.groups_from_labels(rec.pred[0].detach().cpu().numpy(), self.labels, lp.numpy(),
+                                          self.info.ignore_index, self.info.num_classes)
+        self.qsum.append(qlens.share_summary(lp.numpy(), lc.numpy(), groups))
 
     def _hist_append(self, p_true: np.ndarray, pred: np.ndarray) -> None:
         valid = (self.labels != self.info.ignore_index) & (self.labels >= 0) & (self.labels < self.info.num_classes)
@@ -281,6 +325,26 @@ class Trajectory:
     def grad_at(self, k: int) -> np.ndarray:
         return dequantise_log(self.grad[k], *G_LOG)
 
+    @property
+    def has_lens(self) -> bool:
+        """Whether the q-lens inputs were recorded (runs saved before they existed lack them)."""
+        return bool(self.log_ceg)
+
+    def lens_inputs_at(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(log p_y, log ||∂CE/∂z||, groups)`` at the view resolution (see :mod:`attack_engine.qlens`)."""
+        m = self.margin[k].astype(np.float64)
+        log_p = -np.logaddexp(0.0, -m)  # log sigmoid(margin), stable for saturated margins
+        q = self.log_ceg[k]
+        groups = qlens.groups_from_labels(self.pred[k].astype(np.int64), self.labels_v, log_p,
+                                          self.info.ignore_index, self.info.num_classes)
+        groups = np.where(q > 0, groups, qlens.IGNORED).astype(np.int8)
+        lc = np.where(q > 0, -np.logaddexp(0.0, m) + (q.astype(np.float64) - 1.0) / 254.0 * CEG_EXCESS_MAX, -np.inf)
+        return log_p, lc, groups
+
+    def margin_at(self, k: int) -> np.ndarray:
+        """log p_y - log(1 - p_y) per view pixel (NaN on ignored pixels)."""
+        return np.where(self.log_ceg[k] > 0, self.margin[k].astype(np.float64), np.nan)
+
     def first_flip_at(self, k: int) -> np.ndarray:
         """Record index of each pixel's first flip (vs the clean prediction) up to ``k``; -1 = not yet."""
         return np.where((self.first_flip >= 0) & (self.first_flip <= k), self.first_flip, -1)
@@ -334,7 +398,7 @@ class Trajectory:
                     (k % max(delta_every, 1) == 0 or k in (n - 1, self.best_index()))]
             arrs["delta_keys"] = np.asarray(keep, dtype=np.int32)
             arrs["delta"] = np.stack([self.delta[k] for k in keep])
-        for name in ("p_true", "weight", "grad", "topk_cls", "topk_p", "hist"):
+        for name in LIST_FIELDS:
             lst = getattr(self, name)
             if lst:
                 arrs[name] = np.stack(lst)
@@ -358,7 +422,7 @@ class Trajectory:
             t.delta = [None] * len(t)
             for k, d in zip(z["delta_keys"].tolist(), z["delta"], strict=True):
                 t.delta[k] = d
-        for name in ("p_true", "weight", "grad", "topk_cls", "topk_p", "hist"):
+        for name in LIST_FIELDS:
             if name in z:
                 setattr(t, name, list(z[name]))
         t.first_flip = z["first_flip"].astype(np.int32)

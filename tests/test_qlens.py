@@ -92,3 +92,35 @@ def test_p_star_is_the_peak_of_the_gradient_size():
     for q in (-3.0, -2.0, -1.0, 0.0, 0.5, 0.9):
         assert p[np.argmax(p ** (1 - q) * (1 - p))] == pytest.approx(qlens.p_star(q), abs=1e-4)
     assert qlens.p_star(1.0) == 0.0
+
+
+@pytest.fixture(scope="module")
+def standin_traj(tmp_path_factory):
+    from app.runner import LiveRun, make_config, prepare
+    from app.standin import TinySeg, write_synthetic_example
+
+    folder = tmp_path_factory.mktemp("qlens")
+    ip, mp = write_synthetic_example(folder, 64)
+    model = TinySeg().freeze()
+    cfg = make_config("tsallis", "pgd", 8, 6, 0, 1, "const:-1")
+    return LiveRun(model, prepare(str(ip), str(mp), model, "synthetic"), cfg).run_all()
+
+
+def test_trajectory_lens_at_its_own_q_matches_the_stored_run(standin_traj, tmp_path):
+    t = standin_traj
+    assert t.has_lens and len(t.qsum) == len(t)
+    for k in range(len(t)):
+        own = np.array([t.get(n, k) for n in ("mass_cc", "mass_uc", "mass_wrong")])
+        # the summary is from the full-resolution record: its shares at the run's q are the run's own shares
+        np.testing.assert_allclose(qlens.shares_from_summary(t.qsum[k], -1.0), own, atol=1e-4)
+        lp, lc, groups = t.lens_inputs_at(k)
+        lens = qlens.lens(lp, lc, groups, -1.0)  # view maps (float16 margin) vs the stored uint8 log weight
+        ok = groups >= 0
+        diff = np.abs(np.log10(np.maximum(lens.weight[ok], 1e-6)) - np.log10(np.maximum(t.weight_at(k)[ok], 1e-6)))
+        # half a uint8 step of the stored weight + the margin's rounding (2^-8 relative) times (1-q) = 2, in log10
+        tol = 4.0 / 254 + 1e-3 + 2.0 * np.abs(t.margin_at(k)[ok]) * 2.0 ** -8 / np.log(10.0)
+        assert np.all(diff <= tol)
+    t.save(tmp_path / "r.npz")
+    back = type(t).load(tmp_path / "r.npz")
+    np.testing.assert_array_equal(back.margin[3], t.margin[3])
+    np.testing.assert_array_equal(back.qsum[3], t.qsum[3])
