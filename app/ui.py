@@ -28,6 +28,7 @@ from PIL import Image
 from app import components as cp
 from app import figures as fg
 from app import gpu
+from app import qlens_figures as qf
 from app.export import config_query, evolution_gif, panels_png, parse_query, records_csv, run_card
 from app.inputs import compare_attacks, gallery_index, probe_coords, scrub_paths
 from app.limits import (
@@ -50,6 +51,7 @@ from app.runner import InputError, LiveRun, Prepared, check_schedule, make_confi
 from app.server import edge_middleware, install_refusal_hooks
 from app.sessions import BudgetError, Session, SessionStore, estimate_run_bytes, session_nbytes, traj_nbytes
 from app.sources import PRECOMPUTED_DIR, ExampleItem, bundled_examples, load_precomputed, load_precomputed_compare
+from app.tabs import qlens as qlens_tab
 from app.tabs.debug import DebugTab
 from app.trajectory import Trajectory
 from app.view import (
@@ -80,16 +82,23 @@ EXPLAIN = {
     "seg": "The prediction on the adversarial image at this record (click a pixel to probe it).",
     "gt": "Ground-truth labels, when the example or your upload has them.",
     "flipped": "Changed vs the clean prediction: red = became wrong, blue = became right, yellow = wrong→other wrong.",
-    "firstflip": "When each pixel first flipped: dark purple = early, yellow = late; grey = not (yet).",
-    "weight": "Per-pixel gradient weight relative to CE (log colours: dark = ~0, yellow = ≥100). For TsallisPGD w = p_y^(1−q).",
-    "grad": "|∂L/∂z| per pixel, the gradient each pixel's logits receive (log colours).",
+    "firstflip": "When each pixel first flipped; grey = not (yet). "
+                 + qf.colorbar_html("Plasma", "first record", "last record"),
+    "weight": "Gradient weight relative to CE: the attack's |∂L/∂z| divided by CE's at this pixel. For TsallisPGD "
+              "w = p_y^(1−q) (≤ 1 for q ≤ 1, smallest on wrong pixels). " + qf.map_colorbar("weight"),
+    "grad": "|∂L/∂z| = weight × |∂CE/∂z|: the gradient each pixel's logits actually receive. "
+            + qf.map_colorbar("grad"),
     "hist": "**The core picture.** Bars: pixels by their true-class confidence p_y (green = still correct, red = "
-            "already wrong). Blue line: the weight the attack gives a pixel at that confidence (right axis); dotted: "
-            "the resulting gradient size. A low q puts the weight on confident pixels; q → 1 is plain CE.",
+            "already wrong). Solid line: the weight relative to CE at that confidence (right axis); dotted: the "
+            "gradient size a pixel gets (two classes, scaled), which for TsallisPGD peaks at p* = (1−q)/(2−q) "
+            "(dashed). A lower q moves that peak towards confident pixels (p* = 0.75 at q = −2) and starves the "
+            "already-wrong ones; q = 1 is plain CE, whose gradient 1−p is largest on pixels that are already wrong. "
+            "The **q-lens** tab shows several q at this very record.",
     "curves": "Pixel accuracy, mIoU, loss, q (or λ) and step size over records; ★ = best iterate (lowest accuracy). "
               "Dashed lines: APGD stage boundaries. APGD's stages use ε ×2 and ×1.5 before the final ε; each new "
               "stage restarts from the best iterate, projected to its smaller ε, so accuracy and q jump back there.",
-    "mass": "Share of the total gradient that goes to confident-correct, uncertain-correct and already-wrong pixels.",
+    "mass": "Share of the total gradient Σ|∂L/∂z| that goes to confident-correct (p_y ≥ 0.9), uncertain-correct and "
+            "already-wrong pixels.",
     "probe": "Click any pixel in an image panel: its class probabilities, weight and gradient over all records.",
 }
 
@@ -101,7 +110,7 @@ CSS = """
 .panel.smooth img {image-rendering: auto}
 #cmp_grid img {width: 100% !important; height: auto !important; object-fit: contain}
 footer {display: none !important}
-"""
+""" + qlens_tab.CSS
 
 
 # -- encoded panel images -------------------------------------------------------------------------------
@@ -811,7 +820,7 @@ class App:
                     preview_plot = gr.Plot(fg.schedule_preview_figure("tsallis", "linear:-2:1", DEFAULT_STEPS),
                                            label="Schedule preview", show_label=False, elem_id="preview_plot")
                 # ---------------- right: panels ----------------
-                with gr.Column(scale=3), gr.Tabs():
+                with gr.Column(scale=3), gr.Tabs() as tabs:
                     with gr.Tab("Explore", id="explore"):
                         with gr.Row(elem_id="controls"):
                             run_btn = gr.Button("▶ Run", variant="primary", elem_id="run_btn", min_width=90)
@@ -868,6 +877,9 @@ class App:
                             probe_x = cp.Number(0, precision=0, label="probe x", minimum=0, maximum=1e6)
                             probe_y = cp.Number(0, precision=0, label="probe y", minimum=0, maximum=1e6)
                             probe_btn = gr.Button("probe")
+                    with gr.Tab(qlens_tab.TAB_LABEL, id="qlens") as lens_tab:
+                        lens = qlens_tab.QLensTab()
+                        lens.layout()
                     with gr.Tab("Compare attacks", id="compare"):
                         gr.Markdown("Run several attacks on the same image, seed, ε, optimiser and steps (from the "
                                     "controls on the left), then scrub them together.")
@@ -958,6 +970,8 @@ class App:
                 return self.load_example(self.examples[gallery_index(evt.index, len(self.examples))].id, model_id, state)
 
             gallery.select(g(gallery_pick, "gallery"), [model_dd, state], ex_out, api_visibility="private", **fast)
+            lens.wire(self, state=state, model_dd=model_dd, slider=slider, tabs=tabs, tab=lens_tab, ex_out=ex_out,
+                      main_out=main_out, guard=g)
             image_in.upload(lambda: "", None, [ex_id], api_visibility="private", **fast).then(
                 g(self.check_image, "upload"), [image_in], None, api_visibility="private", show_progress="hidden",
                 concurrency_id="decode", concurrency_limit=2)  # the sandboxed decode, off the attack queue
@@ -1040,7 +1054,7 @@ step-size control) and differ only in **how much each pixel's loss counts**:
 | CosPGD | cosine between the softmax and the one-hot label |
 | JSPGD | derivative of the Jensen–Shannon divergence |
 | MaskedPGD | 1 on correct pixels, 0 on wrong ones |
-| TsallisPGD | p_y^(1−q): q < 1 favours confident pixels; the schedule moves q from −2 to 1 |
+| TsallisPGD | p_y^(1−q) (≤ 1, smallest on wrong pixels): the gradient size peaks at p* = (1−q)/(2−q), so a low q focuses on uncertain-correct pixels and q = 1 is CE; the schedule moves q from −2 to 1 |
 
 The **confidence histogram** with the weight curve is the heart of it: it shows where the attack puts its effort
 and how pixels move from "confident and correct" to "wrong" as the iterations go.
