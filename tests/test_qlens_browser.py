@@ -56,6 +56,18 @@ def set_whatif(page, q: float) -> None:
         el.value = q; el.dispatchEvent(new Event('input', {bubbles: true})); }""", q)
 
 
+def click_tallest_bar(page) -> None:
+    """A real mouse click on the centre of the histogram's tallest bar."""
+    page.locator("#qlens_hist").scroll_into_view_if_needed()
+    box = page.evaluate("""() => { let best = null;
+        for (const p of document.querySelectorAll('#qlens_hist .bars path')) {
+          const r = p.getBoundingClientRect();
+          if (!best || r.height > best.height) best = {x: r.x + r.width / 2, y: r.y + r.height / 2, height: r.height};
+        } return best; }""")
+    assert box and box["height"] > 2, box
+    page.mouse.click(box["x"], box["y"])
+
+
 def open_lens(page) -> None:
     """From the first page: ★ Best iterate (click 1), then the q-lens tab (click 2)."""
     from playwright.sync_api import expect
@@ -100,7 +112,7 @@ def test_qlens_shows_the_shift_of_gradient_mass(served):
             [lo["conf"], lo["unc"], lo["wrong"]], abs=2e-3)
 
         # a bar click lights its pixels up; the mass-band radio does too
-        page.locator("#qlens_hist .bars path").last.click(force=True)
+        click_tallest_bar(page)
         expect(page.locator("#qlens_note")).to_contain_text("lit up", timeout=15_000)
         page.locator("#qlens_highlight").get_by_label("already wrong").check()
         expect(page.locator("#qlens_note")).to_contain_text("lit up: already wrong", timeout=15_000)
