@@ -29,6 +29,7 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 
+from app.limits import Limits
 from attack_engine.images import ImageError
 
 MAX_JPEG_SCANS = 64  # real progressive JPEGs have about 10 (mozjpeg: up to ~20)
@@ -70,12 +71,6 @@ except (Image.DecompressionBombError, Image.DecompressionBombWarning):
 except Exception as e:  # an ordinary unreadable file: read_image says what is wrong (it fails as fast)
     answer(ok=True, unreadable=type(e).__name__)
 """
-
-
-def decode_limits() -> tuple[float, int]:
-    """(seconds, bytes) a sandboxed decode may take: ``TSALLIS_DECODE_S`` (2), ``TSALLIS_DECODE_MB`` (1024)."""
-    return float(os.environ.get("TSALLIS_DECODE_S", "2")), int(float(os.environ.get("TSALLIS_DECODE_MB",
-                                                                                     "1024")) * 2**20)
 
 
 # -- structural checks ---------------------------------------------------------------------------------------
@@ -184,7 +179,8 @@ class UploadChecker:
         self._lock = threading.Lock()
         self.last_s = 0.0  # seconds the last uncached check took (tests report it)
 
-    def check(self, src: str | Path | bytes, max_pixels: int, max_side: int) -> None:
+    def check(self, src: str | Path | bytes, max_pixels: int, max_side: int, timeout_s: float = 2.0,
+              mem_bytes: int = 2**30) -> None:
         """Raise ImageError when ``src`` (a file or its bytes) must not be decoded in the server."""
         if isinstance(src, (str, Path)):
             try:
@@ -206,8 +202,7 @@ class UploadChecker:
         t0 = time.monotonic()
         try:
             precheck(data, max_pixels)
-            timeout_s, mem = decode_limits()
-            reason = sandbox_decode(data, max_pixels, max_side, timeout_s, mem)
+            reason = sandbox_decode(data, max_pixels, max_side, timeout_s, mem_bytes)
         except ImageError as e:
             reason = str(e)
         self.last_s = time.monotonic() - t0
@@ -222,7 +217,8 @@ class UploadChecker:
 CHECKER = UploadChecker()
 
 
-def check_upload(src: object, max_pixels: int, max_side: int) -> None:
-    """The process-wide :class:`UploadChecker` (arrays and PIL images pass: they are decoded already)."""
+def check_upload(src: object, limits: Limits) -> None:
+    """The process-wide :class:`UploadChecker` with the app's limits (arrays and PIL images pass: they are
+    decoded already)."""
     if isinstance(src, (str, Path, bytes, bytearray)):
-        CHECKER.check(src, max_pixels, max_side)
+        CHECKER.check(src, limits.max_pixels, limits.max_side, limits.decode_s, int(limits.decode_mb * 2**20))

@@ -21,6 +21,10 @@ variable                       default    meaning
 ``TSALLIS_CONCURRENCY``        2          other queued events (export) at the same time
 ``TSALLIS_TIME_LIMIT``         300        seconds one request may compute; a longer run pauses (Run continues)
 ``TSALLIS_GPU_S_PER_STEP``     0.5        ZeroGPU only: seconds reserved per attack step (+ 20 s)
+``TSALLIS_DISK_MB``            2048       disk for Gradio's file cache, panels and exports (oldest go first)
+``TSALLIS_DECODE_S``           2          seconds an upload may take to decode (in a sandbox process)
+``TSALLIS_DECODE_MB``          1024       address space of that sandbox process
+``TSALLIS_JANITOR_S``          30         seconds between clean-ups (expired sessions, disk, memory returned)
 =============================  =========  ===================================================================
 
 A malformed value stops the app at start-up with one line naming the variable.
@@ -69,6 +73,10 @@ class Limits:
     concurrency: int = 2
     time_limit_s: float = 300.0
     gpu_s_per_step: float = 0.5
+    disk_mb: float = 2048.0
+    decode_s: float = 2.0
+    decode_mb: float = 1024.0
+    janitor_s: float = 30.0
 
     @property
     def session_bytes(self) -> int:
@@ -96,6 +104,10 @@ _ENV = {  # field -> (variable, type, minimum)
     "concurrency": ("TSALLIS_CONCURRENCY", int, 1),
     "time_limit_s": ("TSALLIS_TIME_LIMIT", float, 1.0),
     "gpu_s_per_step": ("TSALLIS_GPU_S_PER_STEP", float, 0.0),
+    "disk_mb": ("TSALLIS_DISK_MB", float, 16.0),
+    "decode_s": ("TSALLIS_DECODE_S", float, 0.2),
+    "decode_mb": ("TSALLIS_DECODE_MB", float, 128.0),
+    "janitor_s": ("TSALLIS_JANITOR_S", float, 0.5),
 }
 
 

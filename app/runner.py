@@ -133,7 +133,7 @@ def prepare(image, mask, model: SegModel, source: str = "upload", limits: lm.Lim
 
         for what, src in (("image", image), ("mask", mask)):
             try:
-                check_upload(src, lim.max_pixels, lim.max_side)
+                check_upload(src, lim)
             except ImageError as e:
                 raise InputError(f"{what}: {e}") from None
     try:
@@ -190,7 +190,7 @@ class LiveRun:
         if device is not None:
             x = x.to(device)
             labels = None if labels is None else labels.to(device)
-        self.run = AttackRun(self.tap, x, labels, cfg)
+        self.run: AttackRun | None = AttackRun(self.tap, x, labels, cfg)
         mult = max(m for m, _ in apgd_stages(cfg.steps, cfg.multi_eps)) if cfg.optimizer == "apgd" else 1.0
         info = model.info
         rinfo = RunInfo(
@@ -228,10 +228,11 @@ class LiveRun:
     def _finish(self) -> None:
         self._it = None
         self.traj.finished = True
-        res = self.run.result
+        res = self.run.result if self.run is not None else None
         if res is not None:
             self.traj.info.extra.update(result_acc=float(res.acc[0]), result_miou=float(res.miou[0]),
                                         result_best_index=int(res.best_index[0]))
+        self.run, self.tap.last = None, None  # the attack's tensors are not needed any more: memory goes back
 
     def run_all(self) -> Trajectory:
         while self.step():

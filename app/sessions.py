@@ -77,9 +77,37 @@ def traj_nbytes(t: Trajectory | None) -> int:
     return n + len(t) * len(SCALARS) * _SCALAR_BYTES
 
 
+# A running attack's own state (AttackRun + its generator: iterates, gradients, APGD's best points, the loss
+# workspace, the clean and last logits), in bytes per model-input pixel: measured with app.memory.retained_bytes
+# (tests/test_memory.py checks it against the resident memory); it is released when the run finishes.
+LIVE_BYTES_PER_PIXEL = {"apgd": 242, "pgd": 150}
+LIVE_BYTES_PER_PIXEL_CLASS = 16
+
+
+def estimate_live_bytes(model_hw: tuple[int, int], num_classes: int, optimizer: str) -> int:
+    """Bytes a running attack holds besides its recording (an estimate, see :data:`LIVE_BYTES_PER_PIXEL`)."""
+    per = LIVE_BYTES_PER_PIXEL.get(optimizer, max(LIVE_BYTES_PER_PIXEL.values()))
+    return model_hw[0] * model_hw[1] * (per + LIVE_BYTES_PER_PIXEL_CLASS * num_classes)
+
+
+def live_nbytes(live: LiveRun | None) -> int:
+    """Bytes a live run holds besides its recording, measured (cached until it records again)."""
+    if live is None or live.done:
+        return 0
+    key = len(live.traj)
+    cached = getattr(live, "_mem_bytes", None)
+    if cached is None or cached[0] != key:
+        from app.memory import retained_bytes
+
+        cached = (key, retained_bytes(live, exclude=(live.traj,)))
+        live._mem_bytes = cached  # type: ignore[attr-defined]
+    return cached[1]
+
+
 def session_nbytes(s: Session) -> int:
+    """Bytes a session keeps: its recorded runs and a running attack's state."""
     seen = {id(s.traj)} if s.traj is not None else set()
-    n = traj_nbytes(s.traj)
+    n = traj_nbytes(s.traj) + live_nbytes(s.live)
     if s.live is not None and id(s.live.traj) not in seen:
         n += traj_nbytes(s.live.traj)
         seen.add(id(s.live.traj))
@@ -91,7 +119,8 @@ def session_nbytes(s: Session) -> int:
 
 
 def estimate_run_bytes(model_hw: tuple[int, int], num_classes: int, records: int, light: bool = False) -> int:
-    """Bytes a run of ``records`` records on a ``model_hw`` input will hold (an upper estimate)."""
+    """Bytes the recording of a run of ``records`` records on a ``model_hw`` input will hold (add
+    :func:`estimate_live_bytes` while it runs)."""
     h, w = model_hw
     vh, vw = view_size((h, w), MAP_SIDE)
     v = vh * vw
@@ -134,6 +163,20 @@ class SessionStore:
                 self.evictions.append((s.id, "expired"))
             s.last_used = now
         return s
+
+    def expire(self) -> list[str]:
+        """Drop the runs of every session idle longer than the TTL (each is told on its next request); returns
+        their ids.  Runs computing right now are never dropped."""
+        now, gone = time.monotonic(), []
+        with self._lock:
+            for o in list(self._sessions):
+                if (now - o.last_used > self.limits.session_ttl_s and not o.active
+                        and (o.traj is not None or o.compare or o.live is not None)):
+                    o.clear_runs()
+                    o.notice = "Your previous run expired (no activity) and was removed."
+                    gone.append(o.id)
+            self.evictions.extend((sid, "expired") for sid in gone)
+        return gone
 
     def total_bytes(self) -> int:
         with self._lock:

@@ -29,8 +29,10 @@ from app import components as cp
 from app import figures as fg
 from app import gpu
 from app import qlens_figures as qf
+from app.disk import DiskBudget, app_root, clean_at_start, gradio_cache_dir
 from app.export import config_query, evolution_gif, panels_png, parse_query, records_csv, run_card
 from app.inputs import compare_attacks, gallery_index, probe_coords, scrub_paths
+from app.janitor import Janitor
 from app.limits import (
     MAX_ALPHA255,
     MAX_EPS255,
@@ -49,7 +51,15 @@ from app.model_menu import model_choices as menu_choices
 from app.observe import event
 from app.runner import InputError, LiveRun, Prepared, check_schedule, make_config, prepare
 from app.server import edge_middleware, install_refusal_hooks
-from app.sessions import BudgetError, Session, SessionStore, estimate_run_bytes, session_nbytes, traj_nbytes
+from app.sessions import (
+    BudgetError,
+    Session,
+    SessionStore,
+    estimate_live_bytes,
+    estimate_run_bytes,
+    session_nbytes,
+    traj_nbytes,
+)
 from app.sources import PRECOMPUTED_DIR, ExampleItem, bundled_examples, load_precomputed, load_precomputed_compare
 from app.tabs import qlens as qlens_tab
 from app.tabs.debug import DebugTab
@@ -123,7 +133,7 @@ class FrameStore:
     """
 
     def __init__(self, quality: int = 82, keep_s: float = 600.0) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="tsallis_frames_"))
+        self.dir = Path(tempfile.mkdtemp(prefix="frames_", dir=app_root()))
         self.quality = quality
         self.keep_s = keep_s
         self._writes = 0
@@ -206,9 +216,12 @@ class App:
         self.examples = bundled_examples() if examples is None else examples
         self.ex_by_id = {e.id: e for e in self.examples}
         self.precomputed_dir = precomputed_dir
-        self.export_dir = Path(tempfile.mkdtemp(prefix="tsallis_export_"))
+        self.export_dir = Path(tempfile.mkdtemp(prefix="exports_", dir=app_root()))
         self.frames = FrameStore()
         self.store = SessionStore(self.limits)
+        self.disk = DiskBudget([self.frames.dir, self.export_dir], int(self.limits.disk_mb * 2**20),
+                               keep_s=min(3600.0, self.limits.session_ttl_s), exports=self.export_dir,
+                               shared=(gradio_cache_dir(),))
 
     def default_example(self, model_id: str) -> str | None:
         """The example shown on first load: one with a shipped run for this model, ground truth preferred."""
@@ -269,7 +282,7 @@ class App:
         from app.decode import check_upload
 
         try:
-            check_upload(image, self.limits.max_pixels, self.limits.max_side)
+            check_upload(image, self.limits)
         except ValueError as e:
             raise InputError(f"image: {e}") from None
 
@@ -330,8 +343,9 @@ class App:
     def _admit(self, sess: Session, prep: Prepared, model, cfgs: list, light: bool) -> None:
         """Check the memory budgets for new runs: a main run keeps the session's comparison (or drops it when
         only that makes it fit), a comparison keeps the main run.  Raises BudgetError."""
-        new = sum(estimate_run_bytes(prep.image.shape[:2], model.info.num_classes, self._records(c), light)
-                  for c in cfgs)
+        hw, n_cls = prep.image.shape[:2], model.info.num_classes
+        new = sum(estimate_run_bytes(hw, n_cls, self._records(c), light) for c in cfgs) + \
+            max(estimate_live_bytes(hw, n_cls, c.optimizer) for c in cfgs)  # one attack runs at a time
         keep = traj_nbytes(sess.traj) if light else sum(traj_nbytes(t) for t in sess.compare.values())
         try:
             dropped = self.store.admit(sess, new, keep)
@@ -718,7 +732,7 @@ class App:
         if t is None or not len(t):
             return [None, None, None, None, link]
         self._prune_exports()
-        d = Path(tempfile.mkdtemp(dir=self.export_dir))
+        d = self.disk.session_dir(sess.id)  # removed when the session expires (app.janitor)
         stem = f"{t.info.config['attack']}_{t.info.source}_{len(t)}rec"
         card = d / f"{stem}_run_card.json"
         card.write_text(json.dumps(run_card(t), indent=1))
@@ -1081,6 +1095,7 @@ def build_demo(model_id: str | None = None, examples: list[ExampleItem] | None =
     demo.queue(default_concurrency_limit=lim.concurrency, max_size=lim.queue_size)
     install_refusal_hooks(demo)
     demo.tsallis_app = app  # type: ignore[attr-defined]  (tests read the session store)
+    demo.tsallis_janitor = Janitor(app, lim.janitor_s).start()  # type: ignore[attr-defined]
     return demo
 
 
@@ -1109,6 +1124,7 @@ def main() -> None:
     except LimitsError as e:
         raise SystemExit(f"TsallisPGD Explorer cannot start: {e}") from None
     changed = apply_hosted_environment(lim)
+    cleaned = clean_at_start()
     demo = build_demo(limits=lim)
     app = demo.tsallis_app  # type: ignore[attr-defined]
     if gpu.zero_gpu():  # ZeroGPU wants models on CUDA at start-up, outside the GPU calls
@@ -1117,5 +1133,5 @@ def main() -> None:
         except Exception as e:  # the CPU path still works
             event("error", logging.WARNING, endpoint="startup", error=f"cuda preload: {type(e).__name__}: {e}")
     event("start", hosted=lim.hosted, models=app.models, limits=lim.summary(), hosted_env_changes=changed,
-          zero_gpu=gpu.zero_gpu())
+          zero_gpu=gpu.zero_gpu(), cleaned_at_start=cleaned)
     demo.launch(**launch_kwargs(lim))

@@ -60,6 +60,8 @@ from app.sources import ExampleItem
 from app.standin import register_standin, write_synthetic_example
 from app.ui import build_demo, launch_kwargs
 configure()
+from app.disk import clean_at_start
+clean_at_start()
 mid = register_standin()
 ip, mp = write_synthetic_example(os.path.join(folder, "example"), 64)
 lim = get_limits()

@@ -368,10 +368,13 @@ def _step_args(mid, steps=5, attack="ce"):
 
 def test_session_memory_budget_and_total_budget(tmp_path, report_figure):
     from app.runner import InputError
-    from app.sessions import BudgetError, Session, estimate_run_bytes, session_nbytes
+    from app.sessions import BudgetError, Session, estimate_live_bytes, estimate_run_bytes, session_nbytes
 
-    e10 = estimate_run_bytes((64, 64), 2, 11)  # a 10-step PGD run on the 64×64 example
-    a, mid = _app(tmp_path, session_mb=2 * e10 / 2**20, total_mb=2.5 * e10 / 2**20, max_steps=500)
+    # a 10-step PGD run on the 64×64 example: its recording plus the attack's state while it runs
+    e_rec, e_live = estimate_run_bytes((64, 64), 2, 11), estimate_live_bytes((64, 64), 2, "pgd")
+    e10 = e_rec + e_live
+    total_budget = 2.5 * e_rec + e_live  # two finished runs fit, a third running one only if one gives way
+    a, mid = _app(tmp_path, session_mb=2 * e10 / 2**20, total_mb=total_budget / 2**20, max_steps=500)
     s1 = Session()
     list(a.run(*_step_args(mid, steps=10), s1))
     assert s1.live is None or s1.live.done
@@ -387,13 +390,13 @@ def test_session_memory_budget_and_total_budget(tmp_path, report_figure):
     list(a.run(*_step_args(mid, steps=10), s3))
     assert s1.traj is None and s2.traj is not None and s3.traj is not None, "the least recently used gave way"
     total = a.store.total_bytes()
-    assert total <= 2.5 * e10
+    assert total <= total_budget
     assert "removed to make room" in a.scrub(0, s1)[1]
     with pytest.raises(InputError):
         a.step(None, None, "", mid, "ce", "pgd", 8, 5, 0, 0, "", s1)
     report_figure(f"memory budget: 10-step run estimated {e10 / 1024:.0f} KiB (kept {session_nbytes(s2) / 1024:.0f} "
                   f"KiB); 400 steps refused; 3rd session evicted the least recently used; total kept "
-                  f"{total / 1024:.0f} KiB <= {2.5 * e10 / 1024:.0f} KiB")
+                  f"{total / 1024:.0f} KiB <= {total_budget / 1024:.0f} KiB")
 
 
 def test_session_expiry(tmp_path):

@@ -1,0 +1,168 @@
+"""The app's disk use under one budget (``TSALLIS_DISK_MB``): Gradio's file cache (``GRADIO_TEMP_DIR``, which
+holds uploads and every file sent to a browser), the encoded panels and the exports.
+
+* :func:`app_root` is one folder per process under ``<temp>/tsallis_app/``; :func:`clean_at_start` removes the
+  folders of processes that are gone and the Gradio cache files older than this process (nothing in them is
+  reachable after a restart: sessions do not survive one).
+* :meth:`DiskBudget.enforce` deletes files older than their keep time, then the oldest files until the folders
+  are back under 80 % of the budget when they exceed it.
+* :meth:`DiskBudget.drop_session` deletes one session's exports when the session expires.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT_NAME = "tsallis_app"
+STARTED = time.time()
+
+
+def gradio_cache_dir() -> Path:
+    """Where Gradio keeps uploads and served files (its own rule: ``GRADIO_TEMP_DIR`` or ``<temp>/gradio``)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+
+
+def app_root() -> Path:
+    """This process's folder for panels and exports (created on first use)."""
+    d = Path(tempfile.gettempdir()) / ROOT_NAME / f"{os.getpid()}"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_at_start(gradio_dir: Path | None = None) -> dict[str, int]:
+    """Remove what earlier processes left: their app folders, and Gradio cache files older than this process."""
+    removed = {"app_folders": 0, "gradio_files": 0}
+    parent = Path(tempfile.gettempdir()) / ROOT_NAME
+    if parent.is_dir():
+        for d in parent.iterdir():
+            if d.name.isdigit() and int(d.name) != os.getpid() and not _alive(int(d.name)):
+                shutil.rmtree(d, ignore_errors=True)
+                removed["app_folders"] += 1
+    for legacy in Path(tempfile.gettempdir()).glob("tsallis_frames_*"):  # folders of versions before this one
+        shutil.rmtree(legacy, ignore_errors=True)
+    for legacy in Path(tempfile.gettempdir()).glob("tsallis_export_*"):
+        shutil.rmtree(legacy, ignore_errors=True)
+    g = gradio_dir or gradio_cache_dir()
+    if g.is_dir():
+        for f, st in _files(g):
+            if st.st_ctime < STARTED - 5:  # ctime: a copy keeps its mtime, never its ctime
+                _unlink(f)
+                removed["gradio_files"] += 1
+        _prune_empty(g)
+    return removed
+
+
+def _files(root: Path) -> list[tuple[Path, os.stat_result]]:
+    out = []
+    for dirpath, _dirs, names in os.walk(root):
+        for n in names:
+            p = Path(dirpath) / n
+            with contextlib.suppress(OSError):
+                out.append((p, p.lstat()))
+    return out
+
+
+def _unlink(p: Path) -> int:
+    try:
+        n = p.lstat().st_blocks * 512
+        p.unlink()
+        return n
+    except OSError:
+        return 0
+
+
+def _prune_empty(root: Path) -> None:
+    for dirpath, dirs, names in os.walk(root, topdown=False):
+        if dirpath != str(root) and not dirs and not names:
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
+
+
+def usage(folders: list[Path]) -> tuple[int, int]:
+    """(bytes on disk, files) under ``folders``."""
+    size = count = 0
+    for root in folders:
+        if root.is_dir():
+            for _, st in _files(root):
+                size += st.st_blocks * 512
+                count += 1
+    return size, count
+
+
+@dataclass
+class DiskBudget:
+    """The folders the app writes to and their budget in bytes; ``keep_s`` is the age after which a file goes."""
+
+    folders: list[Path]  # the app's own folders: files go after keep_s, or oldest first over budget
+    budget_bytes: int
+    keep_s: float = 3600.0
+    exports: Path | None = None
+    shared: tuple[Path, ...] = ()  # Gradio's cache: counted, oldest first over budget, never by age (Gradio's own
+    # delete_cache does that), and files it wrote in the first minute (the examples it serves) are kept
+    protect_before: float = STARTED + 60.0
+
+    def _candidates(self) -> tuple[list, int]:
+        now, aged, files = time.time(), 0, []
+        for root in self.folders:
+            for p, st in _files(root) if root.is_dir() else []:
+                if now - st.st_ctime > self.keep_s:
+                    _unlink(p)
+                    aged += 1
+                else:
+                    files.append((p, st))
+        for root in self.shared:
+            files += [(p, st) for p, st in (_files(root) if root.is_dir() else []) if st.st_ctime >= self.protect_before]
+        return files, aged
+
+    def used(self) -> int:
+        return usage([*self.folders, *self.shared])[0]
+
+    def enforce(self) -> dict[str, int]:
+        """Delete the app's files older than ``keep_s``, then the oldest files while over budget (to 80 %)."""
+        keep, aged = self._candidates()
+        freed = by_budget = 0
+        used = self.used()
+        if used > self.budget_bytes:
+            for p, st in sorted(keep, key=lambda x: x[1].st_ctime):
+                if used <= 0.8 * self.budget_bytes:
+                    break
+                n = _unlink(p)
+                used -= st.st_blocks * 512
+                freed += n
+                by_budget += 1
+        for root in [*self.folders, *self.shared]:
+            if root.is_dir():
+                _prune_empty(root)
+        return {"aged": aged, "over_budget": by_budget, "freed_bytes": freed, "used_bytes": max(used, 0)}
+
+    def session_dir(self, session_id: str) -> Path:
+        """A fresh folder for one export of ``session_id``."""
+        assert self.exports is not None
+        self.exports.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{session_id}_", dir=self.exports))
+
+    def drop_session(self, session_id: str) -> int:
+        """Delete the exports of an expired session; returns how many folders went."""
+        if self.exports is None or not self.exports.is_dir():
+            return 0
+        gone = 0
+        for d in self.exports.glob(f"{session_id}_*"):
+            shutil.rmtree(d, ignore_errors=True)
+            gone += 1
+        return gone
