@@ -5,7 +5,8 @@ holds uploads and every file sent to a browser), the encoded panels and the expo
   folders of processes that are gone and the Gradio cache files older than this process (nothing in them is
   reachable after a restart: sessions do not survive one).
 * :meth:`DiskBudget.enforce` deletes files older than their keep time, then the oldest files until the folders
-  are back under 80 % of the budget when they exceed it.
+  are back under 80 % of the budget when they exceed it (files younger than ``min_age_s`` are in use and stay:
+  under a burst the budget can be passed by what a minute writes).
 * :meth:`DiskBudget.drop_session` deletes one session's exports when the session expires.
 """
 
@@ -64,7 +65,7 @@ def clean_at_start(gradio_dir: Path | None = None) -> dict[str, int]:
             if st.st_ctime < STARTED - 5:  # ctime: a copy keeps its mtime, never its ctime
                 _unlink(f)
                 removed["gradio_files"] += 1
-        _prune_empty(g)
+        _prune_empty(g, 0.0)
     return removed
 
 
@@ -87,10 +88,14 @@ def _unlink(p: Path) -> int:
         return 0
 
 
-def _prune_empty(root: Path) -> None:
+def _prune_empty(root: Path, min_age_s: float = 60.0) -> None:
+    """Remove empty folders under ``root`` older than ``min_age_s`` (a new one is about to be written to)."""
+    now = time.time()
     for dirpath, dirs, names in os.walk(root, topdown=False):
-        if dirpath != str(root) and not dirs and not names:
-            with contextlib.suppress(OSError):
+        if dirpath == str(root) or dirs or names:
+            continue
+        with contextlib.suppress(OSError):
+            if now - os.stat(dirpath).st_mtime >= min_age_s:
                 os.rmdir(dirpath)
 
 
@@ -116,6 +121,7 @@ class DiskBudget:
     shared: tuple[Path, ...] = ()  # Gradio's cache: counted, oldest first over budget, never by age (Gradio's own
     # delete_cache does that), and files it wrote in the first minute (the examples it serves) are kept
     protect_before: float = STARTED + 60.0
+    min_age_s: float = 60.0  # younger files are in use (an upload waiting in the queue for its run): never deleted
 
     def _candidates(self) -> tuple[list, int]:
         now, aged, files = time.time(), 0, []
@@ -139,8 +145,9 @@ class DiskBudget:
         freed = by_budget = 0
         used = self.used()
         if used > self.budget_bytes:
+            now = time.time()
             for p, st in sorted(keep, key=lambda x: x[1].st_ctime):
-                if used <= 0.8 * self.budget_bytes:
+                if used <= 0.8 * self.budget_bytes or now - st.st_ctime < self.min_age_s:
                     break
                 n = _unlink(p)
                 used -= st.st_blocks * 512
@@ -148,7 +155,7 @@ class DiskBudget:
                 by_budget += 1
         for root in [*self.folders, *self.shared]:
             if root.is_dir():
-                _prune_empty(root)
+                _prune_empty(root, self.min_age_s)
         return {"aged": aged, "over_budget": by_budget, "freed_bytes": freed, "used_bytes": max(used, 0)}
 
     def session_dir(self, session_id: str) -> Path:

@@ -102,6 +102,18 @@ def _libc_trim() -> Any:
 _TRIM = _libc_trim()
 
 
+def tune_malloc(arenas: int = 2) -> bool:
+    """Fewer glibc malloc arenas (``M_ARENA_MAX``): each worker thread otherwise gets its own heap, whose freed
+    pages fragment and stay resident.  Call once at start; True when it took effect."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        return bool(ctypes.CDLL(name).mallopt(-8, int(arenas)))  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        return False
+
+
 def release() -> bool:
     """Collect garbage and hand freed heap memory back to the system; True when ``malloc_trim`` ran."""
     gc.collect()

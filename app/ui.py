@@ -47,6 +47,7 @@ from app.limits import (
 )
 from app.links import share_link
 from app.logs import configure as configure_logging
+from app.memory import tune_malloc
 from app.model_menu import model_choices as menu_choices
 from app.observe import event
 from app.runner import InputError, LiveRun, Prepared, check_schedule, make_config, prepare
@@ -146,10 +147,11 @@ class FrameStore:
         img.convert("RGB").save(buf, "JPEG", quality=self.quality)
         data = buf.getvalue()
         path = self.dir / f"{hashlib.sha1(data).hexdigest()}.jpeg"
-        with self._lock:  # a file handed out again is touched, so prune() never deletes what was just returned
-            if path.exists():
+        # a file handed out again is touched, so neither prune() nor the disk budget (app.disk) deletes it
+        with self._lock:
+            try:
                 os.utime(path)
-            else:
+            except FileNotFoundError:
                 tmp = path.with_suffix(f".{threading.get_ident()}.part")
                 tmp.write_bytes(data)
                 os.replace(tmp, path)
@@ -1125,6 +1127,7 @@ def main() -> None:
         raise SystemExit(f"TsallisPGD Explorer cannot start: {e}") from None
     changed = apply_hosted_environment(lim)
     cleaned = clean_at_start()
+    tune_malloc()
     demo = build_demo(limits=lim)
     app = demo.tsallis_app  # type: ignore[attr-defined]
     if gpu.zero_gpu():  # ZeroGPU wants models on CUDA at start-up, outside the GPU calls

@@ -61,7 +61,9 @@ from app.standin import register_standin, write_synthetic_example
 from app.ui import build_demo, launch_kwargs
 configure()
 from app.disk import clean_at_start
+from app.memory import tune_malloc
 clean_at_start()
+tune_malloc()
 mid = register_standin()
 ip, mp = write_synthetic_example(os.path.join(folder, "example"), 64)
 lim = get_limits()

@@ -26,12 +26,13 @@ import json, sys
 import app
 from PIL import Image
 from app.limits import Limits
-from app.memory import release, retained_bytes
+from app.memory import release, retained_bytes, tune_malloc
 from app.sessions import Session, estimate_live_bytes, estimate_run_bytes, session_nbytes
 from app.sources import ExampleItem
 from app.standin import register_standin, synthetic_image, write_synthetic_example
 from app.ui import App
 folder, mode, n, side, total_mb = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+tune_malloc()  # what app.ui.main does at start
 mid = register_standin()
 ip, mp = write_synthetic_example(folder, 64)
 a = App(mid, [ExampleItem("synthetic", "S", ip, {2: mp})], None, Limits(max_steps=100, total_mb=total_mb,
@@ -78,7 +79,7 @@ print(json.dumps({"rss_per_session": (r1 - r0) / n, "charged": sum(charged) / n,
 def _child(tmp_path: Path, mode: str, n: int, side: int, total_mb: float) -> dict:
     if not Path("/proc/self/status").exists():
         pytest.skip("needs /proc to read resident memory")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MALLOC_ARENA_MAX": "2"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path), mode, str(n), str(side), str(total_mb)],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
