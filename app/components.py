@@ -33,7 +33,7 @@ def _refuse(msg: str) -> gr.Error:
     """The user's one message, also logged as a ``rejected`` event (the input is not logged)."""
     event("rejected", endpoint="input", error=msg)
     e = gr.Error(msg, print_exception=False)
-    e.logged = True  # type: ignore[attr-defined]  (app.server does not log it twice)
+    e.logged = True  # app.server does not log it twice
     return e
 
 
@@ -122,11 +122,11 @@ with _no_stub_files():
 
         is_template = True
 
-        async def async_move_resource_to_block_cache(self, url_or_file_path):  # type: ignore[override]
+        async def async_move_resource_to_block_cache(self, url_or_file_path):
             _refuse_urls(self, url_or_file_path)
             return await super().async_move_resource_to_block_cache(url_or_file_path)
 
-        def preprocess(self, payload: Any) -> str | bytes | None:  # type: ignore[override]
+        def preprocess(self, payload: Any) -> str | bytes | None:
             if payload is None:
                 return None
             url = getattr(payload, "url", None) or ""
@@ -149,7 +149,7 @@ with _no_stub_files():
     class MaskFile(gr.File):
         is_template = True
 
-        async def async_move_resource_to_block_cache(self, url_or_file_path):  # type: ignore[override]
+        async def async_move_resource_to_block_cache(self, url_or_file_path):
             _refuse_urls(self, url_or_file_path)
             return await super().async_move_resource_to_block_cache(url_or_file_path)
 

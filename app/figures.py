@@ -54,7 +54,7 @@ def colormap(name: str = "Viridis") -> np.ndarray:
 def _font(size: int = 12) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
-    except TypeError:  # pragma: no cover - very old Pillow
+    except TypeError:  # very old Pillow
         return ImageFont.load_default()
 
 
@@ -129,10 +129,10 @@ def _mask(m: np.ndarray) -> Image.Image:
 
 def seg_overlay(image: np.ndarray, labels: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.55,
                 ignore_index: int = 255) -> Image.Image:
-    """Class colours blended over the image; ignored / unknown pixels stay as the image."""
+    """Class colours blended over the image; ignored (``ignore_index``) and unknown pixels stay as the image."""
     n = len(palette)
     lab = np.asarray(labels)
-    bad = (lab < 0) | (lab >= n)
+    bad = (lab < 0) | (lab >= n) | (lab == ignore_index)
     base = to_pil(image)
     if n <= 256:
         col = _paletted(np.where(bad, 0, lab).astype(np.uint8), palette_array(palette, n)[:n])

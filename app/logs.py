@@ -105,12 +105,12 @@ class JsonLines(io.TextIOBase):
 def configure(stream: TextIO | None = None) -> None:
     """Library loggers to JSON and ``sys.stderr`` through :class:`JsonLines` (idempotent)."""
     if not isinstance(sys.stderr, JsonLines):
-        sys.stderr = JsonLines(sys.stderr)  # type: ignore[assignment]
+        sys.stderr = JsonLines(sys.stderr)
     out = stream or sys.stderr
     logging.captureWarnings(True)
     handler = logging.StreamHandler(out)
     handler.setFormatter(LibraryFormatter())
-    handler._tsallis_library = True  # type: ignore[attr-defined]
+    handler._tsallis_library = True
     for name in LIBRARY_LOGGERS:
         log = logging.getLogger(name)
         log.handlers = [h for h in log.handlers if not getattr(h, "_tsallis_library", False)]

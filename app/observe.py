@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import sys
-import time
 from typing import Any
 
 LOGGER_NAME = "tsallis.app"
@@ -49,7 +48,7 @@ def logger() -> logging.Logger:
     if not any(getattr(h, "_tsallis", False) for h in log.handlers):
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(JsonFormatter())
-        h._tsallis = True  # type: ignore[attr-defined]
+        h._tsallis = True
         log.addHandler(h)
         log.setLevel(os.environ.get("TSALLIS_LOG_LEVEL", "INFO").upper())
         log.propagate = False
@@ -59,18 +58,3 @@ def logger() -> logging.Logger:
 def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
     """Log one structured event."""
     logger().log(level, name, extra={"event": name, "fields": fields})
-
-
-class Timer:
-    """``with Timer() as t: ...; t.s`` -> seconds elapsed (monotonic)."""
-
-    def __enter__(self) -> Timer:
-        self.t0 = time.monotonic()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        pass
-
-    @property
-    def s(self) -> float:
-        return time.monotonic() - self.t0

@@ -27,8 +27,6 @@ from attack_engine.models import SegModel, load_model
 from attack_engine.registry import takes_schedule
 from attack_engine.schedules import ScheduleError, parse_schedule
 
-MAX_STEPS = lm.Limits().max_steps  # the default; the app's own limit is TSALLIS_MAX_STEPS (app.limits)
-
 
 class InputError(ValueError):
     """A user input problem; the message is shown in the app."""

@@ -181,7 +181,7 @@ def install_refusal_hooks(demo: gr.Blocks) -> None:
                 event("rejected", endpoint=_endpoint(block_fn), error=msg)
             raise gr.Error(msg, print_exception=False) from None
 
-    demo.preprocess_data = preprocess_data  # type: ignore[method-assign]
+    demo.preprocess_data = preprocess_data
     queue = getattr(demo, "_queue", None)
     if queue is None or getattr(queue, "_tsallis_hooked", False):
         return
@@ -193,5 +193,5 @@ def install_refusal_hooks(demo: gr.Blocks) -> None:
             event("rejected", endpoint="queue", status=status, error=str(detail)[:200])
         return ok, detail, status
 
-    queue.push = hooked_push  # type: ignore[method-assign]
-    queue._tsallis_hooked = True  # type: ignore[attr-defined]
+    queue.push = hooked_push
+    queue._tsallis_hooked = True

@@ -69,7 +69,7 @@ def bundled_examples() -> list[ExampleItem]:
     """The examples shipped in ``assets/examples`` (empty if that package part is missing)."""
     try:
         from attack_engine.examples import list_examples
-    except ImportError:  # pragma: no cover - examples not installed
+    except ImportError:  # examples not installed
         return []
     out = []
     for e in list_examples():

@@ -247,7 +247,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 def model_size(shape_hw: tuple[int, int], input_size: tuple[int, int] | None, multiple: int = 1, max_side: int = 1024) -> tuple[int, int]:
     """The (H, W) a model runs at for an image of ``shape_hw`` (see the module's resize policy)."""
     if input_size is not None:
-        return tuple(input_size)  # type: ignore[return-value]
+        return tuple(input_size)
     h, w = shape_hw
     s = min(1.0, max_side / max(h, w))
     h, w = max(1, round(h * s)), max(1, round(w * s))

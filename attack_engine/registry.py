@@ -87,7 +87,7 @@ class AttackSpec:
             schedule = parse_schedule(schedule)
         if isinstance(schedule, Schedule):
             return schedule.value(step, total)
-        value = float(schedule)  # type: ignore[arg-type]
+        value = float(schedule)
         if not math.isfinite(value):
             raise ValueError(f"{self.param} must be finite, got {value}")
         return value

@@ -161,6 +161,12 @@ def test_image_panels(traj: Trajectory):
     lab[0, 0] = 255
     ov = np.asarray(fg.seg_overlay(img, lab, traj.info.palette))
     assert np.array_equal(ov[0, 0], img[0, 0])  # ignored pixel keeps the image
+    # an ignore index inside the palette (here class 1) is honoured: those pixels keep the image, the others do not
+    lab1 = np.ones_like(lab)
+    lab1[:, : lab1.shape[1] // 2] = 0
+    ov1 = np.asarray(fg.seg_overlay(img, lab1, traj.info.palette, ignore_index=1))
+    assert np.array_equal(ov1[lab1 == 1], img[lab1 == 1])
+    assert not np.array_equal(ov1[lab1 == 0], img[lab1 == 0])
     adv = np.asarray(fg.adversarial_image(img, traj.delta[2], traj.info.dmax))
     assert np.array_equal(adv, traj.x_adv_at(2))
     pert = np.asarray(fg.perturbation_image(np.zeros((4, 4, 3), np.int8)))

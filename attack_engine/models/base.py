@@ -76,7 +76,7 @@ class SegModel(nn.Module):
         self.autocast_dtype: torch.dtype | None = None
 
     # -- contract ------------------------------------------------------------------------------------
-    def logits(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def logits(self, x: torch.Tensor) -> torch.Tensor:  # abstract
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -137,7 +137,7 @@ class _RecordingRedirects(urllib.request.HTTPRedirectHandler):
     def __init__(self, sink: list[str]) -> None:
         self.sink = sink
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         value = headers.get("X-Linked-Etag")
         if value and not self.sink:
             self.sink.append(value)

@@ -80,12 +80,12 @@ def apply() -> bool:
 
     ops_dir = Path(mmcv.__file__).resolve().parent / "ops"
     mod = types.ModuleType("mmcv.ops", "Stand-in for mmcv.ops under mmcv-lite (attack_engine.models.mmcv_shim).")
-    mod.__path__ = [str(ops_dir)]  # type: ignore[attr-defined]
+    mod.__path__ = [str(ops_dir)]
     mod.__package__ = "mmcv.ops"
     mod.__file__ = __file__
     setattr(mod, _MARK, True)
     sys.modules["mmcv.ops"] = mod
-    mmcv.ops = mod  # type: ignore[attr-defined]
+    mmcv.ops = mod
     try:
         from mmcv.ops import point_sample as pure  # the submodule file, found through __path__
     except Exception:

@@ -63,7 +63,7 @@ class SelfieSegmentation(SegModel):
             raise ValueError(f"{path}: expected the graph output to come from a LOGISTIC op, got {last and last.name}")
         # The same graph, stopped at the pre-sigmoid score.
         self.graph = TFLiteGraph(path, outputs=[last.inputs[0]])
-        self.native_size: tuple[int, int] = info.input_size  # type: ignore[assignment]
+        self.native_size: tuple[int, int] = info.input_size
         # Forward convolutions without TF32 on GPUs (with TF32, outputs drift from MediaPipe's by up to 0.09).
         self.exact_fp32 = True
 
