@@ -1,9 +1,10 @@
 """The app's disk use under one budget (``TSALLIS_DISK_MB``): Gradio's file cache (``GRADIO_TEMP_DIR``, which
 holds uploads and every file sent to a browser), the encoded panels and the exports.
 
-* :func:`app_root` is one folder per process under ``<temp>/tsallis_app/``; :func:`clean_at_start` removes the
-  folders of processes that are gone and the Gradio cache files older than this process (nothing in them is
-  reachable after a restart: sessions do not survive one).
+* :func:`app_root` is one folder per process under ``<temp>/tsallis_app/``, and :func:`own_gradio_cache` puts
+  Gradio's cache there too (unless ``GRADIO_TEMP_DIR`` is set); :func:`clean_at_start` removes the folders of
+  processes that are gone and, in an operator-chosen ``GRADIO_TEMP_DIR``, the files older than this process
+  (nothing in them is reachable after a restart: sessions do not survive one).
 * :meth:`DiskBudget.enforce` deletes files older than their keep time, then the oldest files until the folders
   are back under 80 % of the budget when they exceed it (files younger than ``min_age_s`` are in use and stay:
   under a burst the budget can be passed by what a minute writes).
@@ -24,9 +25,19 @@ ROOT_NAME = "tsallis_app"
 STARTED = time.time()
 
 
-def gradio_cache_dir() -> Path:
-    """Where Gradio keeps uploads and served files (its own rule: ``GRADIO_TEMP_DIR`` or ``<temp>/gradio``)."""
-    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio")
+def gradio_cache_dir() -> Path | None:
+    """Gradio's file cache when the app owns it (``GRADIO_TEMP_DIR`` is set: by :func:`own_gradio_cache` or the
+    operator), else None: the shared ``<temp>/gradio`` of other Gradio apps on the machine is never touched."""
+    d = os.environ.get("GRADIO_TEMP_DIR")
+    return Path(d) if d else None
+
+
+def own_gradio_cache() -> Path:
+    """Point Gradio's cache at a folder of this process (``<temp>/tsallis_app/<pid>/gradio``) unless the operator
+    chose one; call before the app is built."""
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        os.environ["GRADIO_TEMP_DIR"] = str(app_root() / "gradio")
+    return Path(os.environ["GRADIO_TEMP_DIR"])
 
 
 def app_root() -> Path:
@@ -60,7 +71,7 @@ def clean_at_start(gradio_dir: Path | None = None) -> dict[str, int]:
     for legacy in Path(tempfile.gettempdir()).glob("tsallis_export_*"):
         shutil.rmtree(legacy, ignore_errors=True)
     g = gradio_dir or gradio_cache_dir()
-    if g.is_dir():
+    if g is not None and g.is_dir():
         for f, st in _files(g):
             if st.st_ctime < STARTED - 5:  # ctime: a copy keeps its mtime, never its ctime
                 _unlink(f)

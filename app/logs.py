@@ -5,7 +5,7 @@
 * the loggers of the libraries underneath (uvicorn, Gradio, httpx, asyncio, warnings) write JSON lines
   ``{"event": "library", "logger": ..., "message": ...}``: the message cut to 300 characters, an exception as
   its type only (no traceback, no values);
-* ``sys.stderr`` becomes a :class:`JsonLines` stream: a line that is already a JSON object passes, any other
+* ``sys.stderr`` (and ``sys.stdout``) become :class:`JsonLines` streams: a line that is already a JSON object passes, any other
   text that a library prints directly (``traceback.print_exc()``, ``print(..., file=sys.stderr)``) becomes one
   ``{"event": "stderr", "text": ...}`` line cut to 300 characters, and a traceback collapses to its last line.
 
@@ -49,8 +49,9 @@ class LibraryFormatter(logging.Formatter):
 class JsonLines(io.TextIOBase):
     """A text stream that writes only JSON lines to ``target`` (see the module docstring)."""
 
-    def __init__(self, target: TextIO) -> None:
+    def __init__(self, target: TextIO, event: str = "stderr") -> None:
         self.target = target
+        self.event = event
         self._buf = ""
         self._in_traceback = False
 
@@ -85,7 +86,7 @@ class JsonLines(io.TextIOBase):
             return
         was_tb, self._in_traceback = self._in_traceback, False
         self._emit(json.dumps({"ts": round(time.time(), 3), "level": "error" if was_tb else "info",
-                               "event": "traceback" if was_tb else "stderr", "text": _cut(s)},
+                               "event": "traceback" if was_tb else self.event, "text": _cut(s)},
                               ensure_ascii=False, separators=(",", ":")))
 
     def _emit(self, s: str) -> None:
@@ -106,6 +107,8 @@ def configure(stream: TextIO | None = None) -> None:
     """Library loggers to JSON and ``sys.stderr`` through :class:`JsonLines` (idempotent)."""
     if not isinstance(sys.stderr, JsonLines):
         sys.stderr = JsonLines(sys.stderr)
+    if not isinstance(sys.stdout, JsonLines):  # Gradio prints its start-up lines
+        sys.stdout = JsonLines(sys.stdout, event="stdout")
     out = stream or sys.stderr
     logging.captureWarnings(True)
     handler = logging.StreamHandler(out)

@@ -29,7 +29,7 @@ from app import components as cp
 from app import figures as fg
 from app import gpu
 from app import qlens_figures as qf
-from app.disk import DiskBudget, app_root, clean_at_start, gradio_cache_dir
+from app.disk import DiskBudget, app_root, clean_at_start, gradio_cache_dir, own_gradio_cache
 from app.export import config_query, evolution_gif, panels_png, parse_query, records_csv, run_card
 from app.inputs import compare_attacks, gallery_index, probe_coords, scrub_paths
 from app.janitor import Janitor
@@ -223,7 +223,7 @@ class App:
         self.store = SessionStore(self.limits)
         self.disk = DiskBudget([self.frames.dir, self.export_dir], int(self.limits.disk_mb * 2**20),
                                keep_s=min(3600.0, self.limits.session_ttl_s), exports=self.export_dir,
-                               shared=(gradio_cache_dir(),))
+                               shared=tuple(d for d in (gradio_cache_dir(),) if d is not None))
 
     def default_example(self, model_id: str) -> str | None:
         """The example shown on first load: one with a shipped run for this model, ground truth preferred."""
@@ -1126,6 +1126,7 @@ def main() -> None:
     except LimitsError as e:
         raise SystemExit(f"TsallisPGD Explorer cannot start: {e}") from None
     changed = apply_hosted_environment(lim)
+    own_gradio_cache()
     cleaned = clean_at_start()
     tune_malloc()
     demo = build_demo(limits=lim)
