@@ -100,7 +100,7 @@ def live_nbytes(live: LiveRun | None) -> int:
         from app.memory import retained_bytes
 
         cached = (key, retained_bytes(live, exclude=(live.traj,)))
-        live._mem_bytes = cached  # type: ignore[attr-defined]
+        live._mem_bytes = cached
     return cached[1]
 
 
