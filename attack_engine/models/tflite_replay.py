@@ -14,7 +14,6 @@ ADD, SUB, MUL, AVERAGE_POOL_2D, MEAN, RESIZE_BILINEAR; custom op: ``Convolution2
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +25,8 @@ import tflite
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from attack_engine.models.tflite_plan import compile_plan, run_plan, same_pad
 
 _OP_NAMES = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
 _NP_TYPES = {
@@ -58,12 +59,7 @@ class Op:
     opts: dict = field(default_factory=dict)
 
 
-def _same_pad(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
-    """TFLite SAME padding (before, after) for one spatial dim; the extra pixel goes at the end."""
-    out = math.ceil(size / s)
-    eff = (k - 1) * d + 1
-    total = max((out - 1) * s + eff - size, 0)
-    return total // 2, total - total // 2
+_same_pad = same_pad
 
 
 def _activation(x: torch.Tensor, act: int, op: Op) -> torch.Tensor:
@@ -144,6 +140,22 @@ class TFLiteGraph(nn.Module):
             self._prepare(op, consts)
         self.requires_grad_(False)
         self.train(False)
+        self._plan: tuple[list, int, list[int]] | None = None
+        self._compiled()  # unsupported fused activations fail here, at load time
+
+    def _compiled(self) -> tuple[list, int, list[int]]:
+        """The static plan (:mod:`~attack_engine.models.tflite_plan`), built once and after every ``_apply``."""
+        if self._plan is None:
+            spatial = {t: (s[1], s[2]) for t, s in enumerate(self._shapes) if len(s) == 4}
+            try:
+                self._plan = compile_plan(self, spatial)
+            except ValueError as e:
+                raise UnsupportedOp(str(e)) from None
+        return self._plan
+
+    def _apply(self, fn, *args, **kwargs):
+        self._plan = None  # .to(), .double(), ...: the plan must hold the converted parameters
+        return super()._apply(fn, *args, **kwargs)
 
     # -- parsing -------------------------------------------------------------------------------------
     def _tensor_id(self, t: str | int) -> int:
@@ -286,20 +298,31 @@ class TFLiteGraph(nn.Module):
 
     # -- run -----------------------------------------------------------------------------------------
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """Run the compiled plan (the same values as :meth:`interpret`, without per-op interpretation)."""
+        self._check_inputs(inputs)
+        steps, n_slots, out_slots = self._compiled()
+        env = run_plan(steps, n_slots, list(inputs))
+        outs = tuple(env[i] for i in out_slots)
+        return outs[0] if len(outs) == 1 else outs
+
+    def interpret(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The reference interpreter: one op at a time, as the graph file describes it."""
+        self._check_inputs(inputs)
+        env: dict[int, torch.Tensor] = dict(zip(self.input_ids, inputs))
+        for op in self.ops:
+            env[op.outputs[0]] = self._run(op, env)
+        outs = tuple(env[t] for t in self.output_ids)
+        return outs[0] if len(outs) == 1 else outs
+
+    def _check_inputs(self, inputs: tuple[torch.Tensor, ...]) -> None:
         if len(inputs) != len(self.input_ids):
             raise ValueError(f"graph takes {len(self.input_ids)} input(s), got {len(inputs)}")
-        env: dict[int, torch.Tensor] = {}
         for t, x, shape in zip(self.input_ids, inputs, self.input_shapes):
             if len(shape) == 4:
                 want = (shape[3], shape[1], shape[2])
                 if x.dim() != 4 or tuple(x.shape[1:]) != want:
                     raise ValueError(f"input {self._names[t]!r}: expected NCHW [B,{want[0]},{want[1]},{want[2]}], "
                                      f"got {tuple(x.shape)}")
-            env[t] = x
-        for op in self.ops:
-            env[op.outputs[0]] = self._run(op, env)
-        outs = tuple(env[t] for t in self.output_ids)
-        return outs[0] if len(outs) == 1 else outs
 
     def _p(self, op: Op, key: str) -> torch.Tensor:
         return self.params[f"op{op.index}_{key}"]
