@@ -51,12 +51,20 @@ def on_gpu(fn: Callable, steps_of: Callable[..., Any]) -> Callable:
 
 
 def device() -> str:
-    """Where the attack runs: ``cuda`` inside a ZeroGPU call (or wherever CUDA is visible), else ``cpu``."""
-    if not zero_gpu():
-        return "cpu"
+    """Where the attack runs: ``TSALLIS_DEVICE`` if set, else ``cuda`` wherever CUDA is visible (inside a ZeroGPU
+    call, or on a machine with a GPU), else ``cpu``."""
+    forced = os.environ.get("TSALLIS_DEVICE", "").strip()
+    if forced:
+        return forced
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def local_device() -> str:
+    """Where this process runs attacks itself: :func:`device`, except on ZeroGPU (runs go to the GPU worker, the
+    main process keeps its models on the CPU as before)."""
+    return "cpu" if zero_gpu() else device()
 
 
 def full_run(model_id: str, prep: Any, cfg: Any, light: bool = False) -> Any:

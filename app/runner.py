@@ -185,6 +185,7 @@ class LiveRun:
         self.tap = LogitTap(model)
         x = torch.from_numpy(prep.image).permute(2, 0, 1)[None].float().div(255.0)
         labels = None if prep.labels is None else torch.from_numpy(prep.labels)[None].long()
+        device = device if device is not None else getattr(model, "device", None)  # the model's, by default
         if device is not None:
             x = x.to(device)
             labels = None if labels is None else labels.to(device)
@@ -196,7 +197,8 @@ class LiveRun:
             config=cfg.to_dict(), ignore_index=info.ignore_index, source=prep.source, has_gt=prep.labels is not None,
             model_hw=tuple(prep.image.shape[:2]), expected_records=self.run.expected_records(),
             clean_acc=float(self.run.clean_acc[0]), clean_miou=float(self.run.clean_miou[0]),
-            dmax=float(cfg.eps) * mult, extra={"source_hw": list(prep.source_hw or prep.image.shape[:2])},
+            dmax=float(cfg.eps) * mult, extra={"source_hw": list(prep.source_hw or prep.image.shape[:2]),
+                                               "device": str(x.device)},
         )
         self.traj = Trajectory(rinfo, prep.image, self.run.labels[0].cpu().numpy(),
                                self.run.clean_pred[0].cpu().numpy(), light=light, map_side=map_side)
@@ -239,8 +241,10 @@ class LiveRun:
 
 
 def start_run(model_id: str, image, mask, cfg: AttackConfig, source: str = "upload", light: bool = False) -> LiveRun:
-    """Load the model (cached by the registry), prepare the input and start a :class:`LiveRun`."""
-    model = load_model(model_id)
+    """Load the model (cached by the registry, on the GPU when there is one), prepare the input, start a :class:`LiveRun`."""
+    from app.gpu import local_device
+
+    model = load_model(model_id, device=local_device())
     return LiveRun(model, prepare(image, mask, model, source), cfg, light=light)
 
 

@@ -230,7 +230,7 @@ class App:
         from app.sources import find_precomputed
 
         try:
-            info = load_model(model_id).info
+            info = load_model(model_id, device=gpu.local_device()).info
         except Exception:  # an unavailable model: no default example
             return None
         shipped = [e for e in self.examples if find_precomputed(e.id, model_id, self.precomputed_dir)]
@@ -319,7 +319,7 @@ class App:
         if not isinstance(model_id, str) or model_id not in self.models:
             raise InputError(f"model {str(model_id)[:60]!r} is not offered here; choose one of: {', '.join(self.models)}")
         try:
-            return load_model(model_id)
+            return load_model(model_id, device=gpu.local_device())  # CUDA when there is a GPU
         except (ModelUnavailable, KeyError) as e:
             raise InputError(f"model {model_id!r} is not available here: {e}") from None
 

@@ -45,6 +45,8 @@ def status_markdown(traj: Trajectory, k: int, live: bool = False, note: str = ""
     best = f" · best iterate: record {bi} ({_pct(traj.get('acc', bi))})" if bi >= 0 else ""
     state = "▶ running" if live else ("✓ finished" if traj.finished else "⏸ paused")
     title = attack_title(cfg.get("attack", ""))
+    dev = info.extra.get("device")
+    state += f" on {_device_label(dev)}" if dev else ""
     eps = g("eps") if math.isfinite(g("eps")) else cfg.get("eps", 0)
     eps_txt = f"ε = {255 * eps:.3g}/255"
     if cfg.get("optimizer") == "apgd" and abs(eps - cfg.get("eps", eps)) > 1e-6:
@@ -54,6 +56,12 @@ def status_markdown(traj: Trajectory, k: int, live: bool = False, note: str = ""
             f"pixel acc **{_pct(g('acc'))}** (clean {_pct(info.clean_acc)}) · mIoU **{_pct(g('miou'))}** "
             f"(clean {_pct(info.clean_miou)}) · flipped {_pct(g('flipped'))}{best}"
             + (f"  \n{note}" if note else ""))
+
+
+def _device_label(dev: str) -> str:
+    """``cuda:0`` -> ``GPU (cuda:0)``, ``cpu`` -> ``CPU``."""
+    d = str(dev)
+    return f"GPU ({d})" if d.startswith("cuda") else d.upper() if d in ("cpu", "mps") else d
 
 
 def legend_markdown(traj: Trajectory) -> str:

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from attack_engine.losses import pixel_terms, plain_pixel_loss
-from attack_engine.metrics import confusion_matrix, mean_iou, pixel_accuracy
+from attack_engine.metrics import ConfusionCounter, mean_iou, pixel_accuracy
 from attack_engine.registry import get_attack
 from attack_engine.schedules import Schedule, parse_schedule
 
@@ -295,6 +295,7 @@ class AttackRun:
         if e.shape != (b,):
             raise ValueError(f"per-image eps must have shape [{b}]")
         self.eps = e
+        self._confusion = ConfusionCounter(self.attack_labels, self.num_classes, ii)
         self.clean_acc, self.clean_miou = self._metrics(self.clean_pred)
         self.records = 0
         self._workspace: dict = {}  # pixel_terms' reusable buffers (each evaluation's backward runs before the next)
@@ -302,7 +303,7 @@ class AttackRun:
 
     # -- helpers -------------------------------------------------------------------------------------
     def _metrics(self, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cm = confusion_matrix(pred, self.attack_labels, self.num_classes, self.cfg.ignore_index)
+        cm = self._confusion(pred)
         return pixel_accuracy(cm).float(), mean_iou(cm).float()
 
     def _project(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -377,10 +378,10 @@ class AttackRun:
         )
         if self.cfg.telemetry:
             gz = terms.weight * terms.ce_grad_norm
-            wrong = terms.valid & ~terms.correct
             conf = terms.correct & (terms.p_true >= CONFIDENT)
-            unc = terms.correct & (terms.p_true < CONFIDENT)
-            parts = torch.stack([(gz * m).flatten(1).sum(1) for m in (conf, unc, wrong)], 1)
+            # confident-correct, uncertain-correct (correct minus confident), wrong (valid minus correct)
+            masks = torch.stack([conf, terms.correct ^ conf, terms.valid ^ terms.correct], 1)
+            parts = (gz.unsqueeze(1) * masks).flatten(2).sum(2)
             total = parts.sum(1, keepdim=True)
             rec.p_true = terms.p_true.float()
             rec.weight = terms.weight.float()

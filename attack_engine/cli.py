@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-random-start", action="store_true", help="start from the clean image")
     a.add_argument("--single-eps", action="store_true", help="APGD without the 2ε/1.5ε/ε stages")
     a.add_argument("--target-class", type=int, default=None, help="targeted mode: push every pixel toward this class")
-    a.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
+    a.add_argument("--device", default="auto", help="auto (default: cuda when a GPU is visible, else cpu), cpu, cuda, cuda:1, mps")
     a.add_argument("--out", help="write the run file (JSON) here")
     a.add_argument("--save-adv", help="write the adversarial image (PNG, model resolution) here")
     a.add_argument("--from-run", help="re-run the configuration stored in a run file (other flags are ignored)")
@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="robustness evaluation over a dataset", add_help=False)
     e.add_argument("rest", nargs=argparse.REMAINDER)
     return p
+
+
+def resolve_device(spec: str) -> str:
+    """``auto`` -> ``cuda`` when PyTorch sees a GPU, else ``cpu``; anything else unchanged."""
+    if spec != "auto":
+        return spec
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _resolve_image(spec: str):
@@ -152,6 +159,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from attack_engine.images import model_size, resize_image, to_tensor, to_uint8
 
     cfg, model_id, image_spec, mask_spec, target_class = _config_from(args)
+    args.device = resolve_device(args.device)
     img, example_mask, image_ref = _resolve_image(image_spec)
     model = _open_model(model_id, args)
     info = model.info
@@ -167,7 +175,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     res = run.result
     seconds = time.perf_counter() - t0
     what = "target-class share" if cfg.targeted else "pixel accuracy"
-    print(f"model {model_id} | image {image_ref} at {size[1]}×{size[0]} | labels: {mask_ref or 'clean prediction'}")
+    print(f"model {model_id} | image {image_ref} at {size[1]}×{size[0]} | labels: {mask_ref or 'clean prediction'} "
+          f"| device {model.device}")
     print(f"{attack_title(cfg.attack)} {cfg.optimizer.upper()} eps={cfg.eps * 255:.4g}/255 steps={cfg.steps} seed={cfg.seed}"
           + (f" schedule={cfg.q_schedule.text()}" if cfg.q_schedule is not None else ""))
     print(f"clean:       {what} {float(res.clean_acc[0]):.4f}  mIoU {float(res.clean_miou[0]):.4f}")

@@ -17,6 +17,7 @@ disabled, so float16/bfloat16 models and logits up to ±1e3 give finite values a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -36,33 +37,57 @@ def __getattr__(name: str):
 
 
 class _StableCE(torch.autograd.Function):
-    """Per-pixel CE ``lse(z) - z_y`` whose gradient keeps every pixel that float64 can represent.
+    """Per-pixel CE whose gradient keeps every pixel that float64 can represent.
 
-    Autograd of ``log_softmax`` forms ``p_y - 1``, which rounds to 0 once ``p_y > 1 - eps``.  Here the
-    true-class entry is computed as ``-sum_{j != y} p_j`` instead, which has no cancellation.
-
-    The caller hands over what its forward pass already computed (:func:`_softmax_parts`), so no class-sized
-    work is repeated: ``e = exp(z - max_j z_j)`` in the objective dtype with the label entry set to 0, ``s = sum_j e_j``,
-    ``s_other = sum_{j != y} e_j`` and the CE value.  ``z`` are the logits in their own dtype; the gradient is
-    computed in the objective dtype and rounded once, to the logits' dtype, as it is stored.
+    Autograd of ``log_softmax`` forms ``p_y - 1``, which rounds to 0 once ``p_y > 1 - eps``.  Here the forward pass
+    hands over its CE value and a closed-form gradient (:class:`_SoftmaxCEGrad`, :class:`_BinaryCEGrad`) built from
+    what it computed anyway, so backward repeats no class-sized work and has no cancellation.
     """
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, idx: torch.Tensor, e: torch.Tensor, s: torch.Tensor, s_other: torch.Tensor,
-                ce: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(idx, e, s, s_other)
-        ctx.z_dtype = z.dtype
+    def forward(ctx, z: torch.Tensor, ce: torch.Tensor, grad: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        ctx.grad = grad
         return ce.clone()
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        idx, e, s, s_other = ctx.saved_tensors
-        coef = (g / s).unsqueeze(1)  # dCE/dz_j = p_j = e_j / s for j != y
-        grad = torch.empty_like(e, dtype=ctx.z_dtype)
-        for r in _row_chunks(e):  # the product in e's dtype, rounded on store; small temporaries
+        return ctx.grad(g), None, None
+
+
+class _SoftmaxCEGrad:
+    """``g * dCE/dz`` from ``e = exp(z - max z)`` (label entry 0), ``s = sum_j e_j`` and ``s_other = sum_{j != y} e_j``.
+
+    The true-class entry is ``-sum_{j != y} p_j`` (no ``p_y - 1``).  The product is formed in ``e``'s dtype and
+    rounded once, to the logits' dtype, as it is stored.
+    """
+
+    def __init__(self, idx: torch.Tensor, e: torch.Tensor, s: torch.Tensor, s_other: torch.Tensor,
+                 z_dtype: torch.dtype) -> None:
+        self.idx, self.e, self.s, self.s_other, self.z_dtype = idx, e, s, s_other, z_dtype
+
+    def __call__(self, g: torch.Tensor) -> torch.Tensor:
+        coef = (g / self.s).unsqueeze(1)  # dCE/dz_j = p_j = e_j / s for j != y
+        e = self.e
+        grad = torch.empty_like(e, dtype=self.z_dtype)
+        for r in _row_chunks(e):  # small temporaries
             grad[:, :, r] = e[:, :, r] * coef[:, :, r]
-        grad.scatter_(1, idx, (-s_other.unsqueeze(1) * coef).to(grad.dtype))  # dCE/dz_y = -sum_{j != y} p_j
-        return grad, None, None, None, None, None
+        grad.scatter_(1, self.idx, (-self.s_other.unsqueeze(1) * coef).to(grad.dtype))  # dCE/dz_y = -sum_{j != y} p_j
+        return grad
+
+
+class _BinaryCEGrad:
+    """Two classes: ``CE = softplus(t)`` with ``t = z_1 - z_0`` for label 0 and ``z_0 - z_1`` for label 1, so
+    ``dCE/dz_other = -dCE/dz_y = p_other = exp(log_p_other)``, formed in the objective dtype and rounded once."""
+
+    def __init__(self, sign: torch.Tensor, log_p_other: torch.Tensor, z_dtype: torch.dtype) -> None:
+        self.sign, self.log_p_other, self.z_dtype = sign, log_p_other, z_dtype
+
+    def __call__(self, g: torch.Tensor) -> torch.Tensor:
+        g1 = torch.exp(self.log_p_other).mul_(g).mul_(self.sign)  # d/dz_1 = sign * p_other * g
+        out = torch.empty((g1.shape[0], 2, *g1.shape[1:]), dtype=self.z_dtype, device=g1.device)
+        out[:, 1] = g1
+        out[:, 0] = g1.neg_()
+        return out
 
 
 _CHUNK_BYTES = 4 << 20
@@ -211,6 +236,7 @@ class PixelInputs:
     _ey: torch.Tensor = field(repr=False)  # label entry of exp(z - max z)
     _s: torch.Tensor = field(repr=False)  # sum_j exp(z_j - max z)
     _sq: torch.Tensor | None = field(default=None, repr=False)
+    _p_norm: Callable[[], torch.Tensor] | None = field(default=None, repr=False)  # two classes: closed form
 
     def sum_sq_others(self) -> torch.Tensor:
         """``sum_{j != y} exp(z_j - max z)^2`` (cached)."""
@@ -222,6 +248,8 @@ class PixelInputs:
     def p_norm(self) -> torch.Tensor:
         """``||p||_2`` per pixel, detached."""
         with torch.no_grad():
+            if self._p_norm is not None:
+                return self._p_norm()
             return torch.sqrt(self.sum_sq_others() + self._ey.square()) / self._s
 
 
@@ -304,27 +332,123 @@ def pixel_terms(
     _check_shapes(logits, labels, step, total)
     with torch.autocast(logits.device.type, enabled=False):
         dtype = _objective_dtype(logits)
-        y, valid = _safe_labels(labels, logits.shape[1], ignore_index)
-        validf = valid.to(dtype)
-        idx = y.unsqueeze(1)
+        lab = _labels(labels, logits.shape[1], ignore_index, workspace)
+        binary = logits.shape[1] == 2 and _BINARY_PATH
         with torch.no_grad():
             zd = logits.detach()
-            pred, e, ey, s_other, s, lse, zy = _softmax_parts(zd, idx, dtype, workspace)
-            # where the label holds the max logit, CE = log(1 + s_other) exactly (lse - z_y would round tiny CEs to 0)
-            ce0 = torch.where(ey == 1.0, torch.log1p(s_other), lse - zy)
-        ce = _StableCE.apply(logits, idx, e, s, s_other, ce0) * validf
+            base = _binary_base(zd, lab, dtype) if binary else _softmax_base(zd, lab, dtype, workspace)
+        ce = _StableCE.apply(logits, base.ce0, base.grad)
+        validf = lab.valid.to(dtype)
+        if not lab.all_valid:
+            ce = ce * validf
         with torch.no_grad():
             cef = ce.detach()
-            inputs = PixelInputs(ce, cef, torch.exp(-cef), (pred == y) & valid, valid, validf, dtype, e, ey, s)
-            grad_norm, log_ce_grad, log_rest = _log_ce_grad(inputs, zd, idx, lse, s_other, with_grad_norm)
+            correct = base.pred == lab.y if lab.all_valid else (base.pred == lab.y) & lab.valid
+            inputs = PixelInputs(ce, cef, torch.exp(-cef), correct, lab.valid, validf, dtype, base.e, base.ey, base.s,
+                                 _p_norm=base.p_norm)
+            if binary:
+                grad_norm, log_ce_grad, log_rest = _binary_norms(base, lab, with_grad_norm)
+            else:
+                grad_norm, log_ce_grad, log_rest = _log_ce_grad(inputs, zd, base.idx, base.lse, base.s_other,
+                                                                with_grad_norm)
         param = spec.param_at(step, total, q)
         loss, weight = spec.objective(inputs, param)
-        weight = weight.detach() * validf
+        weight = lab.mask(weight.detach(), 0.0)
         log_weight = spec.log_weight(weight, cef, param) if spec.log_weight is not None else torch.log(weight)
-        log_ce_grad = torch.where(valid, log_ce_grad, -math.inf)
-        log_grad = torch.where(valid, log_weight + log_ce_grad, -math.inf)
-    return PixelTerms(loss, cef, inputs.p_true, weight, inputs.correct, valid, param, pred, grad_norm, log_grad,
+        log_ce_grad = lab.mask(log_ce_grad, -math.inf)
+        log_grad = lab.mask(log_weight + log_ce_grad, -math.inf)
+    return PixelTerms(loss, cef, inputs.p_true, weight, inputs.correct, lab.valid, param, base.pred, grad_norm, log_grad,
                       log_ce_grad, log_rest)
+
+
+@dataclass
+class _Labels:
+    """Labels made safe to index with (ignored -> 0), the valid mask, and whether every pixel is valid."""
+
+    y: torch.Tensor
+    valid: torch.Tensor
+    all_valid: bool  # known without a host sync only when cached in a workspace; False = "not known"
+    sign: torch.Tensor | None = None  # two classes: +1 where the label is 0, -1 where it is 1 (objective dtype)
+
+    def mask(self, x: torch.Tensor, fill: float) -> torch.Tensor:
+        """``x`` on valid pixels, ``fill`` elsewhere."""
+        return x if self.all_valid else torch.where(self.valid, x, fill)
+
+    def binary_sign(self, dtype: torch.dtype) -> torch.Tensor:
+        if self.sign is None or self.sign.dtype != dtype:
+            self.sign = torch.where(self.y == 0, 1.0, -1.0).to(dtype)
+        return self.sign
+
+
+def _labels(labels: torch.Tensor, num_classes: int, ignore_index: int, workspace: dict | None) -> _Labels:
+    """:func:`_safe_labels`, cached in the workspace for the same (unmodified) label tensor across iterations."""
+    key = (labels, labels._version, num_classes, ignore_index)
+    if workspace is not None:
+        hit = workspace.get("labels")
+        if hit is not None and hit[0][0] is labels and hit[0][1:] == key[1:]:
+            return hit[1]
+    y, valid = _safe_labels(labels, num_classes, ignore_index)
+    lab = _Labels(y, valid, workspace is not None and bool(valid.all()))  # one sync per run, not per step
+    if workspace is not None:
+        workspace["labels"] = (key, lab)
+    return lab
+
+
+@dataclass
+class _Base:
+    """The CE's class-sized work: value (not yet masked), prediction, closed-form gradient, what the rest needs."""
+
+    ce0: torch.Tensor
+    pred: torch.Tensor
+    grad: Callable[[torch.Tensor], torch.Tensor]
+    e: torch.Tensor | None = None  # softmax path (see PixelInputs)
+    ey: torch.Tensor | None = None
+    s: torch.Tensor | None = None
+    s_other: torch.Tensor | None = None
+    lse: torch.Tensor | None = None
+    idx: torch.Tensor | None = None
+    log_po: torch.Tensor | None = None  # two classes: log p_other = log(1 - p_y)
+    p_norm: Callable[[], torch.Tensor] | None = None
+
+
+_BINARY_PATH = True  # tests switch it off to check the two-class closed form against the general path
+_SOFTPLUS_LINEAR = 700.0  # softplus(t) = t beyond this (exp(-700) is below float64 resolution of t)
+
+
+def _softmax_base(zd: torch.Tensor, lab: _Labels, dtype: torch.dtype, workspace: dict | None) -> _Base:
+    """Any number of classes: one pass of class-sized work (:func:`_softmax_parts`)."""
+    idx = lab.y.unsqueeze(1)
+    pred, e, ey, s_other, s, lse, zy = _softmax_parts(zd, idx, dtype, workspace)
+    # where the label holds the max logit, CE = log(1 + s_other) exactly (lse - z_y would round tiny CEs to 0)
+    ce0 = torch.where(ey == 1.0, torch.log1p(s_other), lse - zy)
+    return _Base(ce0, pred, _SoftmaxCEGrad(idx, e, s, s_other, zd.dtype), e, ey, s, s_other, lse, idx)
+
+
+def _binary_base(z: torch.Tensor, lab: _Labels, dtype: torch.dtype) -> _Base:
+    """Two classes in closed form on ``t = z_other - z_y``: ``CE = softplus(t)``, ``p_other = sigmoid(t)``.
+
+    ``log p_other = t - softplus(t)`` is exact down to the float64 range (no ``1 - p`` anywhere), and
+    ``||dCE/dz|| = sqrt(2) p_other`` exactly.  A handful of per-pixel operations instead of the class loop.
+    """
+    d = z[:, 1].to(dtype) - z[:, 0]  # in the objective dtype (exact for float logits)
+    pred = (d > 0).long()  # argmax with ties to the first class
+    sign = lab.binary_sign(dtype)
+    t = d * sign
+    sp = F.softplus(t, beta=1.0, threshold=_SOFTPLUS_LINEAR)
+    log_po = t - sp
+    base = _Base(sp, pred, _BinaryCEGrad(sign, log_po, z.dtype), log_po=log_po)
+
+    def p_norm() -> torch.Tensor:  # ||p||_2 = sqrt(p_y^2 + p_other^2)
+        return torch.sqrt(torch.exp(-sp).square() + torch.exp(log_po).square())
+
+    base.p_norm = p_norm
+    return base
+
+
+def _binary_norms(base: _Base, lab: _Labels, with_grad_norm: bool):
+    """Two classes: ``||dCE/dz|| = sqrt(2) p_other`` (telemetry), its log and ``log(1 - p_y) = log p_other``."""
+    grad_norm = lab.mask(torch.exp(base.log_po) * math.sqrt(2.0), 0.0) if with_grad_norm else None
+    return grad_norm, base.log_po + 0.5 * math.log(2.0), base.log_po
 
 
 def pixel_loss(

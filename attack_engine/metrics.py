@@ -31,6 +31,32 @@ def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
     return counts[:-1].view(b, num_classes, num_classes)
 
 
+class ConfusionCounter:
+    """:func:`confusion_matrix` against fixed labels, for many predictions (one per attack iteration).
+
+    The label-dependent index (label row, image offset, ignored pixels to the spare bin) is computed once, so each
+    call is an add, a where and a scatter: the same integer counts as :func:`confusion_matrix`.
+    """
+
+    def __init__(self, labels: torch.Tensor, num_classes: int, ignore_index: int = 255) -> None:
+        b, c = labels.shape[0], num_classes
+        cc = c * c
+        self.shape = (b, c, c)
+        self.num_classes = c
+        valid = (labels != ignore_index) & (labels >= 0) & (labels < c)
+        base = labels.long().clamp(0, c - 1) * c + (torch.arange(b, device=labels.device) * cc).view(b, 1, 1)
+        self.valid = valid
+        self.base = base
+        self.spare = b * cc
+        self.ones = torch.ones(labels.numel(), dtype=torch.int64, device=labels.device)
+
+    def __call__(self, pred: torch.Tensor) -> torch.Tensor:
+        idx = torch.where(self.valid, self.base + pred.long().clamp(0, self.num_classes - 1), self.spare).flatten()
+        counts = torch.zeros(self.spare + 1, dtype=torch.int64, device=pred.device)
+        counts.scatter_add_(0, idx, self.ones)
+        return counts[:-1].view(self.shape)
+
+
 def pixel_accuracy(cm: torch.Tensor) -> torch.Tensor:
     """Pixel accuracy of ``[..., C, C]`` matrices; NaN where no pixel counts."""
     cm = cm.double()

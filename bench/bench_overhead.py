@@ -18,7 +18,6 @@ A diagnostic second table times the objective alone on the model's logits (ours,
 from __future__ import annotations
 
 import functools
-import time
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +25,7 @@ import torch.nn.functional as F
 from attack_engine import AttackConfig, AttackRun
 from attack_engine.losses import pixel_terms
 from bench import models as M
-from bench.common import Stats, bare_loop, cli_main, interleave, paired_ratios, record_sampler, set_threads
+from bench.common import Stats, bare_loop, cli_main, clock, interleave, paired_ratios, record_sampler, set_threads
 
 EPS = 8 / 255
 VARIANTS = ("pgd", "pgd+tel", "apgd", "apgd+tel")
@@ -82,18 +81,18 @@ def objective_cost(model, x0: torch.Tensor, y: torch.Tensor, attack: str, rounds
 
     def ce() -> float:
         z = logits.detach().requires_grad_(True)
-        t = time.perf_counter()
+        t = clock()
         torch.autograd.grad(F.cross_entropy(z, y), z)
-        return time.perf_counter() - t
+        return clock() - t
 
     ws: dict = {}  # as AttackRun does: the logits-sized float64 buffer is reused between calls
 
     def ours(tel: bool) -> float:
         z = logits.detach().requires_grad_(True)
-        t = time.perf_counter()
+        t = clock()
         terms = pixel_terms(attack, z, y, step=1, total=10, with_grad_norm=tel, workspace=ws)
         torch.autograd.grad(terms.loss.flatten(1).mean(1).sum(), z)
-        return time.perf_counter() - t
+        return clock() - t
 
     s = interleave({"ce_f32": ce, "ours": functools.partial(ours, False), "ours+tel": functools.partial(ours, True)},
                    rounds, warmup=1)

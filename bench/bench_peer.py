@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 
 import torch
 
 from attack_engine import AttackConfig, AttackRun
 from attack_engine.metrics import confusion_matrix, pixel_accuracy
 from bench import models as M
-from bench.common import Stats, cli_main, interleave, paired_ratios, record_sampler, set_threads
+from bench.common import Stats, cli_main, clock, interleave, paired_ratios, record_sampler, set_threads
 
 EPS, ALPHA = 8 / 255, 2 / 255
 CASES = {
@@ -63,24 +62,24 @@ def measure_case(name: str, builder, side: int, steps: int, rounds: int, rounds_
     atk = torchattacks.PGD(model, eps=EPS, alpha=ALPHA, steps=steps, random_start=False)
 
     def theirs_step() -> float:
-        t = time.perf_counter()
+        t = clock()
         atk(x0, y)
-        return (time.perf_counter() - t) / steps
+        return (clock() - t) / steps
 
     run = AttackRun(model, x0, y, _config((rounds + 2) * steps + 2))
     per_step = interleave({"torchattacks": theirs_step,
                            "ours": functools.partial(record_sampler(iter(run), x0), steps)}, rounds, warmup=1)
 
     def theirs_whole() -> float:
-        t = time.perf_counter()
+        t = clock()
         adv = atk(x0, y)
         _acc(model, adv, y)
-        return time.perf_counter() - t
+        return clock() - t
 
     def ours_whole() -> float:
-        t = time.perf_counter()
+        t = clock()
         AttackRun(model, x0, y, _config(steps)).run()
-        return time.perf_counter() - t
+        return clock() - t
 
     whole = interleave({"torchattacks": theirs_whole, "ours": ours_whole}, rounds_whole, warmup=0)
 

@@ -68,9 +68,10 @@ CASES = [(n, None) for n in ATTACKS] + [("tsallis", q) for q in (-2.0, 0.0, 0.5,
 
 
 @pytest.mark.parametrize(("name", "q"), CASES)
-def test_value_and_gradient_match_formula(name, q):
+@pytest.mark.parametrize("classes", [5, 2])  # 2: the closed-form two-class path
+def test_value_and_gradient_match_formula(name, q, classes):
     for step, total in [(0, 10), (3, 10), (9, 10)]:
-        z, y = random_case(step)
+        z, y = random_case(step, c=classes)
         z1 = z.clone().requires_grad_(True)
         z2 = z.clone().requires_grad_(True)
         ours = pixel_loss(name, z1, y, step=step, total=total, q=q)
@@ -203,3 +204,32 @@ def test_confident_ce_value_is_exact():
     z = torch.stack([-gaps / 2, gaps / 2]).view(1, 2, 1, 4)
     y = torch.ones(1, 1, 4, dtype=torch.long)
     torch.testing.assert_close(pixel_loss("ce", z, y)[0, 0], torch.log1p(torch.exp(-gaps)), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+@pytest.mark.parametrize("gap", [3.0, 40.0, 700.0])
+def test_two_class_closed_form_matches_general_path(monkeypatch, name, gap):
+    """The two-class fast path (softplus of the logit gap) against the general softmax path, every field."""
+    g = torch.Generator().manual_seed(7)
+    z = torch.randn(2, 2, 5, 6, generator=g, dtype=torch.float64) * gap
+    z[0, :, 0, 0] = torch.tensor([0.0, 0.0], dtype=torch.float64)  # a tie: argmax picks class 0
+    y = torch.randint(0, 2, (2, 5, 6), generator=g)
+    y[1, 1, :2] = II
+    out = {}
+    for fast in (True, False):
+        monkeypatch.setattr("attack_engine.losses._BINARY_PATH", fast)
+        zz = z.float().clone().requires_grad_(True)
+        t = pixel_terms(name, zz, y, step=2, total=7, with_grad_norm=True)
+        w = torch.linspace(-1, 2, t.loss.numel(), dtype=torch.float64).view_as(t.loss)
+        (gr,) = torch.autograd.grad((t.loss * w).sum(), zz)
+        out[fast] = (t, gr)
+    (a, ga), (b, gb) = out[True], out[False]
+    for f in ("loss", "ce", "p_true", "weight", "log_grad"):
+        torch.testing.assert_close(getattr(a, f).detach(), getattr(b, f).detach(), rtol=1e-12, atol=1e-300, msg=f)
+    # the general path's linear norm squares p_other, which underflows below ~1e-154; the closed form does not
+    ok = b.ce_grad_norm > 1e-150
+    torch.testing.assert_close(a.ce_grad_norm[ok], b.ce_grad_norm[ok], rtol=1e-12, atol=0)
+    assert (a.ce_grad_norm[~ok] < 1e-140).all()
+    assert torch.equal(a.pred, b.pred) and torch.equal(a.correct, b.correct)
+    torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-30)
+    assert not a.ce.requires_grad and a.loss.requires_grad

@@ -51,3 +51,16 @@ def test_ignored_and_out_of_range_labels_never_count():
     lab = torch.tensor([[[0, 255, 7], [0, 0, -1]]])
     cm = confusion_matrix(pred, lab, 3)
     assert int(cm.sum()) == 3 and float(pixel_accuracy(cm[0])) == 1.0
+
+
+def test_confusion_counter_equals_confusion_matrix():
+    from attack_engine.metrics import ConfusionCounter
+
+    g = torch.Generator().manual_seed(3)
+    labels = torch.randint(0, 4, (3, 7, 9), generator=g)
+    labels[0, :2] = 255
+    labels[1, 3, :4] = 9  # outside [0, C): never counts
+    counter = ConfusionCounter(labels, 4, 255)
+    for _ in range(3):
+        pred = torch.randint(0, 4, (3, 7, 9), generator=g)
+        assert torch.equal(counter(pred), confusion_matrix(pred, labels, 4, 255))
