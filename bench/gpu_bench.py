@@ -1,9 +1,11 @@
-"""GPU benchmark (item 5): iterations/second and attack overhead for SegFormer-B0 and PSPNet-R50 at 512², batch 8.
+"""GPU benchmark (items 5, 16): iterations/second and attack overhead on a GPU.
 
-Run from the repository root on a machine with an NVIDIA GPU::
+Default matrix (issue 16): the bundled selfie model at its native 256² and SegFormer-B0 (150 classes) at 512² and
+1024², batch 1 and 8, fp32 and bf16, telemetry off and on.  Run from the repository root on a machine with an
+NVIDIA GPU::
 
     python bench/gpu_bench.py                 # writes gpu_bench.md / gpu_bench.json to $OUT or ./bench/out
-    python bench/gpu_bench.py --models segformer-b0 --dtypes bf16 --rounds 5
+    python bench/gpu_bench.py --models segformer-b0 --dtypes bf16 --sizes 512 --batches 8 --rounds 5
 
 For each model (random weights) and precision (fp32; bf16 = ``SegModel.with_autocast(torch.bfloat16)``, the
 attack objective itself stays float64):
@@ -42,18 +44,20 @@ from bench.common import Stats, bare_loop, interleave, paired_ratios, record_sam
 EPS = 8 / 255
 VARIANTS = ("pgd", "pgd+tel", "apgd", "apgd+tel")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+NATIVE = {"selfie": 256}  # models that resize any input to a fixed size: measured at that size only
 BUILDERS = {
+    "selfie": lambda impl, dev: M.selfie(device=dev),
     "segformer-b0": lambda impl, dev: M.segformer_b0(150, device=dev, impl=impl),
     "pspnet-r50": lambda impl, dev: M.pspnet_r50(21, device=dev, impl=impl),
 }
 
 
-def bench_one(name: str, dtype_name: str, args, dev: torch.device) -> dict:
+def bench_one(name: str, dtype_name: str, size: int, batch: int, args, dev: torch.device) -> dict:
     impl = {"auto": "auto", "torch": "torch"}[args.impl]
     model, used = BUILDERS[name](impl, dev)
     model.with_autocast(DTYPES[dtype_name])
     g = torch.Generator().manual_seed(0)
-    x0 = torch.rand(args.batch, 3, args.size, args.size, generator=g).to(dev)
+    x0 = torch.rand(batch, 3, size, size, generator=g).to(dev)
     with torch.no_grad():
         y = model(x0).argmax(1)
     k, rounds = args.k, args.rounds
@@ -77,7 +81,7 @@ def bench_one(name: str, dtype_name: str, args, dev: torch.device) -> dict:
     samples = interleave(samplers, rounds, warmup=1)
     secs = {n: Stats.of(v) for n, v in samples.items()}
     return {
-        "model": name, "impl": used, "dtype": dtype_name, "batch": args.batch, "size": args.size,
+        "model": name, "impl": used, "dtype": dtype_name, "batch": batch, "size": size,
         "params": M.param_count(model), "k": k, "rounds": rounds,
         "it_per_s": {n: 1.0 / s.median for n, s in secs.items()},
         "seconds": {n: s.to_dict() for n, s in secs.items()},
@@ -88,21 +92,22 @@ def bench_one(name: str, dtype_name: str, args, dev: torch.device) -> dict:
 
 def markdown(res: dict) -> str:
     head = (f"GPU: {res['device']} | torch {res['torch']} | CUDA {res['cuda']} | cuDNN {res['cudnn']} | "
-            f"TF32 matmul {res['tf32_matmul']}, TF32 cuDNN {res['tf32_cudnn']} | input {res['batch']}×3×{res['size']}²")
+            f"TF32 matmul {res['tf32_matmul']}, TF32 cuDNN {res['tf32_cudnn']}")
     lines = [head, "",
-             "| model (impl) | precision | bare it/s | PGD it/s | APGD it/s | PGD ratio | PGD+tel ratio | APGD ratio "
-             "| APGD+tel ratio | working memory bare / PGD / PGD+tel |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model (impl) | input | precision | bare it/s | PGD it/s | APGD it/s | PGD ratio | PGD+tel ratio "
+             "| APGD ratio | APGD+tel ratio | working memory bare / PGD / PGD+tel |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["results"]:
+        inp = f"{r.get('batch')}×3×{r.get('size')}²"
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['dtype']} | error: {r['error']} |||||||| ")
+            lines.append(f"| {r['model']} | {inp} | {r['dtype']} | error: {r['error']} |||||||| ")
             continue
         q = {v: Stats(**{**{k: r['ratio'][v][k] for k in ('median', 'q1', 'q3', 'n')}, 'lo': r['ratio'][v]['min'],
                          'hi': r['ratio'][v]['max']}) for v in VARIANTS}
         pk = r["peak_bytes"]
         mem = " / ".join(f"{pk[n] / 2**30:.1f} GiB" for n in ("bare", "pgd", "pgd+tel")) if pk else "n/a"
         ips = r["it_per_s"]
-        lines.append(f"| {r['model']} ({r['impl']}) | {r['dtype']} | {ips['bare']:.2f} | {ips['pgd']:.2f} "
+        lines.append(f"| {r['model']} ({r['impl']}) | {inp} | {r['dtype']} | {ips['bare']:.2f} | {ips['pgd']:.2f} "
                      f"| {ips['apgd']:.2f} | {q['pgd'].ratio()} | {q['pgd+tel'].ratio()} | {q['apgd'].ratio()} "
                      f"| {q['apgd+tel'].ratio()} | {mem} |")
     lines += ["", "Ratio = seconds per iteration of the variant / of the bare loop (forward + F.cross_entropy + "
@@ -112,10 +117,10 @@ def markdown(res: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=list(BUILDERS), choices=list(BUILDERS))
+    ap.add_argument("--models", nargs="+", default=["selfie", "segformer-b0"], choices=list(BUILDERS))
     ap.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
-    ap.add_argument("--size", type=int, default=512)
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--sizes", nargs="+", type=int, default=[512, 1024], help="input sides (selfie: 256 only)")
+    ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--k", type=int, default=4, help="iterations per sample")
     ap.add_argument("--impl", choices=("auto", "torch"), default="auto",
@@ -133,23 +138,24 @@ def main() -> int:
         "device": torch.cuda.get_device_name(0) if cuda else "cpu (smoke test)",
         "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32, "tf32_cudnn": torch.backends.cudnn.allow_tf32,
-        "batch": args.batch, "size": args.size, "results": [],
+        "results": [],
     }
     t0 = time.perf_counter()
-    for name in args.models:
-        for dt in args.dtypes:
-            t = time.perf_counter()
-            try:
-                r = bench_one(name, dt, args, dev)
-            except Exception as e:  # report and go on with the next combination
-                r = {"model": name, "dtype": dt, "error": f"{type(e).__name__}: {e}"}
-            r["wall_s"] = time.perf_counter() - t
-            res["results"].append(r)
-            print(f"[{time.perf_counter() - t0:6.1f} s] {name} {dt}: " +
-                  (r["error"] if "error" in r else ", ".join(f"{k} {v:.2f} it/s" for k, v in r["it_per_s"].items())),
-                  flush=True)
-            if cuda:
-                torch.cuda.empty_cache()
+    combos = [(name, dt, size, b) for name in args.models for size in ([NATIVE[name]] if name in NATIVE else args.sizes)
+              for b in args.batches for dt in args.dtypes]
+    for name, dt, size, b in combos:
+        t = time.perf_counter()
+        try:
+            r = bench_one(name, dt, size, b, args, dev)
+        except Exception as e:  # report and go on with the next combination
+            r = {"model": name, "dtype": dt, "size": size, "batch": b, "error": f"{type(e).__name__}: {e}"}
+        r["wall_s"] = time.perf_counter() - t
+        res["results"].append(r)
+        print(f"[{time.perf_counter() - t0:6.1f} s] {name} {b}×{size}² {dt}: " +
+              (r["error"] if "error" in r else ", ".join(f"{k} {v:.2f} it/s" for k, v in r["it_per_s"].items())),
+              flush=True)
+        if cuda:
+            torch.cuda.empty_cache()
     res["wall_s"] = time.perf_counter() - t0
     md = markdown(res)
     print(md)

@@ -52,7 +52,9 @@ def test_attack_writes_reproducible_run_file(tiny_cli, capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "clean:" in text and "adversarial:" in text
+    assert "| device cpu" in text  # the device the run used (auto: cpu here, no GPU)
     card = json.loads(out.read_text())
+    assert card["device"] == "cpu"
     assert card["config"]["schedule"] == "cosine:-2:1" and len(card["iterations"]) == 13
     assert card["adversarial"]["acc"] < card["clean"]["acc"]
     again = tiny_cli / "again.json"
