@@ -321,3 +321,17 @@ def test_replayer_transpose_conv_bias() -> None:
     x = np.array([[1.0, -2.0, 3.0], [0.5, 0.0, 4.0]], np.float32)
     got = TFLiteGraph(data)(torch.from_numpy(x)[None, None])[0, 0].numpy()
     np.testing.assert_allclose(got, np.kron(x, w[0, :, :, 0]) + 0.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_plan_is_the_interpreter(dtype) -> None:
+    """The static plan the replay runs computes bitwise the interpreter's forward, also after a dtype cast, and its
+    input gradient agrees with the interpreter's to float32 rounding (F.hardswish's backward rounds differently)."""
+    graph = load_selfie().graph.to(dtype)  # a fresh model: .to() must rebuild the plan with the cast weights
+    x = torch.rand(2, 3, 256, 256, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    with torch.no_grad():
+        assert torch.equal(graph(x), graph.interpret(x))
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    (ga,) = torch.autograd.grad(graph(xa).sum(), xa)
+    (gb,) = torch.autograd.grad(graph.interpret(xb).sum(), xb)
+    torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-6 * float(gb.abs().max()))
