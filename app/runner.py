@@ -240,11 +240,10 @@ class LiveRun:
         return self.traj
 
 
-def start_run(model_id: str, image, mask, cfg: AttackConfig, source: str = "upload", light: bool = False) -> LiveRun:
-    """Load the model (cached by the registry, on the GPU when there is one), prepare the input, start a :class:`LiveRun`."""
-    from app.gpu import local_device
-
-    model = load_model(model_id, device=local_device())
+def start_run(model_id: str, image, mask, cfg: AttackConfig, source: str = "upload", light: bool = False,
+              device: str = "cpu") -> LiveRun:
+    """Load the model (cached by the registry) on ``device``, prepare the input and start a :class:`LiveRun`."""
+    model = load_model(model_id, device=device)
     return LiveRun(model, prepare(image, mask, model, source), cfg, light=light)
 
 

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 import tflite
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:  # the graph module imports this one at run time, never the reverse
-    from attack_engine.models.tflite_replay import Op, TFLiteGraph
+# The graph (a TFLiteGraph) and its ops are typed Any: tflite_replay imports this module, never the reverse.
+TFLiteGraph = Op = Any
 
 Step = Callable[[list], torch.Tensor]
 _EXACT_HARDSWISH = (torch.float32, torch.float64)
