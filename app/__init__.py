@@ -17,8 +17,20 @@ for _k, _v in {
     os.environ.setdefault(_k, _v)
 
 
-def main() -> None:
-    """Start the app on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (default 127.0.0.1:7860)."""
+def main(argv: list[str] | None = None) -> None:
+    """Start the app on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT (default 127.0.0.1:7860).
+
+    Takes the CLI's model flags: ``python app.py --model FILE --arch … --classes … [--trusted]`` opens the
+    explorer on your checkpoint (``--model <zoo id>`` on that model).
+    """
+    from app.own_model import model_id_from_argv
     from app.ui import main as _main
 
-    _main()
+    _main(model_id_from_argv(argv))
+
+
+def explore(model, class_names=None, palette=None, images=None, **kw):
+    """Open the explorer on an ``nn.Module`` you hold (see :func:`app.own_model.explore`)."""
+    from app.own_model import explore as _explore
+
+    return _explore(model, class_names=class_names, palette=palette, images=images, **kw)

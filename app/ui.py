@@ -64,6 +64,7 @@ from app.sessions import (
 from app.sources import PRECOMPUTED_DIR, ExampleItem, bundled_examples, load_precomputed, load_precomputed_compare
 from app.tabs import qlens as qlens_tab
 from app.tabs.debug import DebugTab
+from app.tabs.own_model import OwnModelBox
 from app.trajectory import Trajectory
 from app.view import (
     LEADERBOARD_HEADERS,
@@ -224,6 +225,12 @@ class App:
         self.disk = DiskBudget([self.frames.dir, self.export_dir], int(self.limits.disk_mb * 2**20),
                                keep_s=min(3600.0, self.limits.session_ttl_s), exports=self.export_dir,
                                shared=tuple(d for d in (gradio_cache_dir(),) if d is not None))
+
+    def offer_model(self, model_id: str) -> list[tuple[str, str]]:
+        """Offer a model registered while running (an upload outside hosted mode); the dropdown's new choices."""
+        if model_id not in self.models:
+            self.models.append(model_id)
+        return model_choices(self.models)
 
     def default_example(self, model_id: str) -> str | None:
         """The example shown on first load: one with a shipped run for this model, ground truth preferred."""
@@ -812,6 +819,9 @@ class App:
                     mask_in = cp.MaskFile(label="Ground-truth mask (optional): PNG of class ids", file_types=[".png"], elem_id="mask_in",
                                       type="filepath", height=70)
                     model_dd = gr.Dropdown(choices, value=default_model, label="Model", elem_id="model")
+                    own_box = None if self.limits.hosted else OwnModelBox(self.offer_model, self.guard)
+                    if own_box is not None:
+                        own_box.build()
                     attack_dd = gr.Dropdown([(s.title, s.name) for s in attack_specs()], value="tsallis", label="Attack", elem_id="attack")
                     opt_radio = gr.Radio([("APGD", "apgd"), ("PGD", "pgd")], value="apgd", label="Optimiser")
                     with gr.Row():
@@ -977,6 +987,8 @@ class App:
                              concurrency_id="export")
 
             debug_tab.wire(state)
+            if own_box is not None:
+                own_box.wire(model_dd)
             ex_out = [state, ex_id, image_in, *controls, sched_text, *static_out, *main_out, cmp_status, cmp_slider,
                       cmp_grid, cmp_curves, cmp_table, mask_in]
             hidden_ex_btn = gr.Button(visible=False)
@@ -1118,8 +1130,9 @@ def launch_kwargs(limits: Limits | None = None) -> dict[str, Any]:
     }
 
 
-def main() -> None:
-    """``python app.py`` / ``python -m app``: start with the limits from the environment (one log line)."""
+def main(model_id: str | None = None) -> None:
+    """``python app.py`` / ``python -m app``: start with the limits from the environment (one log line);
+    ``model_id`` (from ``--model``) is the model the app opens on."""
     configure_logging()
     try:
         lim = get_limits()
@@ -1129,7 +1142,7 @@ def main() -> None:
     own_gradio_cache()
     cleaned = clean_at_start()
     tune_malloc()
-    demo = build_demo(limits=lim)
+    demo = build_demo(model_id, limits=lim)
     app = demo.tsallis_app  # type: ignore[attr-defined]
     if gpu.zero_gpu():  # ZeroGPU wants models on CUDA at start-up, outside the GPU calls
         try:

@@ -16,6 +16,7 @@ import torch
 
 from attack_engine.argtypes import Parser, parse_eps, positive_int, schedule_arg
 from attack_engine.attack import OPTIMIZERS, AttackConfig, AttackRun, StepRecord
+from attack_engine.models.args import add_model_arguments, model_from_args
 from attack_engine.registry import attack_names, attack_specs, attack_title
 
 RUN_FORMAT = "tsallispgd-run/1"
@@ -32,12 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("attack", help="attack one image and write a run file", description=(
         "Attack one image. Labels are the --mask when given, else the model's clean prediction. "
         "Prints clean and adversarial pixel accuracy / mIoU and writes a run file that reproduces the run."))
-    a.add_argument("--model", default=None,
-                   help="model id from `models` (default: the bundled selfie model), or a checkpoint file of your own")
-    a.add_argument("--arch", help="your checkpoint: architecture of a state_dict (mmseg:<config>, segformer-b0..b5, a zoo id)")
-    a.add_argument("--classes", help="your checkpoint: comma-separated class names")
-    a.add_argument("--trusted", action="store_true",
-                   help="your checkpoint: allow full unpickling (runs code from the file; only for files you trust)")
+    add_model_arguments(a)
     a.add_argument("--image", help="image path, or an example id from assets/examples (e.g. astronaut)")
     a.add_argument("--mask", help="ground-truth label PNG (class ids); default: clean prediction")
     a.add_argument("--attack", choices=attack_names(), default="tsallis",
@@ -127,15 +123,7 @@ def _config_from(args: argparse.Namespace) -> tuple[AttackConfig, str, str, str 
 
 def _open_model(model_id: str, args: argparse.Namespace):
     """A registry model, or a checkpoint file of the user's own (``--arch``, ``--classes``, ``--trusted``)."""
-    from attack_engine.models import load_model
-
-    if not Path(model_id).is_file():
-        return load_model(model_id, device=args.device)
-    from attack_engine.models.custom import load_custom
-
-    return load_custom(model_id, arch=getattr(args, "arch", None), trusted=True if getattr(args, "trusted", False) else None,
-                       class_names=args.classes.split(",") if getattr(args, "classes", None) else None,
-                       device=args.device).freeze()
+    return model_from_args(argparse.Namespace(**{**vars(args), "model": model_id}), device=args.device)
 
 
 def _labels(mask_spec: str | None, example_mask, img, info, size, device) -> tuple[torch.Tensor | None, str | None]:

@@ -91,10 +91,20 @@ def _probe_channels(net: torch.nn.Module, mean: Sequence[float], std: Sequence[f
     return 1 if z.dim() == 3 else int(z.shape[1])
 
 
-def _wrap_module(net: torch.nn.Module, path: Path, *, model_id: str, title: str | None,
-                 class_names: Sequence[str] | None, palette: Sequence[Sequence[int]] | None,
-                 mean: Sequence[float] | None, std: Sequence[float] | None, device: str | torch.device,
-                 input_size: tuple[int, int] | None, size_multiple: int, kind: str) -> CustomModel:
+def wrap_module(net: torch.nn.Module, *, class_names: Sequence[str] | None = None,
+                palette: Sequence[Sequence[int]] | None = None, mean: Sequence[float] | None = None,
+                std: Sequence[float] | None = None, model_id: str = "my-model", title: str | None = None,
+                device: str | torch.device = "cpu", input_size: tuple[int, int] | None = None,
+                size_multiple: int = 1, source: str = "your nn.Module", kind: str = "module") -> SegModel:
+    """An ``nn.Module`` you hold, behind the adapter contract (a :class:`SegModel` is returned as it is, frozen).
+
+    The module takes ``(x - mean) / std`` of ``[B,3,H,W]`` RGB in [0, 1] (defaults: mean 0, std 1) and returns
+    logits (see the module docstring); ``class_names`` default to ``class 0..C-1`` from a probe call.
+    """
+    if isinstance(net, SegModel):
+        return net.to(device).freeze()
+    if not isinstance(net, torch.nn.Module):
+        raise TypeError(f"expected a torch.nn.Module, got {type(net).__name__}")
     net = net.eval()
     for p in net.parameters():
         p.requires_grad_(False)
@@ -105,10 +115,16 @@ def _wrap_module(net: torch.nn.Module, path: Path, *, model_id: str, title: str 
         class_names = ("background", "foreground") if c == 1 else tuple(f"class {i}" for i in range(c))
     names = tuple(class_names)
     pal = tuple(tuple(int(v) for v in rgb) for rgb in palette) if palette else default_palette(len(names))
-    info = ModelInfo(id=model_id, title=title or f"{kind}: {path.name}", class_names=names, palette=pal,
+    if len(pal) < len(names):
+        raise ValueError(f"{model_id}: {len(pal)} palette colours for {len(names)} classes")
+    info = ModelInfo(id=model_id, title=title or f"{kind}: {model_id}", class_names=names, palette=pal[: len(names)],
                      input_size=input_size, size_multiple=size_multiple, licence="user-supplied",
-                     source=str(path), extra={"family": "custom", "kind": kind})
+                     source=source, extra={"family": "custom", "kind": kind})
     return CustomModel(net, info, mean, std).to(device).freeze()
+
+
+def _wrap_module(net: torch.nn.Module, path: Path, *, title: str | None, kind: str, **kw: Any) -> SegModel:
+    return wrap_module(net, title=title or f"{kind}: {path.name}", source=path.name, kind=kind, **kw)
 
 
 def _arch_of(arch: str) -> tuple[str, str]:
