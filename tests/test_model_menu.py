@@ -96,7 +96,7 @@ def test_voc_example_uses_voc_ground_truth_for_a_voc_model():
 
     voc_names, voc_pal = DATASETS["voc"]
     mid = _register("colour-voc", voc_names, voc_pal)
-    a = App(mid, bundled_examples(), limits=Limits(hosted=False))
+    a = App(mid, bundled_examples(), limits=Limits(hosted=False, session_mb=4096, total_mb=8192))
     ex = a.ex_by_id["voc2012_people"]
     assert ex.mask_for(21, voc_names) is not None and ex.label_note(21, voc_names) == ""
     status, traj = _run_status(a, mid)
@@ -110,7 +110,7 @@ def test_voc_example_on_an_ade20k_model_explains_the_mismatch():
     ade_names, ade_pal = DATASETS["ade20k"]
     mid = _register("colour-ade", ade_names, ade_pal)
     other21 = _register("colour-other21", [f"thing {i}" for i in range(21)])
-    a = App(mid, bundled_examples(), limits=Limits(hosted=False))
+    a = App(mid, bundled_examples(), limits=Limits(hosted=False, session_mb=4096, total_mb=8192))
     status, traj = _run_status(a, mid)
     assert not traj.info.has_gt
     assert "labels are the model's clean prediction" in status
@@ -118,6 +118,6 @@ def test_voc_example_on_an_ade20k_model_explains_the_mismatch():
     ex = a.ex_by_id["voc2012_people"]
     assert ex.mask_for(21, [f"thing {i}" for i in range(21)]) is None, "21 classes but not VOC's"
     assert ex.mask_for(2, ("background", "person")) is not None
-    a2 = App(other21, bundled_examples(), limits=replace(Limits(hosted=False)))
+    a2 = App(other21, bundled_examples(), limits=replace(Limits(hosted=False), session_mb=4096, total_mb=8192))
     status2, _ = _run_status(a2, other21)
     assert "the model has 21 classes" in status2
