@@ -162,19 +162,6 @@ def prepare(image, mask, model: SegModel, source: str = "upload", limits: lm.Lim
     return Prepared(x8, labels, source, info.id, tuple(img.shape[:2]), tuple(loaded.notes))
 
 
-class LogitTap:
-    """Wraps a model and keeps the logits of its latest call (no extra computation)."""
-
-    def __init__(self, model: SegModel) -> None:
-        self.model = model
-        self.last: torch.Tensor | None = None
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        self.last = out.detach()
-        return out
-
-
 class LiveRun:
     """A started attack whose records land in ``traj`` one :meth:`step` at a time."""
 
@@ -182,14 +169,13 @@ class LiveRun:
                  map_side: int | None = None, device: str | torch.device | None = None) -> None:
         self.cfg = cfg
         self.prep = prep
-        self.tap = LogitTap(model)
         x = torch.from_numpy(prep.image).permute(2, 0, 1)[None].float().div(255.0)
         labels = None if prep.labels is None else torch.from_numpy(prep.labels)[None].long()
         device = device if device is not None else getattr(model, "device", None)  # the model's, by default
         if device is not None:
             x = x.to(device)
             labels = None if labels is None else labels.to(device)
-        self.run: AttackRun | None = AttackRun(self.tap, x, labels, cfg)
+        self.run: AttackRun | None = AttackRun(model, x, labels, cfg, record_logits=True)
         mult = max(m for m, _ in apgd_stages(cfg.steps, cfg.multi_eps)) if cfg.optimizer == "apgd" else 1.0
         info = model.info
         rinfo = RunInfo(
@@ -217,7 +203,7 @@ class LiveRun:
         except StopIteration:
             self._finish()
             return False
-        self.traj.append(rec, self.tap.last)
+        self.traj.append(rec)
         if len(self.traj) >= self.traj.info.expected_records:
             # run the generator's tail (best-iterate bookkeeping) so `result` exists
             for _ in self._it:
@@ -232,7 +218,7 @@ class LiveRun:
         if res is not None:
             self.traj.info.extra.update(result_acc=float(res.acc[0]), result_miou=float(res.miou[0]),
                                         result_best_index=int(res.best_index[0]))
-        self.run, self.tap.last = None, None  # the attack's tensors are not needed any more: memory goes back
+        self.run = None  # the attack's tensors are not needed any more: memory goes back
 
     def run_all(self) -> Trajectory:
         while self.step():

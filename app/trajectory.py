@@ -193,7 +193,8 @@ class Trajectory:
         return len(self.sc["index"])
 
     def append(self, rec: Any, logits: torch.Tensor | None = None) -> None:
-        """Add one record (batch item 0); ``logits`` ``[1,C,H,W]`` of that evaluation feed the probe."""
+        """Add one record (batch item 0); its logits (``rec.logits``, or ``logits`` ``[1,C,H,W]``) feed the probe."""
+        logits = logits if logits is not None else getattr(rec, "logits", None)
         info = self.info
         k = len(self)
         pred_v = _nearest(rec.pred[0].detach().cpu(), self.hw).numpy().astype(self.pred_dtype)

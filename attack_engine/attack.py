@@ -119,6 +119,7 @@ class StepRecord:
     log_grad_logits: torch.Tensor | None = None  # [B,H,W] natural log of |dℓ_i/dz_i|, finite where it underflows
     grad_input: torch.Tensor | None = None  # [B,H,W] sum over channels of |dL/dx|
     mass: torch.Tensor | None = None  # [B,3] gradient-mass share: confident-correct, uncertain-correct, wrong
+    logits: torch.Tensor | None = None  # [B,C,H,W] the evaluation's logits, detached (AttackRun(record_logits=True))
     log_p_true: torch.Tensor | None = None  # [B,H,W] log p_y (= -CE), exact where p_y underflows
     log_p_other: torch.Tensor | None = None  # [B,H,W] log(1 - p_y), exact where 1 - p_y rounds to 0
     log_ce_grad: torch.Tensor | None = None  # [B,H,W] log ||dCE/dz_i|| (-inf on ignored pixels): the q-lens input
@@ -233,6 +234,8 @@ class AttackRun:
         x_init: optional start point ``[B,3,H,W]`` replacing the random start (projected onto the first ball, as
             the reference's ``xstart``); for reproducing another implementation's run from the same start.
         step_rule: APGD's step-size rule; :data:`REFERENCE_RULE` (the paper's code) unless comparing variants.
+        record_logits: put each evaluation's logits on its record (``StepRecord.logits``, no extra computation),
+            e.g. for a viewer's per-pixel class probabilities.
     """
 
     def __init__(
@@ -248,6 +251,7 @@ class AttackRun:
         noise_seeds: list[int] | None = None,
         x_init: torch.Tensor | None = None,
         step_rule: StepSizeRule = REFERENCE_RULE,
+        record_logits: bool = False,
     ) -> None:
         self.model = model
         self.cfg = config or AttackConfig()
@@ -256,6 +260,8 @@ class AttackRun:
         if noise_seeds is not None and len(noise_seeds) != x.shape[0]:
             raise ValueError("need one noise seed per image")
         self.noise_seeds = None if noise_seeds is None else [int(s) for s in noise_seeds]
+        self.record_logits = bool(record_logits)
+        self._logits: torch.Tensor | None = None  # the latest evaluation's (record_logits only)
         if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
             raise ValueError("x must be finite and within [0, 1]")
         self.x0 = x.detach()
@@ -335,6 +341,7 @@ class AttackRun:
             with torch.no_grad():
                 x = x.detach()
                 logits = self.model(x)
+                self._logits = logits.detach() if self.record_logits else None
                 terms = pixel_terms(
                     cfg.attack, logits, self.attack_labels, step=step, total=total,
                     q=cfg.q_schedule, ignore_index=cfg.ignore_index,
@@ -345,6 +352,7 @@ class AttackRun:
             return None, None, terms, loss_img, x, ctrl
         x = x.detach().requires_grad_(True)
         logits = self.model(x)
+        self._logits = logits.detach() if self.record_logits else None
         terms = pixel_terms(
             cfg.attack, logits, self.attack_labels, step=step, total=total,
             q=cfg.q_schedule, ignore_index=cfg.ignore_index,
@@ -374,7 +382,7 @@ class AttackRun:
             index=index, iteration=iteration, stage=stage, stage_step=stage_step, stage_total=stage_total,
             eps=eps.clone(), step_size=eta.clone(), param=terms.param, loss=loss_img.float(), ce=ce_img.float(),
             acc=acc, miou=miou, best_acc=best_acc.clone(), best_index=best_index.clone(), x_adv=x, pred=terms.pred,
-            x_clean=self.x0,
+            x_clean=self.x0, logits=self._logits,
         )
         if self.cfg.telemetry:
             gz = terms.weight * terms.ce_grad_norm
