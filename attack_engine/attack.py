@@ -168,8 +168,6 @@ class StepSizeRule:
 
 
 REFERENCE_RULE = StepSizeRule("reference", min_decrement=1, halve_at_first=False)
-# The rule this engine used before 2026-12-01 (kept only so bench/apgd_rule_study.py can compare the two).
-LEGACY_RULE = StepSizeRule("legacy", min_decrement=0, halve_at_first=True)
 
 
 def apgd_checkpoints(n: int, rule: StepSizeRule = REFERENCE_RULE) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attack_engine.attack import AttackConfig, AttackRun, apgd_checkpoints, apgd_stages, run_attack
+from attack_engine.attack import AttackConfig, AttackRun, StepSizeRule, apgd_checkpoints, apgd_stages, run_attack
 from attack_engine.losses import ATTACKS
 
 
@@ -19,6 +19,14 @@ def test_apgd_checkpoints_for_paper_stages():
     # first after max(floor(0.22 N), 1), then k <- max(k - max(floor(0.03 N), 1), max(floor(0.06 N), 1))
     assert apgd_checkpoints(90) == [19, 36, 51, 64, 75, 84]
     assert apgd_checkpoints(120) == [26, 49, 69, 86, 100, 111, 119]
+
+
+def test_apgd_checkpoint_rule_parameters():
+    # the rule this engine used before 2026-12-01 (decrement floor(0.03 N), which is 0 below N = 34)
+    legacy = StepSizeRule("legacy", min_decrement=0, halve_at_first=True)
+    assert apgd_checkpoints(30, legacy) == [6, 12, 18, 24, 30]
+    assert apgd_checkpoints(30) == [6, 11, 15, 18, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30]
+    assert apgd_checkpoints(120, legacy) == apgd_checkpoints(120)
 
 
 def test_apgd_records_radii_and_schedule_restart(trained_model, test_batch):
