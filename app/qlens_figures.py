@@ -36,7 +36,7 @@ from app.figures import (
 )
 from app.trajectory import Trajectory
 from attack_engine import qlens
-from attack_engine.losses import ATTACK_TITLES
+from attack_engine.registry import attack_title, param_symbol
 
 DEFAULT_QS = (-2.0, -1.0, 0.0, 0.5, 1.0)
 GROUP_COLOURS = (CORRECT, UNCERTAIN, WRONG)
@@ -144,11 +144,11 @@ def own_column(traj: Trajectory, k: int) -> Column:
     """The run's own weights at record ``k`` (any attack), from the stored maps and mass split."""
     attack = traj.info.config.get("attack", "")
     par = traj.get("param", k)
-    ptxt = (f", q = {par:.2f}" if attack == "tsallis" else f", λ = {par:.2f}") if math.isfinite(par) else ""
+    ptxt = f", {param_symbol(attack)} = {par:.2f}" if math.isfinite(par) else ""
     with np.errstate(divide="ignore"):
         lw, lg = np.log(traj.weight_at(k).astype(np.float64)), np.log(traj.grad_at(k).astype(np.float64))
     shares = np.array([traj.get(n, k) for n in ("mass_cc", "mass_uc", "mass_wrong")])
-    return Column(f"this run: {html.escape(ATTACK_TITLES.get(attack, attack))}<br>{ptxt.lstrip(', ') or '&nbsp;'}", None,
+    return Column(f"this run: {html.escape(attack_title(attack))}<br>{ptxt.lstrip(', ') or '&nbsp;'}", None,
                   lw, lg, shares)
 
 
@@ -215,7 +215,7 @@ def lens_columns_shares(traj: Trajectory, k: int, qs) -> list[tuple[float | None
     """(q or None, title, shares) per column, without building maps."""
     own = np.array([traj.get(n, k) for n in ("mass_cc", "mass_uc", "mass_wrong")])
     attack = traj.info.config.get("attack", "")
-    out = [(None, f"this run ({ATTACK_TITLES.get(attack, attack)})", own)]
+    out = [(None, f"this run ({attack_title(attack)})", own)]
     out += [(float(q), f"TsallisPGD q = {q:g}", qlens.shares_from_summary(traj.qsum[k], q)) for q in qs]
     return out
 
