@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def explore(model, class_names=None, palette=None, images=None, **kw):
-    """Open the explorer on an ``nn.Module`` you hold (see :func:`app.own_model.explore`)."""
-    from app.own_model import explore as _explore
+    """Open the explorer on an ``nn.Module`` you hold (see :func:`app.launcher.explore`)."""
+    from app.launcher import explore as _explore
 
     return _explore(model, class_names=class_names, palette=palette, images=images, **kw)
