@@ -124,3 +124,39 @@ def test_trajectory_lens_at_its_own_q_matches_the_stored_run(standin_traj, tmp_p
     back = type(t).load(tmp_path / "r.npz")
     np.testing.assert_array_equal(back.margin[3], t.margin[3])
     np.testing.assert_array_equal(back.qsum[3], t.qsum[3])
+
+
+def test_figures_and_inputs_of_the_tab(standin_traj):
+    from app import qlens_figures as qf
+    from app.tabs.qlens import LESSON, parse_qs
+
+    t, k = standin_traj, len(standin_traj) - 1
+    assert parse_qs("-2, -1,0 0.5") == [-2.0, -1.0, 0.0, 0.5]
+    for bad in ("", "a, b", "1,2,3,4,5,6,7", "9", "nan"):
+        with pytest.raises(ValueError):
+            parse_qs(bad)
+    assert qf.parse_band("p:0.2:0.4") == qf.Band("p", 0.2, 0.4) and qf.parse_band("none") is None
+    for bad in ("p:0.4:0.2", "group:7", "x:1:2", "p:a:b"):
+        with pytest.raises(ValueError):
+            qf.parse_band(bad)
+    log_p, _, groups = t.lens_inputs_at(k)
+    wrong = qf.band_mask(t, k, qf.parse_band("group:2"))
+    np.testing.assert_array_equal(wrong, groups == 2)
+    low = qf.band_mask(t, k, qf.parse_band("p:0:0.5"))
+    assert np.all(np.exp(log_p[low]) < 0.5) and low.sum() == ((groups >= 0) & (np.exp(log_p) < 0.5)).sum()
+    grid = qf.lens_grid_figure(t, k, [-2.0, 1.0], wrong, probe=(3, 4))
+    assert sum(d["type"] == "image" for d in grid.data) == 2 * 3  # this run + 2 q, two rows
+    fig = qf.whatif_figure(t, k, -2.0, "margin", probe=(3, 4), band=qf.parse_band("margin:-1:1"))
+    meta = fig.layout["meta"]["qlens"]
+    tr = meta["traces"]
+    assert fig.data[tr["ps"]]["x"][0] == pytest.approx(np.log(3.0))  # p* = 0.75 <-> margin log(1-q)
+    assert [d["type"] for d in fig.data[:3]] == ["bar"] * 3
+    summ = np.full((3, qlens.SUMMARY_BINS, 3), 0.0, dtype=np.float32)
+    summ[..., 0] = -np.inf
+    for g, b, ls, mu, var in meta["summary"]:
+        summ[g, b] = (ls, mu, var)
+    np.testing.assert_allclose(qlens.shares_from_summary(summ, 0.3), qlens.shares_from_summary(t.qsum[k], 0.3),
+                               atol=1e-5)
+    w, g = qf.curves("p", -2.0, np.array([0.25, 0.75, 1.0 - 1e-9]))
+    np.testing.assert_allclose(w[:2], [0.25 ** 3, 0.75 ** 3]) and np.testing.assert_allclose(g[1], 1.0)
+    assert 5 <= len(LESSON) <= 7 and all(s.text and s.look for s in LESSON)
