@@ -160,3 +160,24 @@ def test_figures_and_inputs_of_the_tab(standin_traj):
     w, g = qf.curves("p", -2.0, np.array([0.25, 0.75, 1.0 - 1e-9]))
     np.testing.assert_allclose(w[:2], [0.25 ** 3, 0.75 ** 3]) and np.testing.assert_allclose(g[1], 1.0)
     assert 5 <= len(LESSON) <= 7 and all(s.text and s.look for s in LESSON)
+
+
+def test_lesson_claims_hold_on_the_shipped_runs():
+    """What each lesson step tells the student to look for is true of the shipped run it loads."""
+    from app.sources import PRECOMPUTED_DIR, load_precomputed
+    from app.tabs.qlens import LESSON, _record_index
+
+    runs = {s.example: load_precomputed(s.example, "mediapipe-selfie", PRECOMPUTED_DIR) for s in LESSON}
+    if any(t is None or not t.has_lens for t in runs.values()):
+        pytest.skip("shipped runs without q-lens data")
+    at = [(runs[s.example], _record_index(runs[s.example], s.record)) for s in LESSON]
+    t, k = at[0]
+    m = t.margin_at(k)
+    assert np.nanmean(m > 17.0) > 0.5  # p_y = 1 in float32 (1 - p_y < 2^-24) on most pixels at the start
+    assert np.nanmax(m) - np.nanmin(m[m > 0]) > 50  # ... yet the margin spreads them out
+    shares = lambda i, q: qlens.shares_from_summary(at[i][0].qsum[at[i][1]], q)  # noqa: E731
+    assert np.argmax(shares(1, -2.0)) == 1  # step 2: uncertain-correct get most at q = -2
+    assert np.argmax(shares(2, 1.0)) == 2  # step 3: already-wrong get most at q = 1
+    assert shares(3, 1.0)[2] > shares(3, -2.0)[2] and shares(3, -2.0)[:2].sum() > shares(3, 1.0)[:2].sum()  # step 4
+    assert shares(4, -5.0)[0] < 0.25  # step 5: confident-correct stay a small share even at q = -5
+    assert at[5][1] == len(at[5][0]) - 1 and at[5][0].get("param", at[5][1]) == pytest.approx(1.0)  # step 6
