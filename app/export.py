@@ -66,6 +66,7 @@ def run_card(traj: Trajectory) -> dict[str, Any]:
             "result_miou": _f(info.extra.get("result_miou", math.nan)),
         },
         "per_record": {"acc": [_f(v) for v in traj.scalars("acc")], "miou": [_f(v) for v in traj.scalars("miou")]},
+        "compute": info.extra.get("compute"),  # threads, deterministic mode, versions (app.determinism)
         "how_to_rerun": "from app.runner import rerun_card; rerun_card(json.load(open(PATH)))",
     }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from app import determinism
 from app import limits as lm
 from app.export import CARD_FORMAT, from_png_b64
 from app.trajectory import RunInfo, Trajectory
@@ -184,11 +186,12 @@ class LiveRun:
             model_hw=tuple(prep.image.shape[:2]), expected_records=self.run.expected_records(),
             clean_acc=float(self.run.clean_acc[0]), clean_miou=float(self.run.clean_miou[0]),
             dmax=float(cfg.eps) * mult, extra={"source_hw": list(prep.source_hw or prep.image.shape[:2]),
-                                               "device": str(x.device)},
+                                               "device": str(x.device), "compute": determinism.fingerprint()},
         )
         self.traj = Trajectory(rinfo, prep.image, self.run.labels[0].cpu().numpy(),
                                self.run.clean_pred[0].cpu().numpy(), light=light, map_side=map_side)
         self._it: Iterator | None = iter(self.run)
+        self.lock = threading.RLock()  # held while a record is added: readers (views) take it to see whole records
 
     @property
     def done(self) -> bool:
@@ -203,7 +206,8 @@ class LiveRun:
         except StopIteration:
             self._finish()
             return False
-        self.traj.append(rec)
+        with self.lock:
+            self.traj.append(rec)
         if len(self.traj) >= self.traj.info.expected_records:
             # run the generator's tail (best-iterate bookkeeping) so `result` exists
             for _ in self._it:
@@ -212,6 +216,10 @@ class LiveRun:
         return True
 
     def _finish(self) -> None:
+        with self.lock:
+            self._finish_locked()
+
+    def _finish_locked(self) -> None:
         self._it = None
         self.traj.finished = True
         res = self.run.result if self.run is not None else None
@@ -237,7 +245,8 @@ def rerun_card(card: dict | str | Path, records: int | None = None) -> Trajector
     """Run the card's config again on its exact input with its model; returns the new trajectory.
 
     ``records`` limits the run (default: as many records as the card has).  On the same machine type the
-    per-record accuracies equal the card's.
+    per-record accuracies equal the card's: the re-run computes with the card's thread count and deterministic
+    algorithms (:mod:`app.determinism`).
     """
     if not isinstance(card, dict):
         card = json.loads(Path(card).read_text())
@@ -248,8 +257,9 @@ def rerun_card(card: dict | str | Path, records: int | None = None) -> Trajector
     image = from_png_b64(src["image_png"]).astype(np.uint8)
     labels = None if not src.get("labels_png") else from_png_b64(src["labels_png"]).astype(np.int64)
     cfg = AttackConfig(**card["config"])
-    live = LiveRun(model, Prepared(image, labels, src.get("example") or "upload", model.info.id), cfg)
-    limit = records if records is not None else card.get("records") or live.traj.info.expected_records
-    while len(live.traj) < limit and live.step():
-        pass
+    with determinism.using((card.get("compute") or {}).get("torch_threads")):  # the card's thread count
+        live = LiveRun(model, Prepared(image, labels, src.get("example") or "upload", model.info.id), cfg)
+        limit = records if records is not None else card.get("records") or live.traj.info.expected_records
+        while len(live.traj) < limit and live.step():
+            pass
     return live.traj

@@ -51,11 +51,21 @@ class Session:
         self.notice = ""  # shown once on the next request (e.g. "your run expired")
         self.input_notes: list[str] = []  # what loading the current run's image changed (downscaled, ...)
         self.active = 0  # requests computing for this session right now (never evicted meanwhile)
+        self.comp = None  # the background computation of a live run (app.live.Computation), if one was started
+        self.sent: tuple | None = None  # what the live view pull last sent (record, records, probe, ended)
+        self.charts_at = 0.0  # when the heavy charts (metrics, gradient mass) were last sent (monotonic s)
+        self.hist_at = 0.0  # when the confidence histogram was last sent (monotonic s)
 
     def __deepcopy__(self, memo: dict) -> Session:
         return Session()
 
+    def halt(self, why: str = "stopped") -> None:
+        """Stop the background computation, if any, after the record it is computing."""
+        if self.comp is not None:
+            self.comp.halt(why)
+
     def clear_runs(self) -> None:
+        self.halt()
         self.traj, self.live, self.key, self.compare = None, None, None, {}
         self.probe, self.playing, self.view, self.input_notes = None, False, 0, []
 

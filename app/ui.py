@@ -6,6 +6,7 @@ Public API endpoints (``gradio_client``): ``/run`` (streams every record), ``/st
 ``/preview``.
 """
 
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -26,8 +27,8 @@ import pandas as pd
 from PIL import Image
 
 from app import components as cp
+from app import determinism, gpu
 from app import figures as fg
-from app import gpu
 from app import qlens_figures as qf
 from app.disk import DiskBudget, app_root, clean_at_start, gradio_cache_dir, own_gradio_cache
 from app.export import config_query, evolution_gif, panels_png, parse_query, records_csv, run_card
@@ -46,6 +47,7 @@ from app.limits import (
     get_limits,
 )
 from app.links import share_link
+from app.live import ERROR, FINISHED, PAUSED, STOPPED, TIME_LIMIT, Computation
 from app.logs import configure as configure_logging
 from app.memory import tune_malloc
 from app.model_menu import model_choices as menu_choices
@@ -82,6 +84,10 @@ from attack_engine.schedules import PRESETS, ScheduleError, parse_schedule
 
 DEFAULT_STEPS = 30
 PLAY_INTERVAL_S = 0.35
+LIVE_PULL_S = 0.1  # the live view timer: the page asks for the newest record this often (one request at a time)
+CHARTS_EVERY_S = 1.0  # while a run streams or replays, the whole-run charts are redrawn at most this often
+HIST_EVERY_S = 0.5  # ... and the confidence histogram at most this often (Plotly redraws cost the page most)
+HALT_WAIT_S = 0.3  # Pause/Stop wait this long for the computing thread to finish its record before answering
 CUSTOM = "your own (edit the text)"
 CONST_PRESET = "constant q (slider)"
 Q_SLIDER = (-3.0, 1.5)  # range of the constant-q slider
@@ -225,6 +231,8 @@ class App:
         self.disk = DiskBudget([self.frames.dir, self.export_dir], int(self.limits.disk_mb * 2**20),
                                keep_s=min(3600.0, self.limits.session_ttl_s), exports=self.export_dir,
                                shared=tuple(d for d in (gradio_cache_dir(),) if d is not None))
+        determinism.apply()  # one thread count + deterministic algorithms for every run (recorded in each run)
+        self.slots = threading.BoundedSemaphore(max(1, self.limits.attack_concurrency))  # live-run threads
 
     def offer_model(self, model_id: str) -> list[tuple[str, str]]:
         """Offer a model registered while running (an upload outside hosted mode); the dropdown's new choices."""
@@ -399,8 +407,20 @@ class App:
 
     # -- rendering to output lists ----------------------------------------------------------------------
     def _main_values(self, sess: Session, live: bool = False, note: str = "", panels: bool = True,
-                     move_slider: bool = True) -> list:
-        """Values for the main outputs; ``move_slider=False`` leaves the slider where the user put it."""
+                     move_slider: bool = True, charts: bool = True, hist: bool = True) -> list:
+        """Values for the main outputs.  ``move_slider=False`` leaves the slider's value where the user put it
+        (its range still grows with the run); ``panels=False`` sends the status line only; ``charts=False`` leaves
+        the metrics and gradient-mass charts as they are (``gr.skip()``)."""
+        with self._view_lock(sess):
+            return self._main_values_locked(sess, live, note, panels, move_slider, charts, hist)
+
+    def _view_lock(self, sess: Session):
+        """The lock under which the shown run gets its records (none for a finished or loaded run)."""
+        live = sess.live or (sess.comp.live if sess.comp is not None else None)
+        return live.lock if live is not None and live.traj is sess.traj else contextlib.nullcontext()
+
+    def _main_values_locked(self, sess: Session, live: bool, note: str, panels: bool, move_slider: bool,
+                            charts: bool, hist: bool) -> list:
         t = sess.traj
         if t is None or len(t) == 0:
             note = self._note(sess, note)
@@ -409,12 +429,14 @@ class App:
         note = self._note(sess, note)
         k = t.clamp(sess.view)
         sess.view = k
-        slider = gr.Slider(minimum=0, maximum=max(len(t) - 1, 1), value=k, step=1,
-                           label=f"Record (0 … {len(t) - 1}; drag to scrub, no recomputation)") if move_slider else gr.skip()
+        label = f"Record (0 … {len(t) - 1}; drag to scrub, no recomputation)"
+        slider = (gr.Slider(minimum=0, maximum=max(len(t) - 1, 1), value=k, step=1, label=label) if move_slider
+                  else gr.Slider(maximum=max(len(t) - 1, 1), label=label))
         if not panels:
-            return [render_main(t, k, None, live, note)["status"]] + [gr.skip()] * (len(MAIN_PANELS) - 1) + [slider]
-        out = render_main(t, k, sess.probe, live, note)
-        vals = [self.frames.put(out[name]) if isinstance(out.get(name), Image.Image) else out.get(name)
+            return [render_main(t, k, None, live, note, charts=False)["status"]] + \
+                [gr.skip()] * (len(MAIN_PANELS) - 1) + [slider]
+        out = render_main(t, k, sess.probe, live, note, charts=charts, hist=hist)
+        vals = [self.frames.put(out[name]) if isinstance(out.get(name), Image.Image) else out.get(name, gr.skip())
                 for name in MAIN_PANELS]
         if sess.probe is None:
             i, j = MAIN_PANELS.index("probe_plot"), MAIN_PANELS.index("probe_md")
@@ -429,8 +451,87 @@ class App:
         return [self.frames.put(st[n]) if isinstance(st[n], Image.Image) else st[n] for n in STATIC_PANELS]
 
     # -- event handlers -----------------------------------------------------------------------------------
+    def start(self, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, state):
+        """The page's ▶ Run: start (or resume) the run in a background thread and turn on the live view pull
+        (:meth:`pull`); returns at once.  The outputs end with the live timer."""
+        sess = self._session(state)
+        if gpu.zero_gpu():
+            *vals, = list(self._run_zero_gpu(sess, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha,
+                                             seed, sched, time.monotonic()))[-1]
+            return [*vals, gr.Timer(active=False)]
+        live, new = self._start(sess, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched)
+        comp = sess.comp
+        if comp is not None and comp.active and comp.live is live:  # already computing this run: keep pulling
+            return [sess, *[gr.skip()] * len(STATIC_PANELS), *self._main_values(sess, live=True), gr.Timer(active=True)]
+        if comp is not None:
+            comp.halt(STOPPED, wait_s=5.0)
+        sess.pause, sess.follow, sess.sent, sess.charts_at = False, True, None, 0.0
+        sess.view = max(len(live.traj) - 1, 0)
+        sess.active += 1
+        t0 = time.monotonic()
+
+        def ended(outcome: str, new_records: int, _seconds: float) -> None:
+            sess.active -= 1
+            self._log_run("run", sess, live.traj, live.cfg, t0, outcome, new_records)
+
+        sess.comp = Computation(live, self.slots, self.limits.time_limit_s, on_end=ended).start()
+        sess.charts_at = sess.hist_at = time.monotonic()
+        static = self._static_values(sess) if new else [gr.skip()] * len(STATIC_PANELS)
+        note = "" if len(live.traj) else "Starting: the first record is being computed…"
+        return [sess, *static, *self._main_values(sess, live=True, note=note, charts=True), gr.Timer(active=True)]
+
+    def pull(self, state):
+        """Live timer tick: the newest record of the computing run, if the page does not show it yet.
+
+        One tick is in flight at a time (the timer's ``trigger_mode="once"``), so the page asks for the next view
+        only after it received this one: it shows the latest record instead of working through a backlog.  The
+        heavy charts go at most every :data:`CHARTS_EVERY_S`; the last view (run ended) has everything.
+        """
+        sess = self._session(state)
+        comp = sess.comp
+        skip = [gr.skip()] * (len(MAIN_PANELS) + 1)
+        if comp is None or sess.traj is not comp.live.traj:
+            return [sess, gr.Timer(active=False), *skip]
+        ended = not comp.active
+        n = len(comp.live.traj)
+        if sess.follow and n:
+            sess.view = n - 1
+        key = (sess.view, n, sess.probe, ended, sess.follow)
+        timer = gr.Timer(active=False) if ended else gr.skip()  # re-sending an active timer restarts its interval
+        if key == sess.sent:
+            return [sess, timer, *skip]
+        sess.sent = key
+        charts, hist = self._chart_turn(sess, ended)
+        vals = self._main_values(sess, live=not ended, note=self._end_note(comp) if ended else "",
+                                 panels=sess.follow or ended, move_slider=sess.follow or ended, charts=charts,
+                                 hist=hist)
+        return [sess, timer, *vals]
+
+    def _chart_turn(self, sess: Session, final: bool) -> tuple[bool, bool]:
+        """Whether this streamed view redraws the whole-run charts / the histogram (at most every
+        :data:`CHARTS_EVERY_S` / :data:`HIST_EVERY_S`; a final view redraws both)."""
+        now = time.monotonic()
+        charts = final or now - sess.charts_at >= CHARTS_EVERY_S
+        hist = final or now - sess.hist_at >= HIST_EVERY_S
+        if charts:
+            sess.charts_at = now
+        if hist:
+            sess.hist_at = now
+        return charts, hist
+
+    def _end_note(self, comp: Computation) -> str:
+        return {
+            FINISHED: "",
+            PAUSED: "Paused: **Run** or **Step** continues this run.",
+            STOPPED: "Stopped: the recorded run stays for scrubbing; **Run** starts anew.",
+            TIME_LIMIT: f"Paused: this run reached the time limit of {self.limits.time_limit_s:g} s. **Run** "
+                        "continues it.",
+            ERROR: "The run stopped: something went wrong on the server; it was logged. The recorded part stays.",
+        }.get(comp.state, "")
+
     def run(self, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, state):
-        """Stream every record of the attack (resumes a paused run with the same inputs)."""
+        """API ``/run``: stream every record of the attack (resumes a paused run with the same inputs).  The page
+        itself uses :meth:`start` + :meth:`pull` instead."""
         sess = self._session(state)
         t0 = time.monotonic()
         if gpu.zero_gpu():
@@ -512,6 +613,8 @@ class App:
         """Compute exactly one more record (starting a run if needed)."""
         sess = self._session(state)
         t0 = time.monotonic()
+        if sess.comp is not None and sess.comp.active:
+            sess.comp.halt(PAUSED, wait_s=30.0)
         live, new = self._start(sess, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched)
         sess.pause = True
         sess.active += 1
@@ -527,35 +630,57 @@ class App:
             self._log_run("step", sess, live.traj, live.cfg, t0, "finished" if live.done else "stepped", 1)
         return [sess, *static, *self._main_values(sess, note=note)]
 
+    def _halt_for_view(self, sess: Session, why: str) -> gr.Timer:
+        """Halt the background computation; the live timer stays on until it has ended (its last view then
+        carries the final record), else goes off."""
+        comp = sess.comp
+        if comp is None or not comp.active:
+            return gr.Timer(active=False)
+        comp.halt(why, wait_s=HALT_WAIT_S)
+        if sess.follow and comp.live.traj is sess.traj and len(sess.traj):
+            sess.view = len(sess.traj) - 1
+        sess.sent = None
+        return gr.Timer(active=comp.active)
+
     def pause(self, state):
+        """Pause the run (the computing thread stops after its current record); the outputs end with the live
+        timer."""
         sess = self._session(state)
         sess.pause = True
         sess.playing = False
-        return [sess, *self._main_values(sess, note="Paused: **Run** or **Step** continues this run.")]
+        timer = self._halt_for_view(sess, PAUSED)
+        return [sess, *self._main_values(sess, note="Paused: **Run** or **Step** continues this run."), timer]
 
     def stop(self, state):
         sess = self._session(state)
         sess.pause = True
         sess.playing = False
+        timer = self._halt_for_view(sess, STOPPED)
         sess.live = None
         sess.key = None
-        return [sess, *self._main_values(sess, note="Stopped: the recorded run stays for scrubbing; **Run** starts anew.")]
+        return [sess, *self._main_values(sess, note="Stopped: the recorded run stays for scrubbing; **Run** starts anew."),
+                timer]
 
     def reset(self, state):
         sess = self._session(state)
         sess.pause = True
+        sess.halt(STOPPED)
         fresh = Session()
         return [fresh, None, None, None, "", "Reset. Pick an example or upload an image, then press **Run**.",
                 *[None] * (len(MAIN_PANELS) - 2), EXPLAIN["probe"],
-                gr.Slider(minimum=0, maximum=1, value=0, step=1, label="Record")]
+                gr.Slider(minimum=0, maximum=1, value=0, step=1, label="Record"), gr.Timer(active=False)]
 
-    def scrub(self, k, state):
-        """Show record ``k`` of the recorded run (no recomputation)."""
+    def scrub(self, k, state, charts: bool = True):
+        """Show record ``k`` of the recorded run (no recomputation); while dragging (``charts=False``) the whole-run
+        charts are left for the release."""
         sess = self._session(state)
         if sess.traj is not None and len(sess.traj):
             sess.view = sess.traj.clamp(k)
             sess.follow = sess.view >= len(sess.traj) - 1
-        return [sess, *self._main_values(sess, move_slider=False)]
+        return [sess, *self._main_values(sess, move_slider=False, charts=charts)]
+
+    def scrub_drag(self, k, state):
+        return self.scrub(k, state, charts=False)
 
     def goto_best(self, state):
         sess = self._session(state)
@@ -603,8 +728,10 @@ class App:
         done = sess.view >= len(t) - 1
         if done:
             sess.playing = False
-        return [sess, gr.Timer(active=not done), gr.Button(value="▶ Play" if done else "❚❚ Pause replay"),
-                *self._main_values(sess)]
+        charts, hist = self._chart_turn(sess, done)
+        return [sess, gr.skip() if not done else gr.Timer(active=False),
+                gr.skip() if not done else gr.Button(value="▶ Play"),
+                *self._main_values(sess, charts=charts, hist=hist)]
 
     def load_example(self, ex_id, model_id, state, shipped: bool = True):
         """Select an example; shows its precomputed run instantly when one ships for this model (and
@@ -613,6 +740,7 @@ class App:
         ex = self.ex_by_id.get(ex_id)
         if ex is None:
             raise InputError(f"unknown example {str(ex_id)[:60]!r}")
+        sess.halt(STOPPED)
         traj = load_precomputed(ex.id, model_id, self.precomputed_dir) if shipped else None
         ctl = [gr.skip()] * 6
         sess.input_notes = []
@@ -938,6 +1066,8 @@ class App:
                     with gr.Tab("About", id="about"):
                         gr.Markdown(ABOUT)
             timer = gr.Timer(PLAY_INTERVAL_S, active=False)
+            live_timer = gr.Timer(LIVE_PULL_S, active=False)
+            api_run_btn = gr.Button(visible=False)
             for c in (image_in, mask_in):  # what the upload components enforce (see app.components)
                 c.hosted = self.limits.hosted
                 c.max_upload_mb = self.limits.max_upload_mb
@@ -954,9 +1084,16 @@ class App:
             g = self.guard
             conc = self.limits.attack_concurrency
 
-            run_evt = run_btn.click(g(self.run, "run"), run_inputs, [state, *static_out, *main_out], api_name="run",
-                                    concurrency_id="attack", concurrency_limit=conc,
-                                    show_progress="hidden", trigger_mode="once")
+            # the page's Run starts a background computation and pulls views with the live timer; /run (the API,
+            # a hidden button) streams every record to API clients
+            run_btn.click(g(self.start, "start"), run_inputs, [state, *static_out, *main_out, live_timer],
+                          api_name="start", concurrency_id="start", concurrency_limit=conc, show_progress="hidden",
+                          trigger_mode="once")
+            live_timer.tick(g(self.pull, "pull"), [state], [state, live_timer, *main_out], api_visibility="private",
+                            **fast)
+            run_evt = api_run_btn.click(g(self.run, "run"), run_inputs, [state, *static_out, *main_out], api_name="run",
+                                        concurrency_id="attack", concurrency_limit=conc,
+                                        show_progress="hidden", trigger_mode="once")
             step_btn.click(g(self.step, "step"), run_inputs, [state, *static_out, *main_out], api_name="step",
                            concurrency_id="attack", concurrency_limit=conc, show_progress="minimal")
             cmp_evt = cmp_btn.click(g(self.compare, "compare"), [image_in, mask_in, ex_id, model_dd, cmp_attacks, opt_radio, eps,
@@ -964,13 +1101,16 @@ class App:
                                     [state, cmp_status, cmp_slider, cmp_grid, cmp_curves, cmp_table],
                                     api_name="compare", concurrency_id="attack", concurrency_limit=conc,
                                     show_progress="hidden")
-            pause_btn.click(g(self.pause, "pause"), [state], [state, *main_out], api_name="pause", cancels=[run_evt, cmp_evt],
-                            **fast)
-            stop_btn.click(g(self.stop, "stop"), [state], [state, *main_out], api_name="stop", cancels=[run_evt, cmp_evt], **fast)
-            reset_btn.click(g(self.reset, "reset"), [state], [state, *static_out, *main_out], api_name="reset",
+            pause_btn.click(g(self.pause, "pause"), [state], [state, *main_out, live_timer], api_name="pause",
                             cancels=[run_evt, cmp_evt], **fast)
-            slider.input(g(self.scrub, "scrub"), [slider, state], [state, *main_out], api_name="scrub", trigger_mode="always_last",
-                         **fast)
+            stop_btn.click(g(self.stop, "stop"), [state], [state, *main_out, live_timer], api_name="stop",
+                           cancels=[run_evt, cmp_evt], **fast)
+            reset_btn.click(g(self.reset, "reset"), [state], [state, *static_out, *main_out, live_timer],
+                            api_name="reset", cancels=[run_evt, cmp_evt], **fast)
+            slider.input(g(self.scrub_drag, "scrub"), [slider, state], [state, *main_out], api_visibility="private",
+                         trigger_mode="always_last", **fast)
+            slider.release(g(self.scrub, "scrub"), [slider, state], [state, *main_out], api_name="scrub",
+                           trigger_mode="always_last", **fast)
             best_btn.click(g(self.goto_best, "goto_best"), [state], [state, *main_out], api_visibility="private", **fast)
             probe_btn.click(g(self.probe, "probe"), [probe_x, probe_y, state], [state, *main_out], api_name="probe", **fast)
             for name in ("clean", "adv", "seg", "clean_seg", "gt", "flipped", "firstflip", "weight", "grad"):

@@ -156,8 +156,10 @@ def render_static(traj: Trajectory) -> dict[str, Any]:
 
 
 def render_main(traj: Trajectory, k: int | None = None, probe_yx: tuple[int, int] | None = None,
-                live: bool = False, note: str = "") -> dict[str, Any]:
-    """Every per-record panel at record ``k`` (default: the last one); ``probe_yx`` is a view pixel."""
+                live: bool = False, note: str = "", charts: bool = True, hist: bool = True) -> dict[str, Any]:
+    """Every per-record panel at record ``k`` (default: the last one); ``probe_yx`` is a view pixel.
+    ``charts=False`` leaves out the whole-run charts (metrics, gradient mass), ``hist=False`` the confidence
+    histogram: Plotly redraws are what costs the browser most per view."""
     k = traj.clamp(k)
     info = traj.info
     cfg = info.config
@@ -185,12 +187,13 @@ def render_main(traj: Trajectory, k: int | None = None, probe_yx: tuple[int, int
         out[name] = im
     attack = cfg.get("attack", "ce")
     par = traj.get("param", k)
-    if traj.has_telemetry:
+    if traj.has_telemetry and hist:
         out["hist"] = fg.histogram_figure(traj.hist[k], attack, int(traj.get("stage_step", k)),
                                           int(traj.get("stage_total", k)), cfg.get("schedule"),
                                           None if not math.isfinite(par) else par, k)
-    out["curves"] = fg.curves_figure(traj, k)
-    out["mass"] = fg.mass_figure(traj, k)
+    if charts:
+        out["curves"] = fg.curves_figure(traj, k)
+        out["mass"] = fg.mass_figure(traj, k)
     if probe_yx is not None:
         y, x = probe_yx
         pr = traj.probe(min(y, traj.hw[0] - 1), min(x, traj.hw[1] - 1))

@@ -55,7 +55,7 @@ OBSERVER_JS = """
     const el = document.querySelector('#status');
     if (!el) { setTimeout(hook, 50); return; }
     let last = null;
-    const note = () => { const t = el.innerText; if (t === last) return; last = t;
+    const note = () => { const t = el.textContent; if (t === last) return; last = t;  // no forced layout
       requestAnimationFrame(() => window.__obs.push([now(), t])); };
     new MutationObserver(note).observe(el, {subtree: true, childList: true, characterData: true});
     note();
@@ -87,10 +87,31 @@ class Tracer:
             return ok
 
         LiveRun.step = step  # type: ignore[method-assign]
+        from app.ui import App
+
+        self.views: list[tuple[float, float]] = []  # (end time, seconds) of every view the server rendered
+        orig_mv = App._main_values
+
+        def main_values(app_, *a, **k):
+            t = time.perf_counter()
+            out = orig_mv(app_, *a, **k)
+            with tracer.lock:
+                tracer.views.append((time.time(), time.perf_counter() - t))
+            return out
+
+        App._main_values = main_values  # type: ignore[method-assign]
 
     def reset(self) -> None:
         with self.lock:
-            self.times = []
+            self.times, self.views = [], []
+
+    def view_ms(self) -> dict:
+        with self.lock:
+            d = sorted(1000 * v for _, v in self.views)
+        if not d:
+            return {}
+        return {"server_views": len(d), "server_view_ms_median": round(statistics.median(d), 1),
+                "server_view_ms_max": round(d[-1], 1)}
 
     def snapshot(self) -> list[tuple[float, int]]:
         with self.lock:
@@ -189,7 +210,6 @@ def scenario_stream(browser, url: str, tracer: Tracer, steps: int) -> dict:
     page.close()
     if not comp or not shown:
         return {"error": "no records"}
-    t_comp = {k: t for t, k in comp}
     last_k, t_last = comp[-1][1], comp[-1][0]
     t_final = next((t for t, k, _ in shown if k == last_k), None)
     live = [(t, k) for t, k, _ in shown if t <= t_last + 0.001]
@@ -216,7 +236,7 @@ def scenario_stream(browser, url: str, tracer: Tracer, steps: int) -> dict:
         "status_updates": len(painted), "seg_images_loaded": len(segs),
         "long_task_ms_per_update": round(busy / max(len(painted), 1), 1),
         "main_thread_busy_share": round(busy / 1000 / max((t_final or t_last) - comp[0][0], 1e-6), 3),
-        "_t_comp_first": t_comp.get(0),
+        **tracer.view_ms(),
     }
 
 

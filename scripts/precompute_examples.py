@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import app  # noqa: F401  (sets the offline/telemetry environment first)
+from app import determinism
 from app.runner import LiveRun, make_config, prepare
 from app.sources import PRECOMPUTED_DIR, bundled_examples
 from app.trajectory import save_group
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="attacks for the shipped comparison (same config, predictions only); none to skip")
     ap.add_argument("--out", type=Path, default=PRECOMPUTED_DIR)
     args = ap.parse_args(argv)
+    determinism.apply()  # the app's thread count: a shipped run is what the app's Run recomputes
 
     model = load_model(args.model)
     cfg = make_config(args.attack, args.optimizer, args.eps, args.steps, 0, args.seed, args.schedule)

@@ -67,7 +67,7 @@ def _run_args(server, ex="synthetic", attack="tsallis", opt="apgd", steps=4, **k
 
 
 def _status(out) -> str:
-    return out[4] if len(out) == 18 else out[0]  # run/step/reset: state + 4 static first; others: main first
+    return out[4] if len(out) >= 18 else out[0]  # run/step/reset: 4 static first (reset: + live timer); others: main first
 
 
 def test_public_endpoints_are_listed(client):

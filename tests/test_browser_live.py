@@ -189,3 +189,43 @@ def test_constant_q_slider_and_schedule_text_stay_in_sync(served, page):
     box.fill("")
     box.press("Tab")
     page.wait_for_function("() => /empty/.test(document.querySelector('#sched_msg').innerText)", timeout=15_000)
+
+
+def _counts(text: str) -> tuple[int, int]:
+    m = re.search(r"of (\d+) recorded / (\d+)", text)
+    assert m, text
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_controls_act_while_a_run_streams(served, page):
+    """Pause, tab switches, Stop and Reset take effect while a long run streams (not after it finished)."""
+    url, _ = served
+    _open_shipped(page, url)
+    page.get_by_label("PGD", exact=True).check()
+    steps = page.locator("#steps input[type=number]")
+    steps.fill("500")
+    steps.press("Enter")
+    time.sleep(1.0)
+    page.locator("#run_btn").click()
+    _wait_status(page, "running", 30)
+    time.sleep(0.5)
+    page.locator("#pause_btn").click()
+    s = _wait_status(page, "Paused", 10)
+    n, total = _counts(s)
+    assert n < total, f"the run finished before Pause took effect: {s!r}"
+    time.sleep(1.5)
+    assert _counts(_status(page))[0] <= n + 1, "the server kept computing after Pause"
+    # Run continues; a tab switch shows at once while it streams
+    page.locator("#run_btn").click()
+    _wait_status(page, "running", 10)
+    page.get_by_role("tab", name="Compare attacks").click()
+    page.wait_for_selector("#cmp_grid", state="visible", timeout=10_000)
+    page.get_by_role("tab", name="Explore").click()
+    page.wait_for_selector("#stop_btn", state="visible", timeout=10_000)
+    page.locator("#stop_btn").click()
+    s = _wait_status(page, "Stopped", 10)
+    n2, total = _counts(s)
+    assert n < n2 < total, f"Stop came after the run finished: {s!r}"
+    page.locator("#reset_btn").click()
+    _wait_status(page, "Reset", 10)
+    page.screenshot(path=str(SCREENS / "live_02_controls.png"))

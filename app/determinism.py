@@ -1,0 +1,58 @@
+"""Same seed and settings -> the same records on the same machine.
+
+The attack's random start uses its own seeded generator, so what still varies between two runs of one config is
+how CPU kernels split their sums over threads: a run made with 8 intra-op threads and its re-run with 2 differ in
+the last bits of a reduction, and an attack amplifies that within a few records.  The app, the script that makes
+the shipped runs and :func:`app.export.rerun_card` therefore compute with one thread count
+(``TSALLIS_TORCH_THREADS``, default :data:`DEFAULT_THREADS`) and deterministic algorithms, and every run records
+:func:`fingerprint` (its run card too), so a re-run can use the same settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+DEFAULT_THREADS = 2
+THREADS_ENV = "TSALLIS_TORCH_THREADS"
+
+
+def compute_threads() -> int:
+    """The intra-op thread count runs use: ``TSALLIS_TORCH_THREADS`` if it is a whole number ≥ 1, else 2."""
+    raw = os.environ.get(THREADS_ENV, "")
+    try:
+        n = int(raw)
+    except ValueError:
+        n = DEFAULT_THREADS
+    return n if n >= 1 else DEFAULT_THREADS
+
+
+def apply(threads: int | None = None) -> dict:
+    """Set the thread count (default :func:`compute_threads`) and deterministic algorithms; the fingerprint."""
+    torch.set_num_threads(int(threads or compute_threads()))
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return fingerprint()
+
+
+def fingerprint() -> dict:
+    """What a re-run must match to give the same records: threads, deterministic mode, versions, machine."""
+    return {"torch_threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "system": platform.system()}
+
+
+@contextlib.contextmanager
+def using(threads: int | None) -> Iterator[None]:
+    """Compute with ``threads`` intra-op threads (and deterministic algorithms) inside the block only."""
+    before, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    apply(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        torch.use_deterministic_algorithms(det, warn_only=True)
