@@ -200,3 +200,28 @@ def _is_json(line: str) -> bool:
         return isinstance(json.loads(line), dict)
     except ValueError:
         return False
+
+
+def test_messages_show_no_server_paths_in_normal_mode(tmp_path):
+    """A refusal whose text names server folders (a weights cache, the working directory) reaches the user and
+    the log with file names only."""
+    import os
+    from pathlib import Path
+
+    import gradio as gr
+
+    from app.limits import Limits
+    from app.ui import App
+    from attack_engine.models import ModelUnavailable
+
+    a = App(limits=Limits(hosted=False), examples=[], precomputed_dir=tmp_path)
+    home, cwd = str(Path.home()), os.getcwd()
+
+    def fails():
+        raise ModelUnavailable(f"weights not found at {home}/.cache/tsallis/segformer.safetensors "
+                               f"(looked in {cwd}/assets/models and ~/.cache/huggingface/hub)")
+
+    with pytest.raises(gr.Error) as e:
+        a.guard(fails, "run")()
+    msg = str(e.value.message)
+    assert "segformer.safetensors" in msg and home not in msg and cwd not in msg and "~/" not in msg, msg
