@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from attack_engine.attack import CONFIDENT
 
@@ -122,6 +123,16 @@ def record_inputs(rec, labels, ignore_index: int = 255, item: int = 0) -> tuple[
     return lp, _np(rec.log_ce_grad[item]), groups
 
 
+def _group_max(cell: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """``max`` of ``values`` per ``cell`` in ``[0, n)`` (-inf where empty); ``np.maximum.at`` without its per-element
+    loop (a scatter-reduce: the same maxima, ~50x faster on a 65k-pixel map)."""
+    out = torch.full((n,), -np.inf, dtype=torch.float64)
+    if len(cell):
+        out.scatter_reduce_(0, torch.from_numpy(cell), torch.from_numpy(np.ascontiguousarray(values, np.float64)),
+                            "amax")
+    return out.numpy()
+
+
 def share_summary(log_p, log_ce_grad, groups) -> np.ndarray:
     """``[3, SUMMARY_BINS, 3]`` float32 per group and bin of log p_y: (log Σc, c-weighted mean and variance of
     log p_y), c = ||∂CE/∂z||; empty bins hold (-inf, 0, 0).  Feeds :func:`shares_from_summary`."""
@@ -131,8 +142,7 @@ def share_summary(log_p, log_ce_grad, groups) -> np.ndarray:
     b = np.clip(np.floor((lp - SUMMARY_LO) / SUMMARY_STEP).astype(np.int64) + 1, 0, SUMMARY_BINS - 1)
     cell = g * SUMMARY_BINS + b
     n = 3 * SUMMARY_BINS
-    top = np.full(n, -np.inf)
-    np.maximum.at(top, cell, lc)
+    top = _group_max(cell, lc, n)
     w = np.exp(lc - top[cell])
     sw, s1, s2 = (np.bincount(cell, weights=v, minlength=n) for v in (w, w * lp, w * lp * lp))
     out = np.zeros((n, 3))

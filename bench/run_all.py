@@ -115,6 +115,8 @@ def render(res: dict, argv: list[str]) -> str:
         f"* torch {m['torch']}, `torch.set_num_threads({m['torch_threads']})`, interop threads {m['interop_threads']}, "
         f"`OMP_WAIT_POLICY={m.get('omp_wait_policy')}` (set by `bench/__init__.py` unless given; see the analysis), "
         f"Python {m['python']}, {m['platform']}",
+        f"* clock: {'process CPU time (`BENCH_CLOCK=cpu`)' if m.get('clock') == 'cpu' else 'wall time'} for every "
+        "CPU timing; ratios are of samples taken side by side.",
         f"* load average (1/5/15 min) at start {m['loadavg']}, at end {res['machine_end']['loadavg']}. "
         "Other processes shared these cores during the run: absolute times are noisy; the ratios are computed from "
         "interleaved samples (A B C … then … C B A, per round) and are the robust numbers.",
@@ -177,10 +179,15 @@ def render(res: dict, argv: list[str]) -> str:
         if app.get("stderr_tail"):
             L += ["", "```", app["stderr_tail"], "```"]
     L += ["", "## 5. GPU", "",
-          "Not run by this command (no GPU here). On a machine with an NVIDIA GPU: `python bench/gpu_bench.py` "
-          "(SegFormer-B0 and PSPNet-R50, random weights, 512², batch 8, fp32 and bf16 autocast; iterations/s and the "
-          "overhead ratios of section 1; under 5 minutes; writes `gpu_bench.md`/`.json` to `$OUT` or "
-          "`bench/out/`). Results, when a run has been made, are in `bench/results/gpu_bench.md`.", ""]
+          "Not run by this command (no GPU here), and not run for issue 16 either: no GPU machine was available to "
+          "that session (the device pool's status was \"not drawn\" for the whole session). Prepared: on a machine "
+          "with an NVIDIA GPU, `python bench/gpu_bench.py` measures the bundled selfie model at 256² and "
+          "SegFormer-B0 (150 classes, random weights) at 512² and 1024², batch 1 and 8, fp32 and bf16 autocast, "
+          "telemetry off and on: iterations/s, engine/bare ratios as in section 1 and working memory; it writes "
+          "`gpu_bench.md`/`.json` to `$OUT` or `bench/out/`. Results, when a run has been made, go to "
+          "`bench/results/gpu_bench.md` and appear here. The app and the CLI pick CUDA by themselves when PyTorch "
+          "sees a GPU (`--device auto`, `TSALLIS_DEVICE`) and name the device in the status line / first output "
+          "line (tested with CUDA mocked, `tests/test_device.py`).", ""]
     gpu_md = ROOT / "bench" / "results" / "gpu_bench.md"
     if gpu_md.exists():
         L += [gpu_md.read_text().strip(), ""]
