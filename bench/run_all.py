@@ -97,6 +97,11 @@ def verdicts(res: dict) -> list[str]:
             same = abs(o["ours_plain_final"] - o["torchattacks_final"]) < 1e-9
             rows.append(f"| {c['model']}: adversarial accuracy, ours (plain numerics) = torchattacks | equal | "
                         f"{o['ours_plain_final']:.4f} vs {o['torchattacks_final']:.4f} | {'yes' if same else 'no'} |")
+    gpu_md = ROOT / "bench" / "results" / "gpu_bench.md"
+    rows.append("| GPU: it/s and engine/bare, selfie 256² and SegFormer-B0 512²/1024², batch 1/8, fp32/bf16 | measured "
+                f"| {'see section 5' if gpu_md.exists() else 'not run'} | "
+                f"{'yes' if gpu_md.exists() else 'no: no GPU was available (section 5)'} |")
+    rows += ["", "Each miss is explained, with its profile, under *What bounds the ratios* at the end."]
     return rows
 
 
@@ -160,6 +165,8 @@ def render(res: dict, argv: list[str]) -> str:
           "accuracy decides the best iterate) vs `atk(x, y)` + the one forward needed for its adversarial accuracy: "
           "ours does one forward more by design.", ""]
     L += [bench_peer.markdown(res["peer"]) if "peer" in res else "_not run_", ""]
+    if res.get("note_peer"):
+        L += [f"_Note: {res['note_peer']}._", ""]
     L += ["## 3. Scaling with resolution and batch", "",
           "PGD (TsallisPGD), telemetry off. The selfie adapter resizes any input to its native 256² inside the "
           "model, so its cost grows with the input only through the resizes and the objective; SegFormer-B0 runs "
