@@ -198,6 +198,9 @@ def render(res: dict, argv: list[str]) -> str:
     gpu_md = ROOT / "bench" / "results" / "gpu_bench.md"
     if gpu_md.exists():
         L += [gpu_md.read_text().strip(), ""]
+    qlens_md = ROOT / "bench" / "QLENS_BROWSER.md"  # hand-written results of bench/bench_qlens_browser.py
+    if qlens_md.exists():
+        L += [qlens_md.read_text().strip(), ""]
     if ANALYSIS.exists():
         L += [ANALYSIS.read_text().strip(), ""]
     return "\n".join(L) + "\n"
