@@ -1040,7 +1040,7 @@ class App:
                         with gr.Row():
                             cmp_attacks = gr.CheckboxGroup([(s.title, s.name) for s in attack_specs()],
                                                            value=list(attack_names()), label="Attacks", scale=4)
-                            cmp_btn = gr.Button("▶ Run comparison", variant="primary", scale=1)
+                            cmp_btn = gr.Button("▶ Run comparison", variant="primary", scale=1, elem_id="cmp_btn")
                         cmp_status = gr.Markdown("No comparison yet.")
                         cmp_slider = cp.Slider(0, 1, value=0, step=1, label="Shared record slider")
                         cmp_grid = gr.Image(label="Segmentation | flipped pixels, per attack", type="pil",

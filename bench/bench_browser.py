@@ -272,9 +272,10 @@ def scenario_tab(browser, url: str, tracer: Tracer, steps: int) -> dict:
         time.sleep(0.05)
     time.sleep(CLICK_AFTER_S)
     out = {}
-    for name, box, sel in (("to_compare_s", bc, "#cmp_grid"), ("back_to_explore_s", be, "#panel_seg")):
+    del bc, be
+    for name, tab, sel in (("to_compare_s", cmp_tab, "#cmp_btn"), ("back_to_explore_s", exp_tab, "#run_btn")):
         t_click = time.time()
-        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        tab.click()
         page.wait_for_function(f"() => {{ const e = document.querySelector('{sel}'); "
                                "return !!e && e.offsetParent !== null && e.getBoundingClientRect().height > 0; }",
                                timeout=120_000, polling="raf")
@@ -336,9 +337,14 @@ def scenario_scrub(browser, url: str, tracer: Tracer, steps: int, play_interval:
                 break
         time.sleep(0.1)
     # play from the start
+    rng.focus()
+    rng.press("Home")
+    _wait_text(page, r"record 0 of", 20)
+    time.sleep(1.0)
+    last = int(float(page.locator("#scrub input[type=range]").get_attribute("max") or 1))
     page.evaluate("window.__obs.length = 0")
     page.locator("#play_btn").click()
-    _wait_text(page, r"finished", 120)
+    _wait_text(page, rf"record {last} of", 120, after=r"record 1 of")
     time.sleep(0.5)
     shown = _shown(page.evaluate("window.__obs"))
     first: dict[int, float] = {}
