@@ -197,8 +197,20 @@ def _counts(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
-def test_controls_act_while_a_run_streams(served, page):
-    """Pause, tab switches, Stop and Reset take effect while a long run streams (not after it finished)."""
+def test_controls_act_while_a_run_streams(served, page, monkeypatch):
+    """Pause, tab switches, Stop and Reset take effect while a long run streams (not after it finished).
+
+    Each record is slowed to ~20 ms (the stand-in model alone can finish 500 records within a second on a quiet
+    machine, before a click could land), so the run lasts about 10 s."""
+    from app.runner import LiveRun
+
+    orig = LiveRun.step
+
+    def slow_step(self):
+        time.sleep(0.02)
+        return orig(self)
+
+    monkeypatch.setattr(LiveRun, "step", slow_step)
     url, _ = served
     _open_shipped(page, url)
     page.get_by_label("PGD", exact=True).check()
