@@ -130,8 +130,9 @@ class DiskBudget:
     keep_s: float = 3600.0
     exports: Path | None = None
     shared: tuple[Path, ...] = ()  # Gradio's cache: counted, oldest first over budget, never by age (Gradio's own
-    # delete_cache does that), and files it wrote in the first minute (the examples it serves) are kept
-    protect_before: float = STARTED + 60.0
+    # delete_cache does that); files it holds from before protect_before (set when the Blocks are built: the
+    # gallery's copies) are kept
+    protect_before: float = 0.0
     min_age_s: float = 60.0  # younger files are in use (an upload waiting in the queue for its run): never deleted
 
     def _candidates(self) -> tuple[list, int]:

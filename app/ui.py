@@ -1249,6 +1249,7 @@ def build_demo(model_id: str | None = None, examples: list[ExampleItem] | None =
     demo.queue(default_concurrency_limit=lim.concurrency, max_size=lim.queue_size)
     install_refusal_hooks(demo)
     demo.tsallis_app = app  # type: ignore[attr-defined]  (tests read the session store)
+    app.disk.protect_before = time.time()  # what building copied into Gradio's cache (the gallery) stays
     demo.tsallis_janitor = Janitor(app, lim.janitor_s).start()  # type: ignore[attr-defined]
     return demo
 
