@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from test_app_api import _free_port
+from _kit import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ class Served:
 
     def __init__(self, folder: Path, env: dict[str, str]) -> None:
         self.folder = folder
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = folder / "server.log"
         self.network = folder / "network.jsonl"

@@ -7,21 +7,15 @@ precomputed run for it, so the whole suite takes seconds, not minutes.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 
 import pytest
+from _kit import free_port
 
 import app  # noqa: F401  (offline environment before gradio)
 
 ARGS = dict(eps=8, alpha=0, seed=0, sched="linear:-2:1")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +42,7 @@ def server(tmp_path_factory):
                                                           "compare_file": "compare.npz"}]}))
     examples = [ExampleItem("synthetic", "Synthetic", ip, {2: mp}), ExampleItem("plain", "No precomputed run", ip)]
     demo = build_demo(mid, examples, pre)
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield {"url": f"http://127.0.0.1:{port}/", "model": mid, "image": ip, "mask": mp}
     demo.close()

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _kit import free_port
 from PIL import Image
-from test_app_api import _free_port
 
 import app  # offline environment before gradio; also used below
 
@@ -190,7 +190,7 @@ def served(tmp_path_factory):
     lim = Limits(**SMALL)
     demo = build_demo(mid, [ExampleItem("synthetic", "Synthetic disc (with mask)", ip, {2: mp})], folder / "none",
                       limits=lim)
-    port = _free_port()
+    port = free_port()
     kw = launch_kwargs(lim)
     kw.update(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     demo.launch(**kw)
@@ -321,7 +321,7 @@ def test_nan_inf_and_server_paths_through_raw_http(served, report_figure):
 
 # -- browser ----------------------------------------------------------------------------------------------------
 def test_bad_inputs_in_the_browser(served, report_figure):
-    from test_browser import CHROMIUM, LAUNCH_ARGS, SCREENS
+    from _kit import CHROMIUM, LAUNCH_ARGS, SCREENS
 
     if not CHROMIUM.exists():
         pytest.skip("needs Debian's /usr/bin/chromium (apt-get install -y chromium)")

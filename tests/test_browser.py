@@ -7,20 +7,13 @@ Never run ``playwright install``: the test uses ``/usr/bin/chromium`` (``apt-get
 
 from __future__ import annotations
 
-import socket
 import time
-from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
+from _kit import CHROMIUM, LAUNCH_ARGS, SCREENS, loopback, served_demo
 
 import app  # noqa: F401  (offline environment before gradio)
 
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENS = Path(__file__).resolve().parents[1] / "out" / "screens"
-LAUNCH_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               "--disable-dev-shm-usage"]
 IMAGE_PANELS = ("clean", "adv", "pert", "clean_seg", "seg", "gt", "flipped", "firstflip", "weight", "grad")
 PLOTS = ("hist", "curves", "mass", "probe_plot")
 
@@ -30,36 +23,18 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _loopback(url: str) -> bool:
-    u = urlparse(url)
-    if u.scheme in ("data", "blob", "about", "chrome", "chrome-extension"):
-        return True
-    host = (u.hostname or "").lower()
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     from app.sources import ExampleItem
     from app.standin import register_standin, write_synthetic_example
-    from app.ui import build_demo, launch_kwargs
+    from app.ui import build_demo
 
     folder = tmp_path_factory.mktemp("browser")
     mid = register_standin()
     ip, mp = write_synthetic_example(folder, 128)
     demo = build_demo(mid, [ExampleItem("synthetic", "Synthetic disc (with mask)", ip, {2: mp})], folder / "none")
-    port = _free_port()
-    kw = launch_kwargs()
-    kw.update(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    demo.launch(**kw)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    with served_demo(demo) as url:
+        yield url
 
 
 def _panel_loaded(page, name: str) -> bool:
@@ -82,7 +57,7 @@ def test_new_user_flow(served):
         ctx = browser.new_context(viewport={"width": 1600, "height": 1100})
 
         def guard(route):
-            if _loopback(route.request.url):
+            if loopback(route.request.url):
                 route.continue_()
             else:
                 outside.append(route.request.url)
@@ -90,7 +65,7 @@ def test_new_user_flow(served):
 
         ctx.route("**/*", guard)
         page = ctx.new_page()
-        page.on("request", lambda r: None if _loopback(r.url) else outside.append(r.url))
+        page.on("request", lambda r: None if loopback(r.url) else outside.append(r.url))
         page.goto(served)
         page.wait_for_selector("#examples .thumbnail-item", timeout=30_000)
         page.screenshot(path=str(SCREENS / "01_loaded.png"), full_page=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from _kit import CHROMIUM, LAUNCH_ARGS, SCREENS, served_demo
 from _multiclass import ColourSeg, write_scene
-from test_browser import CHROMIUM, LAUNCH_ARGS, SCREENS, _free_port
 
 import app  # noqa: F401  (offline environment before gradio)
 
@@ -25,7 +25,7 @@ MODEL_ID = "colour-seg-browser"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     from app.sources import ExampleItem
-    from app.ui import build_demo, launch_kwargs
+    from app.ui import build_demo
     from attack_engine.models.registry import ModelEntry, register
 
     register(ModelEntry(id=MODEL_ID, title="Colour classifier (6 classes, test)", family="custom", num_classes=6,
@@ -34,11 +34,8 @@ def served(tmp_path_factory):
     folder = tmp_path_factory.mktemp("browser_debug")
     ip, mp = write_scene(folder, 96)
     demo = build_demo(MODEL_ID, [ExampleItem("scene", "Scene (6 classes, with mask)", ip, {6: mp})], folder / "none")
-    kw = launch_kwargs()
-    kw.update(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
-    demo.launch(**kw)
-    yield demo.local_url
-    demo.close()
+    with served_demo(demo) as url:
+        yield url
 
 
 def _plot_drawn(page, elem: str) -> bool:

@@ -12,7 +12,7 @@ import re
 import time
 
 import pytest
-from test_browser import CHROMIUM, LAUNCH_ARGS, SCREENS, _free_port, _loopback
+from _kit import CHROMIUM, LAUNCH_ARGS, SCREENS, loopback, served_demo
 
 import app  # noqa: F401  (offline environment before gradio)
 
@@ -29,7 +29,7 @@ def served(tmp_path_factory):
     from app.runner import LiveRun, make_config, prepare
     from app.sources import ExampleItem
     from app.standin import register_standin, write_synthetic_example
-    from app.ui import build_demo, launch_kwargs
+    from app.ui import build_demo
     from attack_engine.models import load_model
 
     folder = tmp_path_factory.mktemp("browser_live")
@@ -45,12 +45,8 @@ def served(tmp_path_factory):
     (pre / "index.json").write_text(json.dumps({"runs": [
         {"example": "synthetic", "model": mid, "file": "synthetic__standin.npz", "config": cfg.to_dict()}]}))
     demo = build_demo(mid, [ExampleItem("synthetic", "Synthetic disc (with mask)", ip, {2: mp})], pre)
-    port = _free_port()
-    kw = launch_kwargs()
-    kw.update(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    demo.launch(**kw)
-    yield f"http://127.0.0.1:{port}/", demo.tsallis_app
-    demo.close()
+    with served_demo(demo) as url:
+        yield url, demo.tsallis_app
 
 
 @pytest.fixture()
@@ -61,7 +57,7 @@ def page(served):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         ctx = browser.new_context(viewport={"width": 1440, "height": 900})
-        ctx.route("**/*", lambda r: r.continue_() if _loopback(r.request.url) else (outside.append(r.request.url),
+        ctx.route("**/*", lambda r: r.continue_() if loopback(r.request.url) else (outside.append(r.request.url),
                                                                                    r.abort()))
         pg = ctx.new_page()
         yield pg

@@ -22,7 +22,7 @@ from typing import ClassVar
 import pytest
 import tomllib
 import yaml
-from test_app_api import _free_port
+from _kit import free_port
 
 import app  # noqa: F401  (offline environment before gradio)
 
@@ -141,7 +141,7 @@ def test_malformed_limit_stops_the_start_with_one_line():
     import os
     import subprocess
 
-    env = {**os.environ, "TSALLIS_MAX_STEPS": "lots", "GRADIO_SERVER_PORT": str(_free_port())}
+    env = {**os.environ, "TSALLIS_MAX_STEPS": "lots", "GRADIO_SERVER_PORT": str(free_port())}
     r = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
@@ -223,7 +223,7 @@ def hosted(tmp_path_factory):
     ip, mp = write_synthetic_example(folder, 64)
     lim = Limits(hosted=True, models=(mid,), max_steps=40, session_ttl_s=2.0)
     demo = build_demo(mid, [ExampleItem("synthetic", "Synthetic", ip, {2: mp})], folder / "none", limits=lim)
-    port = _free_port()
+    port = free_port()
     kw = launch_kwargs(lim)
     kw.update(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     demo.launch(**kw)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _kit import free_port
 from PIL import Image
-from test_app_api import _free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSIONS = 10
@@ -66,7 +66,7 @@ def server(tmp_path_factory):
     if not Path("/proc/self/status").exists():
         pytest.skip("needs /proc to read the server's memory")
     folder = tmp_path_factory.mktemp("load")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "TSALLIS_QUEUE_SIZE": str(QUEUE), "TSALLIS_ATTACK_CONCURRENCY": str(CONCURRENCY),
            "TSALLIS_MAX_STEPS": "50", "TSALLIS_HOSTED": "0", "GRADIO_ANALYTICS_ENABLED": "False",
            "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1"}

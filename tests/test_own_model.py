@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _kit import free_port
 from _multiclass import COLOURS, NAMES, ColourSeg, scene, write_scene
 from torch import nn
 
@@ -25,12 +26,6 @@ from attack_engine.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PlainColourNet(nn.Module):
@@ -70,7 +65,7 @@ def _torchscript(path: Path) -> Path:
 
 def test_route_1_app_py_with_the_cli_model_flags(tmp_path):
     f = _torchscript(tmp_path / "colours.pt")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "TSALLIS_OFFLINE": "1",
            "HF_HUB_OFFLINE": "1", "TSALLIS_HOSTED": "0"}
     env.pop("SPACE_ID", None)
@@ -110,7 +105,7 @@ def test_route_1_bad_flags_are_one_line(tmp_path):
 
 def test_route_2_explore_an_nn_module(tmp_path):
     img, lab = scene(96)
-    port = _free_port()
+    port = free_port()
     demo = app.explore(PlainColourNet(), class_names=NAMES, palette=COLOURS, images=[(img, lab)],
                        model_id="my-colour-net", server_name="127.0.0.1", server_port=port,
                        prevent_thread_lock=True, quiet=True)
@@ -134,7 +129,7 @@ def local_server(tmp_path_factory):
     folder = tmp_path_factory.mktemp("own_model")
     ip, mp = write_scene(folder, 96)
     demo = build_demo(None, [ExampleItem("scene", "Scene", ip, {6: mp})], folder / "none", limits=Limits(hosted=False))
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/", folder
     demo.close()

@@ -8,18 +8,11 @@ Screenshots go to ``out/screens/qlens_*.png`` (the README's come from ``scripts/
 
 from __future__ import annotations
 
-import socket
-from pathlib import Path
-
 import pytest
+from _kit import CHROMIUM, LAUNCH_ARGS, SCREENS, served_demo
 
 import app  # noqa: F401  (offline environment before gradio)
 from app.sources import PRECOMPUTED_DIR
-
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENS = Path(__file__).resolve().parents[1] / "out" / "screens"
-LAUNCH_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-               "--disable-dev-shm-usage"]
 
 pytestmark = [
     pytest.mark.browser,
@@ -27,22 +20,12 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served():
-    from app.ui import build_demo, launch_kwargs
+    from app.ui import build_demo
 
-    demo = build_demo(precomputed_dir=PRECOMPUTED_DIR)
-    kw = launch_kwargs()
-    kw.update(server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, quiet=True)
-    demo.launch(**kw)
-    yield f"http://127.0.0.1:{kw['server_port']}/"
-    demo.close()
+    with served_demo(build_demo(precomputed_dir=PRECOMPUTED_DIR)) as url:
+        yield url
 
 
 def read_shares(page) -> dict[str, dict[str, float]]:

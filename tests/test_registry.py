@@ -8,11 +8,11 @@ only, through the engine, the command line and the app's public endpoints.
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
 import torch
+from _kit import free_port
 
 import app  # noqa: F401  (offline environment before gradio)
 from attack_engine import AttackConfig, AttackRun
@@ -101,12 +101,6 @@ def test_cli_runs_it(focal_registered, tmp_path, capsys):
     assert f"{NAME}=FocalPGD (test)" in capsys.readouterr().out
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(focal_registered, tmp_path_factory):
     from app.sources import ExampleItem
@@ -117,7 +111,7 @@ def server(focal_registered, tmp_path_factory):
     mid = register_standin()
     ip, mp = write_synthetic_example(folder, 64)
     demo = build_demo(mid, [ExampleItem("synthetic", "Synthetic", ip, {2: mp})], folder / "no-precomputed")
-    port = _free_port()
+    port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield {"url": f"http://127.0.0.1:{port}/", "model": mid}
     demo.close()
