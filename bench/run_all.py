@@ -201,6 +201,9 @@ def render(res: dict, argv: list[str]) -> str:
     qlens_md = ROOT / "bench" / "QLENS_BROWSER.md"  # hand-written results of bench/bench_qlens_browser.py
     if qlens_md.exists():
         L += [qlens_md.read_text().strip(), ""]
+    live_md = ROOT / "bench" / "LIVE_BROWSER.md"  # hand-written results of bench/bench_browser.py
+    if live_md.exists():
+        L += [live_md.read_text().strip(), ""]
     if ANALYSIS.exists():
         L += [ANALYSIS.read_text().strip(), ""]
     return "\n".join(L) + "\n"
