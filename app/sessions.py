@@ -204,7 +204,8 @@ class SessionStore:
         lim = self.limits
         if new_bytes + keep_bytes > lim.session_bytes:
             raise BudgetError(f"this run would keep about {mb(new_bytes + keep_bytes)} of results; a session may keep "
-                              f"{mb(lim.session_bytes)}: use fewer steps")
+                              f"{mb(lim.session_bytes)}: use fewer steps or a smaller image (a model with many "
+                              "classes keeps more per pixel while it runs)")
         dropped: list[tuple[str, str]] = []
         now = time.monotonic()
         with self._lock:
