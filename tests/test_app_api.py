@@ -112,7 +112,9 @@ def test_pause_cancels_between_records_and_step_resumes(server, client):
     assert time.perf_counter() - t < 3 and "record **0**" in _status(sc) and not job.done()
     p = client.predict(api_name="/pause")
     assert "Paused" in p[0]
-    deadline = time.time() + 30
+    # the client downloads every streamed update's files before it reports the job done; on a loaded machine it can
+    # trail the server (which logged the run as paused) by tens of seconds. Finishing short of LONG is what counts.
+    deadline = time.time() + 120
     while not job.done() and time.time() < deadline:
         time.sleep(0.1)
     assert job.done()
