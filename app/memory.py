@@ -38,7 +38,9 @@ def _tensor_bytes(t: torch.Tensor, seen: set[int]) -> int:
             return sys.getsizeof(t)
         seen.add(key)
         return st.nbytes() + sys.getsizeof(t)
-    except (RuntimeError, NotImplementedError):  # sparse, meta, ...
+    except (RuntimeError, NotImplementedError):
+        # a tensor without a plain storage (sparse or meta tensors raise here): a session never keeps one with
+        # data behind it, so its header is what it costs
         return sys.getsizeof(t)
 
 

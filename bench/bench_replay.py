@@ -48,7 +48,8 @@ class _Layer(nn.Module):
             self.tconv.bias.data.copy_(b)
         elif op.name not in ("HARD_SWISH", "RELU", "LOGISTIC", "ADD", "MUL", "AVERAGE_POOL_2D", "RESIZE_BILINEAR",
                                  "MEAN"):
-            raise NotImplementedError(op.name)
+            raise ValueError(f"the static reference module covers the ops of the bundled selfie models; "
+                             f"{op.name} is not one of them")
 
     def forward(self, env: list) -> torch.Tensor:
         x = env[self.ins[0]] if self.ins else None
