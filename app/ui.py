@@ -67,6 +67,7 @@ from app.sources import PRECOMPUTED_DIR, ExampleItem, bundled_examples, load_pre
 from app.tabs import qlens as qlens_tab
 from app.tabs.debug import DebugTab
 from app.tabs.own_model import OwnModelBox
+from app.theme import CSS
 from app.trajectory import Trajectory
 from app.view import (
     LEADERBOARD_HEADERS,
@@ -119,17 +120,6 @@ EXPLAIN = {
             "already-wrong pixels.",
     "probe": "Click any pixel in an image panel: its class probabilities, weight and gradient over all records.",
 }
-
-CSS = """
-.explain {font-size: 0.82em !important; color: var(--body-text-color-subdued); line-height: 1.25; margin-top: -4px}
-.explain p {margin: 0 !important}
-#status {min-height: 3.2em}
-.panel img {width: 100% !important; height: 100% !important; object-fit: contain; image-rendering: pixelated}
-.panel.smooth img {image-rendering: auto}
-#cmp_grid img {width: 100% !important; height: auto !important; object-fit: contain}
-footer {display: none !important}
-""" + qlens_tab.CSS
-
 
 # -- encoded panel images -------------------------------------------------------------------------------
 class FrameStore:
