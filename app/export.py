@@ -1,11 +1,9 @@
-"""Exports of a recorded run: run card (JSON, re-runnable), per-record CSV, PNG of the panels, animated GIF,
+"""Exports of a recorded run: run card (the engine's run file, re-runnable), per-record CSV, PNG of the panels, animated GIF,
 and the shareable link's query string."""
 
 from __future__ import annotations
 
-import base64
 import csv
-import datetime as dt
 import io
 import math
 from typing import Any
@@ -18,57 +16,48 @@ from app import figures as fg
 from app.trajectory import SCALARS, Trajectory
 from app.view import render_main, render_static
 from attack_engine.registry import attack_names, attack_title, takes_schedule
+from attack_engine.runfile import RECORD_COLUMNS, WHOLE_COLUMNS, RunFile, to_json
 
-CARD_FORMAT = "tsallispgd-explorer/run-card@1"
 QUERY_KEYS = ("example", "model", "attack", "opt", "eps", "steps", "alpha", "seed", "schedule")
 
 
 # -- run card -------------------------------------------------------------------------------------------
-def _png_b64(arr: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "PNG", optimize=True)
-    return base64.b64encode(buf.getvalue()).decode()
+def _f(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
 
 
-def from_png_b64(text: str) -> np.ndarray:
-    """The image a run card stores (base64 PNG) as an array."""
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(text))))
+def run_file(traj: Trajectory) -> RunFile:
+    """The recorded run as a :class:`~attack_engine.runfile.RunFile` (the CLI's format): model, exact input,
+    config, compute settings, metrics and the per-record scalars."""
+    info = traj.info
+    n = len(traj)
+    bi = traj.best_index()
+    return RunFile(
+        model=info.model_id, config=dict(info.config), image=traj.image, labels=traj.labels if info.has_gt else None,
+        source="upload" if info.source == "upload" else f"example:{info.source}",
+        mask=None if not info.has_gt else ("upload" if info.source == "upload" else "example"),
+        target_class=info.extra.get("target_class"), compute=info.extra.get("compute"), device=info.extra.get("device"),
+        records=n, expected_records=info.expected_records, finished=traj.finished,
+        metrics={
+            "clean_acc": _f(info.clean_acc), "clean_miou": _f(info.clean_miou),
+            "result_acc": _f(info.extra.get("result_acc")), "result_miou": _f(info.extra.get("result_miou")),
+            "best_index": bi, "last_acc": traj.get("acc", n - 1) if n else None,
+            "last_miou": traj.get("miou", n - 1) if n else None,
+        },
+        per_record={c: [_num(c, v) for v in traj.sc[c]] for c in RECORD_COLUMNS},
+    )
 
 
-def _f(v: float) -> float | None:
-    return None if v is None or not math.isfinite(v) else round(float(v), 6)
+def _num(column: str, v: float) -> float | int | None:
+    """A stored scalar as the run file writes it: whole-number columns as int, NaN as None."""
+    f = _f(float(v))
+    return int(f) if f is not None and column in WHOLE_COLUMNS else f
 
 
 def run_card(traj: Trajectory) -> dict[str, Any]:
-    """Everything needed to re-run and check this run: model, exact input (PNG), config, metrics."""
-    info = traj.info
-    n = len(traj)
-    labels = None
-    if info.has_gt:
-        lab = traj.labels
-        labels = _png_b64(lab.astype(np.uint8) if lab.max(initial=0) < 256 and lab.min(initial=0) >= 0 else lab.astype(np.uint16))
-    bi = traj.best_index()
-    return {
-        "format": CARD_FORMAT,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": info.model_id,
-        "source": {"example": None if info.source == "upload" else info.source, "image_hw": list(traj.image.shape[:2]),
-                   "image_png": _png_b64(traj.image), "labels_png": labels},
-        "config": dict(info.config),
-        "records": n,
-        "expected_records": info.expected_records,
-        "finished": traj.finished,
-        "metrics": {
-            "clean_acc": _f(info.clean_acc), "clean_miou": _f(info.clean_miou),
-            "last_acc": _f(traj.get("acc", n - 1)) if n else None, "last_miou": _f(traj.get("miou", n - 1)) if n else None,
-            "best_index": bi, "best_acc": _f(traj.get("acc", bi)) if bi >= 0 else None,
-            "result_acc": _f(info.extra.get("result_acc", math.nan)),
-            "result_miou": _f(info.extra.get("result_miou", math.nan)),
-        },
-        "per_record": {"acc": [_f(v) for v in traj.scalars("acc")], "miou": [_f(v) for v in traj.scalars("miou")]},
-        "compute": info.extra.get("compute"),  # threads, deterministic mode, versions (app.determinism)
-        "how_to_rerun": "from app.runner import rerun_card; rerun_card(json.load(open(PATH)))",
-    }
+    """The run card: the run file of this run as JSON (:data:`attack_engine.runfile.FORMAT`), re-runnable by
+    ``app.runner.rerun_card`` and ``python -m attack_engine attack --from``."""
+    return to_json(run_file(traj))
 
 
 # -- tables and pictures --------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ Nothing here computes attack maths; it resizes the input per the engine's resize
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import threading
 from collections.abc import Iterator
@@ -18,15 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from app import determinism
 from app import limits as lm
-from app.export import CARD_FORMAT, from_png_b64
 from app.trajectory import RunInfo, Trajectory
-from attack_engine import AttackConfig, AttackRun
+from attack_engine import AttackConfig, AttackRun, determinism
 from attack_engine.attack import apgd_stages
 from attack_engine.images import ImageError, load_mask, model_size, read_image, resize_image, resize_labels, to_tensor
 from attack_engine.models import SegModel, load_model
 from attack_engine.registry import takes_schedule
+from attack_engine.runfile import read_run
 from attack_engine.schedules import ScheduleError, parse_schedule
 
 
@@ -168,7 +166,8 @@ class LiveRun:
     """A started attack whose records land in ``traj`` one :meth:`step` at a time."""
 
     def __init__(self, model: SegModel, prep: Prepared, cfg: AttackConfig, light: bool = False,
-                 map_side: int | None = None, device: str | torch.device | None = None) -> None:
+                 map_side: int | None = None, device: str | torch.device | None = None,
+                 target: int | None = None) -> None:
         self.cfg = cfg
         self.prep = prep
         x = torch.from_numpy(prep.image).permute(2, 0, 1)[None].float().div(255.0)
@@ -177,16 +176,17 @@ class LiveRun:
         if device is not None:
             x = x.to(device)
             labels = None if labels is None else labels.to(device)
-        self.run: AttackRun | None = AttackRun(model, x, labels, cfg, record_logits=True)
+        self.run: AttackRun | None = AttackRun(model, x, labels, cfg, target=target, record_logits=True)
         mult = max(m for m, _ in apgd_stages(cfg.steps, cfg.multi_eps)) if cfg.optimizer == "apgd" else 1.0
         info = model.info
         rinfo = RunInfo(
             model_id=info.id, class_names=list(info.class_names), palette=[list(c) for c in info.palette],
-            config=cfg.to_dict(), ignore_index=info.ignore_index, source=prep.source, has_gt=prep.labels is not None,
+            config=self.run.cfg.to_dict(), ignore_index=self.run.cfg.ignore_index, source=prep.source, has_gt=prep.labels is not None,
             model_hw=tuple(prep.image.shape[:2]), expected_records=self.run.expected_records(),
             clean_acc=float(self.run.clean_acc[0]), clean_miou=float(self.run.clean_miou[0]),
             dmax=float(cfg.eps) * mult, extra={"source_hw": list(prep.source_hw or prep.image.shape[:2]),
-                                               "device": str(x.device), "compute": determinism.fingerprint()},
+                                               "device": str(x.device), "compute": determinism.fingerprint(),
+                                               **({} if target is None else {"target_class": int(target)})},
         )
         self.traj = Trajectory(rinfo, prep.image, self.run.labels[0].cpu().numpy(),
                                self.run.clean_pred[0].cpu().numpy(), light=light, map_side=map_side)
@@ -242,24 +242,22 @@ def start_run(model_id: str, image, mask, cfg: AttackConfig, source: str = "uplo
 
 
 def rerun_card(card: dict | str | Path, records: int | None = None) -> Trajectory:
-    """Run the card's config again on its exact input with its model; returns the new trajectory.
+    """Run a run file again (the app's run card or the CLI's ``attack --out``) on its exact input with its model.
 
-    ``records`` limits the run (default: as many records as the card has).  On the same machine type the
-    per-record accuracies equal the card's: the re-run computes with the card's thread count and deterministic
-    algorithms (:mod:`app.determinism`).
+    ``records`` limits the run (default: as many records as the file has).  On the same machine type the
+    per-record scalars equal the file's: the re-run computes with the file's thread count and deterministic
+    algorithms (:mod:`attack_engine.determinism`).
     """
-    if not isinstance(card, dict):
-        card = json.loads(Path(card).read_text())
-    if card.get("format") != CARD_FORMAT:
-        raise ValueError(f"not a run card (format {card.get('format')!r})")
-    model = load_model(card["model"])
-    src = card["source"]
-    image = from_png_b64(src["image_png"]).astype(np.uint8)
-    labels = None if not src.get("labels_png") else from_png_b64(src["labels_png"]).astype(np.int64)
-    cfg = AttackConfig(**card["config"])
-    with determinism.using((card.get("compute") or {}).get("torch_threads")):  # the card's thread count
-        live = LiveRun(model, Prepared(image, labels, src.get("example") or "upload", model.info.id), cfg)
-        limit = records if records is not None else card.get("records") or live.traj.info.expected_records
+    rf = read_run(card)
+    model = load_model(rf.model)
+    if rf.image is None:
+        raise ValueError(f"this run file ({rf.format}) names its image instead of storing it; re-run it with "
+                         "python -m attack_engine attack --from")
+    cfg = AttackConfig(**rf.config)
+    prep = Prepared(rf.image, rf.labels, rf.example or "upload", model.info.id)
+    with determinism.using(rf.threads):  # the file's thread count
+        live = LiveRun(model, prep, cfg, target=rf.target_class)
+        limit = records if records is not None else rf.records or live.traj.info.expected_records
         while len(live.traj) < limit and live.step():
             pass
     return live.traj

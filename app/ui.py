@@ -27,8 +27,8 @@ import pandas as pd
 from PIL import Image
 
 from app import components as cp
-from app import determinism, gpu
 from app import figures as fg
+from app import gpu
 from app import qlens_figures as qf
 from app.disk import DiskBudget, app_root, clean_at_start, gradio_cache_dir, own_gradio_cache
 from app.export import config_query, evolution_gif, panels_png, parse_query, records_csv, run_card
@@ -79,6 +79,7 @@ from app.view import (
     render_main,
     render_static,
 )
+from attack_engine import determinism
 from attack_engine.models import DEFAULT_MODEL, ModelUnavailable, load_model
 from attack_engine.registry import attack_names, attack_specs, attack_title, get_attack, takes_schedule
 from attack_engine.schedules import PRESETS, ScheduleError, parse_schedule

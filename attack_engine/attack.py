@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,8 @@ class AttackConfig:
 
     ``eps`` and ``step_size`` are in image units ([0, 1] scale).  ``step_size`` is PGD's fixed step
     (default ε/4); APGD sets its own (2ε per stage).  ``schedule`` is the Tsallis q-schedule text
-    (default ``linear:-2:1``; a plain number is a fixed q).
+    (default ``linear:-2:1``; a plain number is a fixed q).  ``ignore_index``: the label id that never counts;
+    ``None`` (default) takes the model's (``model.info.ignore_index``, 255 for a bare callable) when the run starts.
     """
 
     attack: str = "tsallis"
@@ -61,7 +62,7 @@ class AttackConfig:
     random_start: bool = True
     multi_eps: bool = True
     targeted: bool = False
-    ignore_index: int = 255
+    ignore_index: int | None = None
     telemetry: bool = True
     numerics: str = "stable"  # "plain": textbook float32 objective, no gradient scaling (for comparison only)
 
@@ -79,6 +80,8 @@ class AttackConfig:
             raise ValueError(f"step_size must be in (0, 1], got {self.step_size!r}")
         if self.schedule is not None:
             self.schedule = parse_schedule(self.schedule).text()
+        if self.ignore_index is not None and (isinstance(self.ignore_index, bool) or not isinstance(self.ignore_index, int)):
+            raise ValueError(f"ignore_index must be a whole number or None, got {self.ignore_index!r}")
 
     @property
     def q_schedule(self) -> Schedule | None:
@@ -193,6 +196,12 @@ def expected_records(cfg: AttackConfig) -> int:
     return cfg.steps + len(apgd_stages(cfg.steps, cfg.multi_eps))
 
 
+def model_ignore_index(model: Model) -> int:
+    """The label id a model's pixels are ignored at: its adapter's ``info.ignore_index``, 255 without one."""
+    ii = getattr(getattr(model, "info", None), "ignore_index", None)
+    return 255 if ii is None else int(ii)
+
+
 def _per_image(t: torch.Tensor) -> torch.Tensor:
     return t.view(-1, *([1] * 3))
 
@@ -223,7 +232,8 @@ class AttackRun:
         model: RGB [0, 1] ``[B,3,H,W]`` -> logits ``[B,C,H,W]``, differentiable w.r.t. the input.
         x: clean images ``[B,3,H,W]`` in [0, 1].
         labels: ``[B,H,W]`` ground truth; ``None`` uses the clean prediction (untargeted).
-        config: :class:`AttackConfig`.
+        config: :class:`AttackConfig`; ``run.cfg`` is a copy with the ignore index resolved (the config's, else
+            :func:`model_ignore_index`).
         eps: optional per-image radii ``[B]`` overriding ``config.eps``.
         target: targeted mode: class id (int) or ``[B,H,W]`` target labels (``ignore_index`` = leave alone).
         region: targeted mode: optional bool mask ``[B,H,W]`` of the pixels to push to ``target``.
@@ -252,7 +262,8 @@ class AttackRun:
         record_logits: bool = False,
     ) -> None:
         self.model = model
-        self.cfg = config or AttackConfig()
+        cfg = config or AttackConfig()
+        self.cfg = cfg if cfg.ignore_index is not None else replace(cfg, ignore_index=model_ignore_index(model))
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"x must be [B,3,H,W], got {tuple(x.shape)}")
         if noise_seeds is not None and len(noise_seeds) != x.shape[0]:

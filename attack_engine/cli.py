@@ -6,20 +6,20 @@ Bad arguments get one clear line on stderr (exit code 2), never a traceback.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from attack_engine import determinism
 from attack_engine.argtypes import Parser, parse_eps, positive_int, schedule_arg
-from attack_engine.attack import OPTIMIZERS, AttackConfig, AttackRun, StepRecord
+from attack_engine.attack import OPTIMIZERS, AttackConfig, AttackRun
 from attack_engine.models.args import add_model_arguments, model_from_args
 from attack_engine.registry import attack_names, attack_specs, attack_title
-
-RUN_FORMAT = "tsallispgd-run/1"
+from attack_engine.runfile import CLI_V1, RunFile, RunFileError, columns, read_run, record_row, write_run
 
 
 class CLIError(Exception):
@@ -49,9 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--single-eps", action="store_true", help="APGD without the 2ε/1.5ε/ε stages")
     a.add_argument("--target-class", type=int, default=None, help="targeted mode: push every pixel toward this class")
     a.add_argument("--device", default="auto", help="auto (default: cuda when a GPU is visible, else cpu), cpu, cuda, cuda:1, mps")
-    a.add_argument("--out", help="write the run file (JSON) here")
+    a.add_argument("--threads", type=positive_int, default=None,
+                   help="intra-op CPU threads (default: PyTorch's; a re-run uses the run file's)")
+    a.add_argument("--out", help="write the run file (JSON, attack_engine/runfile.py) here")
     a.add_argument("--save-adv", help="write the adversarial image (PNG, model resolution) here")
-    a.add_argument("--from-run", help="re-run the configuration stored in a run file (other flags are ignored)")
+    a.add_argument("--from", "--from-run", dest="from_run", metavar="RUN_FILE",
+                   help="re-run a run file (the CLI's or the app's run card; other run flags are ignored)")
     a.add_argument("--no-progress", action="store_true")
 
     sub.add_parser("models", help="list the models and whether their weights are here")
@@ -86,29 +89,32 @@ def _resolve_image(spec: str):
     raise CLIError(f"image {spec!r} not found (give a file path or an example id)")
 
 
-def _record_row(rec: StepRecord) -> dict:
-    return {
-        "index": rec.index, "iteration": rec.iteration, "stage": rec.stage, "stage_step": rec.stage_step,
-        "eps": float(rec.eps[0]), "step_size": float(rec.step_size[0]), "param": rec.param,
-        "loss": float(rec.loss[0]), "ce": float(rec.ce[0]), "acc": float(rec.acc[0]), "miou": float(rec.miou[0]),
-        **({"mass": [round(float(v), 6) for v in rec.mass[0]]} if rec.mass is not None else {}),
-    }
+@dataclass
+class _Job:
+    """What to run: from the flags, or from a run file (``--from``)."""
+
+    cfg: AttackConfig
+    model_id: str
+    image_spec: str | None = None  # a path or example id to read (flags, CLI v1 files)
+    mask_spec: str | None = None
+    target_class: int | None = None
+    stored: RunFile | None = None  # the run file being re-run
+    threads: int | None = None
 
 
-def _config_from(args: argparse.Namespace) -> tuple[AttackConfig, str, str, str | None, int | None]:
-    """The run's config, model id, image and mask specs and target class: from ``--from-run`` or the flags."""
+def _job(args: argparse.Namespace) -> _Job:
+    """The run's config, model, input and target class: from ``--from`` or the flags."""
     from attack_engine.models import DEFAULT_MODEL
 
     if args.from_run:
+        rf = read_run(args.from_run)
         try:
-            card = json.loads(Path(args.from_run).read_text())
-            cfg = AttackConfig(**card["config"])
-            model_id, image_spec, mask_spec = card["model"], card["image"], card.get("mask")
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise CLIError(f"cannot read run file {args.from_run!r}: {e}") from None
-        if image_spec.startswith("example:"):
-            image_spec = image_spec.split(":", 1)[1]
-        return cfg, model_id, image_spec, mask_spec, card.get("target_class")
+            cfg = AttackConfig(**rf.config)
+        except TypeError as e:
+            raise CLIError(f"run file {Path(args.from_run).name!r} has a bad config: {e}") from None
+        spec = rf.source.split(":", 1)[1] if rf.image is None and rf.source.startswith("example:") else rf.source
+        return _Job(cfg, rf.model, spec if rf.image is None else None, rf.mask if rf.image is None else None,
+                    rf.target_class, rf, rf.threads or args.threads)
     if not args.image:
         raise CLIError("--image is required (a path or an example id)")
     if args.target_class is not None and args.target_class < 0:
@@ -118,7 +124,7 @@ def _config_from(args: argparse.Namespace) -> tuple[AttackConfig, str, str, str 
         schedule=args.schedule, seed=args.seed, random_start=not args.no_random_start,
         multi_eps=not args.single_eps, targeted=args.target_class is not None,
     )
-    return cfg, args.model or DEFAULT_MODEL, args.image, args.mask, args.target_class
+    return _Job(cfg, args.model or DEFAULT_MODEL, args.image, args.mask, args.target_class, None, args.threads)
 
 
 def _open_model(model_id: str, args: argparse.Namespace):
@@ -126,7 +132,7 @@ def _open_model(model_id: str, args: argparse.Namespace):
     return model_from_args(argparse.Namespace(**{**vars(args), "model": model_id}), device=args.device)
 
 
-def _labels(mask_spec: str | None, example_mask, img, info, size, device) -> tuple[torch.Tensor | None, str | None]:
+def _labels(mask_spec: str | None, example_mask, img, info, size) -> tuple[np.ndarray | None, str | None]:
     """The labels at model resolution and where they came from; ``None`` = the clean prediction."""
     from attack_engine.images import load_mask, resize_labels
 
@@ -138,51 +144,83 @@ def _labels(mask_spec: str | None, example_mask, img, info, size, device) -> tup
         return None, None
     if labels_np.shape != img.shape[:2]:
         raise CLIError(f"mask is {labels_np.shape[1]}×{labels_np.shape[0]} but the image is {img.shape[1]}×{img.shape[0]}")
-    return resize_labels(torch.from_numpy(labels_np)[None], size).to(device), mask_ref
+    return resize_labels(torch.from_numpy(labels_np)[None], size)[0].numpy().astype(np.int64), mask_ref
 
 
-def cmd_attack(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def _input(job: _Job, info) -> tuple[torch.Tensor, np.ndarray, np.ndarray | None, str, str | None]:
+    """The attack's clean input ``[1,3,H,W]`` at model resolution, its 8-bit copy (what the run file stores), the
+    labels and where image and labels came from.
 
+    A fresh run attacks the 8-bit image, so its run file holds the exact input; a CLI v1 file is re-run on the
+    float image it named, as it was made.
+    """
     from attack_engine.images import model_size, resize_image, to_tensor, to_uint8
 
-    cfg, model_id, image_spec, mask_spec, target_class = _config_from(args)
-    args.device = resolve_device(args.device)
-    img, example_mask, image_ref = _resolve_image(image_spec)
-    model = _open_model(model_id, args)
-    info = model.info
-    cfg.ignore_index = info.ignore_index
-    x = to_tensor(img)
-    size = model_size(tuple(x.shape[-2:]), info.input_size, info.size_multiple)
-    x = resize_image(x, size).to(model.device)
-    labels, mask_ref = _labels(mask_spec, example_mask, img, info, size, model.device)
-    run = AttackRun(model, x, labels, cfg, target=target_class)
+    rf = job.stored
+    if rf is not None and rf.image is not None:
+        hw = tuple(rf.image.shape[:2])
+        if model_size(hw, info.input_size, info.size_multiple) != hw:
+            raise CLIError(f"the run file's input is {hw[1]}×{hw[0]}, which model {job.model_id} does not take")
+        return to_tensor(rf.image), rf.image, rf.labels, rf.source, rf.mask
+    img, example_mask, image_ref = _resolve_image(job.image_spec)
+    size = model_size(tuple(img.shape[:2]), info.input_size, info.size_multiple)
+    x = resize_image(to_tensor(img), size)
+    x8 = to_uint8(x)
+    labels, mask_ref = _labels(job.mask_spec, example_mask, img, info, size)
+    return (x if rf is not None else to_tensor(x8)), x8, labels, image_ref, mask_ref
+
+
+def _attack(run: AttackRun, progress: bool) -> tuple[list[dict], float]:
+    from tqdm import tqdm
+
     t0 = time.perf_counter()
-    rows = [_record_row(rec) for rec in tqdm(run, total=run.expected_records(), unit="it", disable=args.no_progress,
-                                             desc=f"{attack_title(cfg.attack)} ({cfg.optimizer})")]
-    res = run.result
-    seconds = time.perf_counter() - t0
+    rows = [record_row(rec) for rec in tqdm(run, total=run.expected_records(), unit="it", disable=not progress,
+                                            desc=f"{attack_title(run.cfg.attack)} ({run.cfg.optimizer})")]
+    return rows, time.perf_counter() - t0
+
+
+def _report(run: AttackRun, model_id: str, image_ref: str, mask_ref: str | None, device, seconds: float) -> None:
+    cfg, res = run.cfg, run.result
+    h, w = run.x0.shape[-2:]
     what = "target-class share" if cfg.targeted else "pixel accuracy"
-    print(f"model {model_id} | image {image_ref} at {size[1]}×{size[0]} | labels: {mask_ref or 'clean prediction'} "
-          f"| device {model.device}")
+    print(f"model {model_id} | image {image_ref} at {w}×{h} | labels: {mask_ref or 'clean prediction'} | device {device}")
     print(f"{attack_title(cfg.attack)} {cfg.optimizer.upper()} eps={cfg.eps * 255:.4g}/255 steps={cfg.steps} seed={cfg.seed}"
           + (f" schedule={cfg.q_schedule.text()}" if cfg.q_schedule is not None else ""))
     print(f"clean:       {what} {float(res.clean_acc[0]):.4f}  mIoU {float(res.clean_miou[0]):.4f}")
-    print(f"adversarial: {what} {float(res.acc[0]):.4f}  mIoU {float(res.miou[0]):.4f}  (best record {int(res.best_index[0])}, {seconds:.1f} s)")
+    print(f"adversarial: {what} {float(res.acc[0]):.4f}  mIoU {float(res.miou[0]):.4f}  "
+          f"(best record {int(res.best_index[0])}, {seconds:.1f} s)")
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from attack_engine.images import to_uint8
+
+    job = _job(args)
+    args.device = resolve_device(args.device)
+    model = _open_model(job.model_id, args)
+    x, x8, labels, image_ref, mask_ref = _input(job, model.info)
+    y = None if labels is None else torch.from_numpy(labels)[None].to(model.device)
+    with determinism.using(job.threads or torch.get_num_threads()):
+        run = AttackRun(model, x.to(model.device), y, job.cfg, target=job.target_class)
+        rows, seconds = _attack(run, not args.no_progress)
+        compute = determinism.fingerprint()
+    res = run.result
+    _report(run, job.model_id, image_ref, mask_ref, model.device, seconds)
     if args.save_adv:
         from PIL import Image
 
         Image.fromarray(to_uint8(res.x_adv)).save(args.save_adv)
     if args.out:
-        card = {
-            "format": RUN_FORMAT, "model": model_id, "image": image_ref, "mask": mask_spec,
-            "image_sha256": hashlib.sha256(img.tobytes()).hexdigest(), "size": list(size), "target_class": target_class,
-            "config": cfg.to_dict(), "device": str(args.device), "torch": torch.__version__,
-            "clean": {"acc": float(res.clean_acc[0]), "miou": float(res.clean_miou[0])},
-            "adversarial": {"acc": float(res.acc[0]), "miou": float(res.miou[0]), "best_index": int(res.best_index[0])},
-            "seconds": round(seconds, 3), "iterations": rows,
-        }
-        Path(args.out).write_text(json.dumps(card, indent=1))
+        if job.stored is not None and job.stored.format == CLI_V1:
+            print("note: a tsallispgd-run/1 file is re-run on the image file it names; the new run file stores "
+                  "that input rounded to 8 bits (a re-run of it attacks the 8-bit image)")
+        write_run(RunFile(
+            model=job.model_id, config=run.cfg.to_dict(), image=x8, labels=labels, source=image_ref, mask=mask_ref,
+            target_class=job.target_class, compute=compute, device=str(model.device), records=len(rows),
+            expected_records=run.expected_records(), finished=True, per_record=columns(rows), seconds=round(seconds, 3),
+            metrics={"clean_acc": float(res.clean_acc[0]), "clean_miou": float(res.clean_miou[0]),
+                     "result_acc": float(res.acc[0]), "result_miou": float(res.miou[0]),
+                     "best_index": int(res.best_index[0]), "last_acc": rows[-1]["acc"], "last_miou": rows[-1]["miou"]},
+        ), args.out)
         print(f"run file: {args.out}")
     return 0
 
@@ -217,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return {"attack": cmd_attack, "models": cmd_models}[args.command](args)
-    except (CLIError, ValueError, ImageError, ModelUnavailable, KeyError, OSError) as e:
+    except (CLIError, RunFileError, ValueError, ImageError, ModelUnavailable, KeyError, OSError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"{parser.prog} {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -21,10 +21,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import app  # noqa: F401  (sets the offline/telemetry environment first)
-from app import determinism
 from app.runner import LiveRun, make_config, prepare
 from app.sources import PRECOMPUTED_DIR, bundled_examples
 from app.trajectory import save_group
+from attack_engine import determinism
 from attack_engine.models import DEFAULT_MODEL, load_model
 from attack_engine.registry import attack_names, attack_title
 

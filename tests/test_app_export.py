@@ -29,7 +29,7 @@ def test_run_card_reruns_to_the_same_result(traj):
     card = json.loads(json.dumps(run_card(traj)))  # as written to disk
     assert card["config"]["schedule"] == "cosine:-2:1" and card["config"]["seed"] == 7
     assert card["records"] == len(traj) and card["finished"]
-    assert card["source"]["labels_png"] is not None
+    assert card["input"]["labels_png"] is not None
     again = rerun_card(card)
     assert again.scalars("acc").tolist() == traj.scalars("acc").tolist()
     assert again.scalars("miou").tolist() == traj.scalars("miou").tolist()
@@ -44,7 +44,7 @@ def test_run_card_of_a_partial_run_and_without_labels(tmp_path):
     for _ in range(4):
         live.step()
     card = run_card(live.traj)
-    assert card["records"] == 4 and not card["finished"] and card["source"]["labels_png"] is None
+    assert card["records"] == 4 and not card["finished"] and card["input"]["labels_png"] is None
     p = tmp_path / "card.json"
     p.write_text(json.dumps(card))
     again = rerun_card(p)

@@ -55,13 +55,14 @@ def test_attack_writes_reproducible_run_file(tiny_cli, capsys):
     assert "| device cpu" in text  # the device the run used (auto: cpu here, no GPU)
     card = json.loads(out.read_text())
     assert card["device"] == "cpu"
-    assert card["config"]["schedule"] == "cosine:-2:1" and len(card["iterations"]) == 13
-    assert card["adversarial"]["acc"] < card["clean"]["acc"]
+    assert card["format"] == "tsallispgd-run/2" and card["input"]["labels_png"] is not None
+    assert card["config"]["schedule"] == "cosine:-2:1" and card["records"] == 13 == len(card["per_record"]["acc"])
+    assert card["metrics"]["result_acc"] < card["metrics"]["clean_acc"]
     again = tiny_cli / "again.json"
-    assert main(["attack", "--from-run", str(out), "--out", str(again), "--no-progress"]) == 0
+    assert main(["attack", "--from", str(out), "--out", str(again), "--no-progress"]) == 0
     card2 = json.loads(again.read_text())
-    assert card2["adversarial"] == card["adversarial"]
-    assert [r["acc"] for r in card2["iterations"]] == [r["acc"] for r in card["iterations"]]
+    assert card2["metrics"] == card["metrics"]
+    assert card2["per_record"] == card["per_record"] and card2["input"] == card["input"]
 
 
 @pytest.mark.parametrize(("argv", "msg"), [

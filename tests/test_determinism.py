@@ -6,10 +6,10 @@ import numpy as np
 import torch
 
 import app  # noqa: F401
-from app import determinism
 from app.export import run_card
 from app.runner import LiveRun, make_config, prepare, rerun_card
 from app.standin import register_standin, synthetic_image
+from attack_engine import determinism
 from attack_engine.models import load_model
 
 

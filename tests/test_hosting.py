@@ -187,12 +187,13 @@ def test_hosted_mode_never_unpickles(tmp_path, monkeypatch):
 
 
 def test_run_card_cannot_name_a_path(tmp_path):
-    from app.export import CARD_FORMAT
     from app.runner import rerun_card
+    from attack_engine.runfile import APP_CARD_V1, FORMAT
 
     for bad in ("../../etc/passwd", str(tmp_path / "model.pt"), "http://127.0.0.1:1/model"):
-        with pytest.raises(KeyError, match="unknown model"):
-            rerun_card({"format": CARD_FORMAT, "model": bad, "source": {}, "config": {}})
+        for fmt in (FORMAT, APP_CARD_V1):
+            with pytest.raises(KeyError, match="unknown model"):
+                rerun_card({"format": fmt, "model": bad, "input": {}, "source": {}, "config": {}})
 
 
 # -- a hosted server ------------------------------------------------------------------------------------------

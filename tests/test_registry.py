@@ -95,7 +95,7 @@ def test_cli_runs_it(focal_registered, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "FocalPGD (test) PGD" in text and "schedule=const:2" in text
     card = json.loads(out.read_text())
-    assert card["config"]["attack"] == NAME and [r["param"] for r in card["iterations"]] == [2.0] * 4
+    assert card["config"]["attack"] == NAME and card["per_record"]["param"] == [2.0] * 4
     with pytest.raises(SystemExit):  # the help text is built from the registry
         cli_main(["attack", "--help"])
     assert f"{NAME}=FocalPGD (test)" in capsys.readouterr().out

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from attack_engine.attack import AttackConfig, AttackRun, expected_records
+from attack_engine.attack import AttackConfig, AttackRun, expected_records, model_ignore_index
 from attack_engine.evaluate.datasets import Dataset, DatasetError, Sample, check_label_range, preprocess
 from attack_engine.metrics import confusion_matrix, mean_iou, pixel_accuracy
 from attack_engine.objectives import DEFAULT_TSALLIS_SCHEDULE
@@ -304,19 +304,19 @@ def _load_batch(cfg: EvalConfig, dataset: Dataset, batch: list[Sample], size, c:
 def _attack_units(cfg: EvalConfig, model, batch: list[Sample], x, y, units, c: int, bar,
                   label: str) -> Iterator[list[Record]]:
     """Every (method, seed) unit of one batch, all ε stacked into the batch; one record per image × ε."""
-    ii, n, ne = 255, len(batch), len(cfg.eps)
+    n, ne = len(batch), len(cfg.eps)
     xs = x.repeat(ne, 1, 1, 1)  # row e*n + i = image i at eps[e]
     ys = y.repeat(ne, 1, 1)
     eps_t = torch.tensor(cfg.eps, dtype=torch.float32).repeat_interleave(n)
     for m, seed in units:
         acfg = AttackConfig(attack=m.attack, optimizer=cfg.optimizer, eps=max(cfg.eps), steps=cfg.steps,
-                            schedule=m.schedule, seed=seed, telemetry=False, ignore_index=ii)
+                            schedule=m.schedule, seed=seed, telemetry=False)
         seeds = [image_seed(seed, smp.id) for smp in batch] * ne
         bar.set_description_str(f"{label} {m.name} seed {seed}", refresh=False)
         run = AttackRun(model, xs, ys, acfg, eps=eps_t, noise_seeds=seeds)
         for _ in run:
             bar.update(n * ne)
-        cm = confusion_matrix(run.result.pred, ys, c, ii)
+        cm = confusion_matrix(run.result.pred, ys, c, run.cfg.ignore_index)  # the model's (AttackRun resolves it)
         yield [Record(smp.id, setting_key(m, e, seed), *_sparse(cm[ei * n + i]))
                for ei, e in enumerate(cfg.eps) for i, smp in enumerate(batch)]
 
@@ -416,7 +416,7 @@ def run_eval(cfg: EvalConfig, model, dataset: Dataset, d: Dist, log=print) -> Ev
             with torch.no_grad():
                 clean_pred = model(x).argmax(1)
             y = clean_pred.clone() if y is None else y
-            units = ([[Record(smp.id, CLEAN, *_sparse(cm)) for smp, cm in zip(batch, confusion_matrix(clean_pred, y, c, 255), strict=True)]]
+            units = ([[Record(smp.id, CLEAN, *_sparse(cm)) for smp, cm in zip(batch, confusion_matrix(clean_pred, y, c, model_ignore_index(model)), strict=True)]]
                      if need_clean[b] else [])
             for recs in itertools.chain(units, _attack_units(cfg, model, batch, x, y, todo[b], c, bar,
                                                              f"batch {b + 1}/{len(batches)}")):  # written per unit

@@ -2,10 +2,11 @@
 
 The attack's random start uses its own seeded generator, so what still varies between two runs of one config is
 how CPU kernels split their sums over threads: a run made with 8 intra-op threads and its re-run with 2 differ in
-the last bits of a reduction, and an attack amplifies that within a few records.  The app, the script that makes
-the shipped runs and :func:`app.export.rerun_card` therefore compute with one thread count
-(``TSALLIS_TORCH_THREADS``, default :data:`DEFAULT_THREADS`) and deterministic algorithms, and every run records
-:func:`fingerprint` (its run card too), so a re-run can use the same settings.
+the last bits of a reduction, and an attack amplifies that within a few records.  The app and the script that makes
+the shipped runs therefore compute with one thread count (``TSALLIS_TORCH_THREADS``, default
+:data:`DEFAULT_THREADS`) and deterministic algorithms; the CLI computes with deterministic algorithms and its own
+thread count.  Every run file records :func:`fingerprint` (:mod:`attack_engine.runfile`), and a re-run
+(``python -m attack_engine attack --from``, ``app.runner.rerun_card``) computes with the file's settings.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def fingerprint() -> dict:
 
 @contextlib.contextmanager
 def using(threads: int | None) -> Iterator[None]:
-    """Compute with ``threads`` intra-op threads (and deterministic algorithms) inside the block only."""
+    """Compute with ``threads`` intra-op threads (default :func:`compute_threads`) and deterministic algorithms
+    inside the block only."""
     before, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     apply(threads)
     try:
