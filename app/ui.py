@@ -23,7 +23,6 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
-import pandas as pd
 from PIL import Image
 
 from app import components as cp
@@ -32,7 +31,7 @@ from app import gpu
 from app import qlens_figures as qf
 from app.disk import DiskBudget, app_root, clean_at_start, gradio_cache_dir, own_gradio_cache
 from app.export import config_query, evolution_gif, panels_png, parse_query, records_csv, run_card
-from app.inputs import compare_attacks, gallery_index, probe_coords, scrub_paths
+from app.inputs import gallery_index, probe_coords, scrub_paths
 from app.janitor import Janitor
 from app.limits import (
     MAX_ALPHA255,
@@ -65,23 +64,21 @@ from app.sessions import (
 )
 from app.sources import PRECOMPUTED_DIR, ExampleItem, bundled_examples, load_precomputed, load_precomputed_compare
 from app.tabs import qlens as qlens_tab
+from app.tabs.compare import CompareTab
 from app.tabs.debug import DebugTab
 from app.tabs.own_model import OwnModelBox
 from app.theme import CSS
 from app.trajectory import Trajectory
 from app.view import (
-    LEADERBOARD_HEADERS,
     MAIN_PANELS,
     STATIC_PANELS,
-    compare_tiles,
-    leaderboard_rows,
     panel_to_view,
     render_main,
     render_static,
 )
 from attack_engine import determinism
 from attack_engine.models import DEFAULT_MODEL, ModelUnavailable, load_model
-from attack_engine.registry import attack_names, attack_specs, attack_title, get_attack, takes_schedule
+from attack_engine.registry import attack_specs, attack_title, get_attack, takes_schedule
 from attack_engine.schedules import PRESETS, ScheduleError, parse_schedule
 
 DEFAULT_STEPS = 30
@@ -224,6 +221,7 @@ class App:
                                shared=tuple(d for d in (gradio_cache_dir(),) if d is not None))
         determinism.apply()  # one thread count + deterministic algorithms for every run (recorded in each run)
         self.slots = threading.BoundedSemaphore(max(1, self.limits.attack_concurrency))  # live-run threads
+        self.compare_tab = CompareTab(self)  # the "Compare attacks" tab (app.tabs.compare)
 
     def offer_model(self, model_id: str) -> list[tuple[str, str]]:
         """Offer a model registered while running (an upload outside hosted mode); the dropdown's new choices."""
@@ -753,7 +751,7 @@ class App:
             sess.traj, sess.live, sess.key, sess.probe = None, None, None, None
             main = self._main_values(sess, note=f"Example **{ex.title}** selected: press **Run** or **Step**.")
             static = [str(ex.image), None, None, ""]
-        cmp = self._compare_values(sess, None, "Precomputed comparison (same config as the shipped run): drag the "
+        cmp = self.compare_tab.values(sess, None, "Precomputed comparison (same config as the shipped run): drag the "
                                                "slider." if sess.compare else "No comparison yet.")
         return [sess, ex.id, str(ex.image), *ctl, sched, *static, *main, *cmp, None]
 
@@ -774,80 +772,6 @@ class App:
         n_ctl = 7  # attack, optimiser, ε, steps, step size, seed, schedule text
         out[3:3 + n_ctl] = [gr.skip()] * n_ctl
         return out
-
-    def compare(self, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed, sched, state):
-        """Run several attacks on the same input, seed and ε; stream progress and a leaderboard."""
-        sess = self._session(state)
-        t0 = time.monotonic()
-        attacks = compare_attacks(attacks)  # each registered attack once, at most one run per attack
-        if not attacks:
-            raise InputError("tick at least one attack to compare")
-        # check everything before touching the session: a refused comparison leaves the previous one in place
-        checked = [self._inputs(image, mask, ex_id, model_id, a, opt, eps, steps, alpha, seed, sched) for a in attacks]
-        model = checked[0][0]
-        prep = self._prepare(model, image, mask, ex_id)
-        self._admit(sess, prep, model, [c for _, c, _ in checked], light=True)
-        sess.compare = {}
-        sess.pause = False
-        sess.active += 1
-        outcome, done_records = "cancelled", 0
-        try:
-            for (_, cfg, _) in checked:
-                name = attack_title(cfg.attack)
-                if gpu.zero_gpu():
-                    sess.compare[name] = gpu.gpu_full_run(model.info.id, prep, cfg, light=True)
-                    done_records += len(sess.compare[name])
-                    yield [sess, *self._compare_values(sess, None, f"**{name}** done.")]
-                    continue
-                live = LiveRun(model, prep, cfg, light=True)
-                sess.compare[name] = live.traj
-                while not sess.pause and time.monotonic() - t0 <= self.limits.time_limit_s and live.step():
-                    done_records += 1
-                    n = len(live.traj)
-                    if n % 4 == 0:
-                        yield [sess, f"Running **{name}**: record {n}/{live.traj.info.expected_records}", gr.skip(),
-                               gr.skip(), gr.skip(), gr.skip()]
-                yield [sess, *self._compare_values(sess, None, f"**{name}** done.")]
-                if sess.pause or time.monotonic() - t0 > self.limits.time_limit_s:
-                    break
-            if time.monotonic() - t0 > self.limits.time_limit_s:
-                outcome = "time_limit"
-                msg = (f"Comparison stopped at the time limit of {self.limits.time_limit_s:g} s per request: use fewer "
-                       "steps or attacks.")
-            else:
-                outcome = "paused" if sess.pause else "finished"
-                msg = "Comparison finished: drag the shared slider."
-            if prep.notes:
-                msg += "  \nInput: " + "; ".join(prep.notes) + "."
-            yield [sess, *self._compare_values(sess, None, msg)]
-        except Exception:
-            outcome = "error"
-            raise
-        finally:
-            sess.active -= 1
-            cfg0 = checked[0][1]
-            event("run", endpoint="compare", session=sess.id, model=model.info.id, attacks=attacks,
-                  optimizer=cfg0.optimizer, steps=cfg0.steps, eps255=round(cfg0.eps * 255, 3),
-                  source="upload" if prep.source == "upload" else "example", model_hw=list(prep.image.shape[:2]),
-                  records=done_records, duration_s=round(time.monotonic() - t0, 3), outcome=outcome,
-                  session_mb=round(session_nbytes(sess) / 2**20, 2))
-
-    def _compare_values(self, sess: Session, k: int | None, note: str = "") -> list:
-        if not sess.compare:
-            return ["No comparison yet.", gr.skip(), None, None, None]
-        if not any(len(t) for t in sess.compare.values()):
-            return [note, gr.skip(), gr.skip(), gr.skip(), gr.skip()]
-        n = max(len(t) for t in sess.compare.values())
-        k = n - 1 if k is None else int(min(max(int(k), 0), n - 1))
-        series = {name: t.scalars("acc") for name, t in sess.compare.items()}
-        rows = leaderboard_rows(sess.compare)
-        df = pd.DataFrame(rows, columns=LEADERBOARD_HEADERS)
-        return [note or f"Record {k}", gr.Slider(minimum=0, maximum=max(n - 1, 1), value=k, step=1),
-                compare_tiles(sess.compare, k), fg.compare_curves_figure(series, k), df]
-
-    def compare_scrub(self, k, state):
-        sess = self._session(state)
-        return [sess, *self._compare_values(sess, k, f"Record {int(k)} (each run clamped to its length)")]
 
     def export(self, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, state, request: gr.Request):
         """Run card JSON, per-record CSV, panels PNG, evolution GIF and the shareable link."""
@@ -1025,21 +949,7 @@ class App:
                     with gr.Tab(qlens_tab.TAB_LABEL, id="qlens") as lens_tab:
                         lens = qlens_tab.QLensTab()
                         lens.layout()
-                    with gr.Tab("Compare attacks", id="compare"):
-                        gr.Markdown("Run several attacks on the same image, seed, ε, optimiser and steps (from the "
-                                    "controls on the left), then scrub them together.")
-                        with gr.Row():
-                            cmp_attacks = gr.CheckboxGroup([(s.title, s.name) for s in attack_specs()],
-                                                           value=list(attack_names()), label="Attacks", scale=4)
-                            cmp_btn = gr.Button("▶ Run comparison", variant="primary", scale=1, elem_id="cmp_btn")
-                        cmp_status = gr.Markdown("No comparison yet.")
-                        cmp_slider = cp.Slider(0, 1, value=0, step=1, label="Shared record slider")
-                        cmp_grid = gr.Image(label="Segmentation | flipped pixels, per attack", type="pil",
-                                            format="jpeg", interactive=False, elem_id="cmp_grid")
-                        with gr.Row():
-                            cmp_curves = gr.Plot(label="Pixel accuracy, all attacks")
-                            cmp_table = gr.Dataframe(headers=LEADERBOARD_HEADERS, label="Leaderboard: each attack's best iterate (lowest accuracy), lowest first",
-                                                     interactive=False)
+                    self.compare_tab.build()
                     debug_tab = DebugTab(self._session, self.guard)
                     debug_tab.build()
                     with gr.Tab("Export & share", id="export"):
@@ -1074,6 +984,9 @@ class App:
             fast = dict(queue=False, show_progress="hidden")
             g = self.guard
             conc = self.limits.attack_concurrency
+            self.compare_tab.wire(state, [image_in, mask_in, ex_id, model_dd, opt_radio, eps, steps, alpha, seed,
+                                          sched_text])
+            cmp_evts = self.compare_tab.events
 
             # the page's Run starts a background computation and pulls views with the live timer; /run (the API,
             # a hidden button) streams every record to API clients
@@ -1087,17 +1000,12 @@ class App:
                                         show_progress="hidden", trigger_mode="once")
             step_btn.click(g(self.step, "step"), run_inputs, [state, *static_out, *main_out], api_name="step",
                            concurrency_id="attack", concurrency_limit=conc, show_progress="minimal")
-            cmp_evt = cmp_btn.click(g(self.compare, "compare"), [image_in, mask_in, ex_id, model_dd, cmp_attacks, opt_radio, eps,
-                                                   steps, alpha, seed, sched_text, state],
-                                    [state, cmp_status, cmp_slider, cmp_grid, cmp_curves, cmp_table],
-                                    api_name="compare", concurrency_id="attack", concurrency_limit=conc,
-                                    show_progress="hidden")
             pause_btn.click(g(self.pause, "pause"), [state], [state, *main_out, live_timer], api_name="pause",
-                            cancels=[run_evt, cmp_evt], **fast)
+                            cancels=[run_evt, *cmp_evts], **fast)
             stop_btn.click(g(self.stop, "stop"), [state], [state, *main_out, live_timer], api_name="stop",
-                           cancels=[run_evt, cmp_evt], **fast)
+                           cancels=[run_evt, *cmp_evts], **fast)
             reset_btn.click(g(self.reset, "reset"), [state], [state, *static_out, *main_out, live_timer],
-                            api_name="reset", cancels=[run_evt, cmp_evt], **fast)
+                            api_name="reset", cancels=[run_evt, *cmp_evts], **fast)
             slider.input(g(self.scrub_drag, "scrub"), [slider, state], [state, *main_out], api_visibility="private",
                          trigger_mode="always_last", **fast)
             slider.release(g(self.scrub, "scrub"), [slider, state], [state, *main_out], api_name="scrub",
@@ -1110,9 +1018,6 @@ class App:
             play_btn.click(g(self.play, "play"), [state], [state, timer, play_btn], api_visibility="private", **fast)
             timer.tick(g(self.tick, "tick"), [state], [state, timer, play_btn, *main_out], api_visibility="private",
                        show_progress="hidden", concurrency_limit=None, concurrency_id="view")
-            cmp_slider.input(g(self.compare_scrub, "compare_scrub"), [cmp_slider, state],
-                             [state, cmp_status, cmp_slider, cmp_grid, cmp_curves, cmp_table], api_name="compare_scrub",
-                             trigger_mode="always_last", **fast)
             export_btn.click(g(self.export, "export"), [ex_id, model_dd, attack_dd, opt_radio, eps, steps, alpha, seed, sched_text,
                                            state], [f_card, f_csv, f_png, f_gif, share], api_name="export",
                              concurrency_id="export")
@@ -1120,8 +1025,8 @@ class App:
             debug_tab.wire(state)
             if own_box is not None:
                 own_box.wire(model_dd)
-            ex_out = [state, ex_id, image_in, *controls, sched_text, *static_out, *main_out, cmp_status, cmp_slider,
-                      cmp_grid, cmp_curves, cmp_table, mask_in]
+            ex_out = [state, ex_id, image_in, *controls, sched_text, *static_out, *main_out, *self.compare_tab.outputs,
+                      mask_in]
             hidden_ex_btn = gr.Button(visible=False)
             hidden_ex_btn.click(g(self.load_example, "load_example"), [ex_id, model_dd, state], ex_out, api_name="load_example", **fast)
 

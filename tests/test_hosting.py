@@ -458,7 +458,7 @@ def test_zero_gpu_path_with_a_stand_in_spaces_module(tmp_path, monkeypatch):
         assert calls == [gpu.duration_for(6)] == [int(gpu.BASE_S + 0.5 * 6 + 0.999)]
         assert isinstance(s.traj, Trajectory) and s.traj.finished and len(s.traj) == 7
         assert "GPU" in outs[-1][5] and "record **6**" in outs[-1][5]
-        cmp = list(a.compare(None, None, "synthetic", mid, ["ce", "js"], "pgd", 8, 4, 0, 0, "", s))
+        cmp = list(a.compare_tab.compare(None, None, "synthetic", mid, ["ce", "js"], "pgd", 8, 4, 0, 0, "", s))
         assert len(calls) == 3 and "finished" in cmp[-1][1]
     finally:
         monkeypatch.delenv("SPACES_ZERO_GPU")
