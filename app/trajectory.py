@@ -49,27 +49,45 @@ SCALARS = (
 
 def round_f16(x: np.ndarray, bits: int = 7) -> np.ndarray:
     """``float16`` keeping ``bits`` of its 10 mantissa bits (round to nearest; relative error ≤ 2^-(bits+1))."""
-    u = np.asarray(x, dtype=np.float16).view(np.uint16).astype(np.uint32)
+    u = np.asarray(x, dtype=np.float16).view(np.uint16)
     drop = 10 - bits
-    finite = (u & 0x7C00) != 0x7C00
-    r = ((u + (1 << (drop - 1))) >> drop) << drop
-    return np.where(finite & ((r & 0x7C00) != 0x7C00), r, u).astype(np.uint16).view(np.float16)
+    r = u + np.uint16(1 << (drop - 1))  # no wrap-around: only non-finite codes (kept as they are) are that large
+    r >>= drop
+    r <<= drop
+    keep = (u & 0x7C00) == 0x7C00  # inf / NaN, and values that would round up to inf, stay as they were
+    keep |= (r & 0x7C00) == 0x7C00
+    np.copyto(r, u, where=keep)
+    return r.view(np.float16)
 
 
 def quantise_log(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Positive values -> 1..255 on a log10 scale over [lo, hi]; zero/negative/NaN -> 0."""
     x = np.asarray(x, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = (np.log10(x) - lo) / (hi - lo)
-    q = np.clip(np.rint(t * 254.0), 0, 254) + 1
-    return np.where(np.isfinite(t) & (x > 0), q, 0).astype(np.uint8)
+        t = np.log10(x)
+    ok = x > 0
+    return _codes(t, lo, hi, ok)
 
 
 def quantise_log10(logv: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Like :func:`quantise_log` but from log10 values (-inf/NaN -> 0)."""
-    t = (np.asarray(logv, dtype=np.float64) - lo) / (hi - lo)
-    q = np.clip(np.rint(np.nan_to_num(t, nan=0.0, neginf=0.0, posinf=1.0) * 254.0), 0, 254) + 1
-    return np.where(np.isfinite(t), q, 0).astype(np.uint8)
+    t = np.array(logv, dtype=np.float64)
+    return _codes(t, lo, hi, None)
+
+
+def _codes(t: np.ndarray, lo: float, hi: float, ok: np.ndarray | None) -> np.ndarray:
+    """log10 values ``t`` (overwritten) -> ``rint((t - lo) / (hi - lo) · 254)`` clipped to 0..254, plus 1; 0 where
+    ``t`` is not finite or ``ok`` is False.  In place: the app quantises two maps per record."""
+    t -= lo
+    t /= hi - lo
+    fin = np.isfinite(t)
+    ok = fin if ok is None else (ok & fin)
+    t *= 254.0
+    np.rint(t, out=t)
+    np.clip(t, 0, 254, out=t)
+    t += 1
+    t[~ok] = 0
+    return t.astype(np.uint8)
 
 
 def dequantise_log(q: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -105,6 +123,11 @@ def _nearest(t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 
 def _np(t: torch.Tensor | None) -> np.ndarray | None:
     return None if t is None else t.detach().float().cpu().numpy()
+
+
+def _np64(t: torch.Tensor) -> np.ndarray:
+    """A fresh float64 NumPy copy of a tensor (CPU)."""
+    return t.detach().cpu().numpy().astype(np.float64)
 
 
 @dataclass
@@ -169,8 +192,10 @@ class Trajectory:
         self.image_v = (_area(img_t, self.hw)[0].permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
         self.labels_v = _nearest(torch.from_numpy(self.labels), self.hw).numpy()
         self.clean_pred_v = _nearest(torch.from_numpy(self.clean_pred), self.hw).numpy()
-        valid = (self.labels_v != info.ignore_index) & (self.labels_v >= 0) & (self.labels_v < info.num_classes)
-        self.valid_v = valid
+        self.valid_v = self._valid(self.labels_v)
+        self._valid_full = self._valid(self.labels)  # per-run constants of append (recomputed on every record before)
+        self._n_valid_v = max(1, int(self.valid_v.sum()))
+        self._same_hw = tuple(self.hw) == tuple(self.labels.shape[-2:])  # the view maps are the model's pixels
         self.pred_dtype = np.uint8 if info.num_classes <= 255 else np.uint16
         self.sc: dict[str, list[float]] = {k: [] for k in SCALARS}
         self.delta: list[np.ndarray | None] = []  # None where a shipped run dropped it (see save(delta_every))
@@ -192,6 +217,11 @@ class Trajectory:
     def __len__(self) -> int:
         return len(self.sc["index"])
 
+    def _valid(self, labels: np.ndarray) -> np.ndarray:
+        """Pixels that count (the engine's rule: label in ``[0, C)`` and not the ignore id)."""
+        c = self.info.num_classes
+        return (labels != self.info.ignore_index) & (labels >= 0) & (labels < c)
+
     def append(self, rec: Any, logits: torch.Tensor | None = None) -> None:
         """Add one record (batch item 0); its logits (``rec.logits``, or ``logits`` ``[1,C,H,W]``) feed the probe."""
         logits = logits if logits is not None else getattr(rec, "logits", None)
@@ -208,30 +238,16 @@ class Trajectory:
             "ce": float(rec.ce[0]), "acc": float(rec.acc[0]), "miou": float(rec.miou[0]),
             "best_acc": float(rec.best_acc[0]), "best_index": int(rec.best_index[0]),
             "mass_cc": float(mass[0]), "mass_uc": float(mass[1]), "mass_wrong": float(mass[2]),
-            "flipped": float(flipped.sum() / max(1, self.valid_v.sum())),
+            "flipped": float(flipped.sum() / self._n_valid_v),
         }
         for key, v in vals.items():
             self.sc[key].append(v)
         self.pred.append(pred_v)
         if self.light:
             return
-        d = (rec.x_adv[0] - rec.x_clean[0]).detach().float().cpu()[None]
-        d = _area(d, self.hw)[0].permute(1, 2, 0).numpy()
-        dmax = info.dmax or 1.0
-        self.delta.append(np.clip(np.rint(d / dmax * 127.0), -127, 127).astype(np.int8))
+        self._delta_append(rec)
         if rec.p_true is not None:
-            pt_full = rec.p_true[0].detach().float().cpu()
-            self._hist_append(pt_full.numpy(), rec.pred[0].detach().cpu().numpy())
-            log_g = getattr(rec, "log_grad_logits", None)  # natural log of |dL/dz|, finite where it underflows
-            g = (log_g[0].detach().double().cpu() / math.log(10.0) if log_g is not None
-                 else torch.log10(rec.grad_logits[0].detach().double().cpu()))
-            maps = torch.stack([pt_full.double(), rec.weight[0].detach().double().cpu(), g])
-            maps = _area(maps[None], self.hw)[0].numpy()
-            self.p_true.append(np.clip(np.rint(maps[0] * 255.0), 0, 255).astype(np.uint8))
-            self.weight.append(quantise_log(maps[1], *W_LOG))
-            self.grad.append(quantise_log10(maps[2], *G_LOG))
-            if getattr(rec, "log_ce_grad", None) is not None:
-                self._lens_append(rec)
+            self._telemetry_append(rec)
         if logits is not None and info.num_classes > 2:
             p = torch.softmax(logits[0].detach().float().cpu(), 0)
             p = _nearest(p, self.probe_hw)
@@ -240,34 +256,79 @@ class Trajectory:
             self.topk_cls.append(top.indices.numpy().astype(np.uint16))
             self.topk_p.append(np.clip(np.rint(top.values.numpy() * 255.0), 0, 255).astype(np.uint8))
 
-    def _lens_append(self, rec: Any) -> None:
-        lp = rec.log_p_true[0].detach().double().cpu()
-        lr = rec.log_p_other[0].detach().double().cpu()
-        lc = rec.log_ce_grad[0].detach().double().cpu()
-        valid = torch.isfinite(lc)
-        vf = valid.double()
-        # per pixel: margin log p_y - log(1-p_y), and log ||dCE/dz|| - log(1-p_y) in [0, log(2)/2] (0 for 2 classes)
-        margin = torch.where(valid, lp - lr, 0.0)
-        excess = torch.where(valid, lc - lr, 0.0)
-        maps = _area(torch.stack([margin * vf, excess * vf, vf])[None], self.hw)[0].numpy()
-        ok = (maps[2] > 0) & self.valid_v
-        with np.errstate(invalid="ignore", divide="ignore"):
-            m = np.where(ok, maps[0] / maps[2], 0.0)
-            e = np.where(ok, maps[1] / maps[2], np.nan)
-        self.margin.append(round_f16(m))
-        q = np.clip(np.rint(np.nan_to_num(e, nan=0.0) / CEG_EXCESS_MAX * 254.0), 0, 254) + 1
-        self.log_ceg.append(np.where(ok, q, 0).astype(np.uint8))
-        groups = qlens.groups_from_labels(rec.pred[0].detach().cpu().numpy(), self.labels, lp.numpy(),
-                                          self.info.ignore_index, self.info.num_classes)
-        self.qsum.append(qlens.share_summary(lp.numpy(), lc.numpy(), groups))
+    def _view(self, maps: list[np.ndarray]) -> list[np.ndarray]:
+        """Full-resolution float64 maps at the view resolution (area average; as they are when the sizes agree)."""
+        if self._same_hw:
+            return maps
+        return list(_area(torch.from_numpy(np.stack(maps))[None], self.hw)[0].numpy())
 
-    def _hist_append(self, p_true: np.ndarray, pred: np.ndarray) -> None:
-        valid = (self.labels != self.info.ignore_index) & (self.labels >= 0) & (self.labels < self.info.num_classes)
-        correct = (pred == self.labels) & valid
-        wrong = valid & ~correct
+    def _delta_append(self, rec: Any) -> None:
+        d = (rec.x_adv[0] - rec.x_clean[0]).detach().float().cpu()[None]
+        d = _area(d, self.hw)[0].permute(1, 2, 0).numpy()
+        d = d / (self.info.dmax or 1.0)
+        d *= 127.0
+        np.rint(d, out=d)
+        np.clip(d, -127, 127, out=d)
+        self.delta.append(d.astype(np.int8))
+
+    def _telemetry_append(self, rec: Any) -> None:
+        """p_y histogram, the quantised p_y / weight / ``|∂L/∂z|`` maps and the q-lens inputs of one record."""
+        pt_full = _np64(rec.p_true[0].float())  # rounded to float32 first, whatever the run's dtype
+        pred = rec.pred[0].detach().cpu().numpy()
+        correct = (pred == self.labels) & self._valid_full
+        self._hist_append(pt_full, correct)
+        log_g = getattr(rec, "log_grad_logits", None)  # natural log of |dL/dz|, finite where it underflows
+        if log_g is not None:
+            g = _np64(log_g[0])
+            g /= math.log(10.0)
+        else:
+            g = torch.log10(rec.grad_logits[0].detach().double().cpu()).numpy()
+        pt, w, g = self._view([pt_full, _np64(rec.weight[0]), g])
+        pt = pt * 255.0
+        np.rint(pt, out=pt)
+        np.clip(pt, 0, 255, out=pt)
+        self.p_true.append(pt.astype(np.uint8))
+        self.weight.append(quantise_log(w, *W_LOG))
+        self.grad.append(quantise_log10(g, *G_LOG))
+        if getattr(rec, "log_ce_grad", None) is not None:
+            self._lens_append(rec, correct)
+
+    def _lens_append(self, rec: Any, correct: np.ndarray) -> None:
+        lp, lr, lc = (_np64(t[0]) for t in (rec.log_p_true, rec.log_p_other, rec.log_ce_grad))
+        valid = np.isfinite(lc)
+        # per pixel: margin log p_y - log(1-p_y), and log ||dCE/dz|| - log(1-p_y) in [0, log(2)/2] (0 for 2 classes)
+        with np.errstate(invalid="ignore"):
+            margin, excess = lp - lr, lc - lr
+        margin[~valid] = 0.0
+        excess[~valid] = 0.0
+        if self._same_hw:
+            ok = valid & self.valid_v
+            m, e = margin, excess
+        else:
+            vf = valid.astype(np.float64)
+            num_m, num_e, den = self._view([margin * vf, excess * vf, vf])
+            ok = (den > 0) & self.valid_v
+            with np.errstate(invalid="ignore", divide="ignore"):
+                m, e = num_m / den, num_e / den
+        m[~ok] = 0.0
+        self.margin.append(round_f16(m))
+        e[~ok] = 0.0
+        e /= CEG_EXCESS_MAX
+        e *= 254.0
+        np.rint(e, out=e)
+        np.clip(e, 0, 254, out=e)
+        e += 1
+        e[~ok] = 0
+        self.log_ceg.append(e.astype(np.uint8))
+        groups = np.where(np.exp(lp) >= qlens.CONFIDENT, 0, 1).astype(np.int8)
+        groups[~correct] = 2
+        groups[~self._valid_full] = qlens.IGNORED
+        self.qsum.append(qlens.share_summary(lp, lc, groups))
+
+    def _hist_append(self, p_true: np.ndarray, correct: np.ndarray) -> None:
         edges = np.linspace(0.0, 1.0, HIST_BINS + 1)
         hc, _ = np.histogram(p_true[correct], bins=edges)
-        hw_, _ = np.histogram(p_true[wrong], bins=edges)
+        hw_, _ = np.histogram(p_true[self._valid_full & ~correct], bins=edges)
         self.hist.append(np.stack([hc, hw_]).astype(np.int32))
 
     # -- reading ----------------------------------------------------------------------------------

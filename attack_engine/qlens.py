@@ -135,16 +135,27 @@ def _group_max(cell: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 
 def share_summary(log_p, log_ce_grad, groups) -> np.ndarray:
     """``[3, SUMMARY_BINS, 3]`` float32 per group and bin of log p_y: (log Σc, c-weighted mean and variance of
-    log p_y), c = ||∂CE/∂z||; empty bins hold (-inf, 0, 0).  Feeds :func:`shares_from_summary`."""
+    log p_y), c = ||∂CE/∂z||; empty bins hold (-inf, 0, 0).  Feeds :func:`shares_from_summary`.
+
+    Called once per recorded iteration by the app, so the pixel-sized passes are written in place (each fresh
+    65k-pixel temporary costs as much as the arithmetic) and the masking is skipped when every pixel counts."""
     lp, lc, g = _np(log_p).ravel(), _np(log_ce_grad).ravel(), np.asarray(groups).ravel()
-    keep = (g >= 0) & np.isfinite(lc) & np.isfinite(lp)
-    lp, lc, g = lp[keep], lc[keep], g[keep].astype(np.int64)
-    b = np.clip(np.floor((lp - SUMMARY_LO) / SUMMARY_STEP).astype(np.int64) + 1, 0, SUMMARY_BINS - 1)
-    cell = g * SUMMARY_BINS + b
+    keep = np.isfinite(lc)
+    keep &= np.isfinite(lp)
+    keep &= g >= 0
+    if not keep.all():
+        lp, lc, g = lp[keep], lc[keep], g[keep]
+    cell = _summary_cells(lp, g)
     n = 3 * SUMMARY_BINS
     top = _group_max(cell, lc, n)
-    w = np.exp(lc - top[cell])
-    sw, s1, s2 = (np.bincount(cell, weights=v, minlength=n) for v in (w, w * lp, w * lp * lp))
+    w = top[cell]
+    np.subtract(lc, w, out=w)
+    np.exp(w, out=w)  # c / (the bin's largest c)
+    sw = np.bincount(cell, weights=w, minlength=n)
+    w *= lp
+    s1 = np.bincount(cell, weights=w, minlength=n)
+    w *= lp
+    s2 = np.bincount(cell, weights=w, minlength=n)
     out = np.zeros((n, 3))
     has = sw > 0
     out[:, 0] = -np.inf
@@ -152,6 +163,21 @@ def share_summary(log_p, log_ce_grad, groups) -> np.ndarray:
     out[has, 1] = s1[has] / sw[has]
     out[has, 2] = np.maximum(s2[has] / sw[has] - out[has, 1] ** 2, 0.0)
     return out.reshape(3, SUMMARY_BINS, 3).astype(np.float32)
+
+
+def _summary_cells(lp: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Cell ``group · SUMMARY_BINS + bin`` per pixel; bin ``floor((log p_y - LO) / STEP) + 1`` clipped to the range
+    (bin 0 collects everything below ``SUMMARY_LO``)."""
+    t = lp - SUMMARY_LO
+    t /= SUMMARY_STEP
+    np.floor(t, out=t)
+    b = t.astype(np.int64)
+    b += 1
+    np.clip(b, 0, SUMMARY_BINS - 1, out=b)
+    cell = g.astype(np.int64)
+    cell *= SUMMARY_BINS
+    cell += b
+    return cell
 
 
 def shares_from_summary(summary, q: float) -> np.ndarray:
