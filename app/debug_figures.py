@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from app.figures import GREY, WRONG, Fig, _layout, _vline, finite_list
+from app.palette import rgba
 from attack_engine.diagnostics import SizeBin
 
 MAX_LINES = 10  # classes drawn in the IoU chart (those that fall first); the rest are listed in the summary
@@ -74,7 +75,7 @@ def flip_matrix_figure(m: np.ndarray, class_names: Sequence[str], k: int | None 
     z = [[None if not np.isfinite(v) else float(v) for v in row] for row in share]
     counts = [[None if not np.isfinite(v) else int(v) for v in row] for row in sm]
     data = [dict(type="heatmap", z=z, x=names, y=names, text=text, texttemplate="%{text}", customdata=counts,
-                 colorscale=[[0, "#ffffff"], [0.05, "#fde0dd"], [1, WRONG]], zmin=0, zmax=max(1e-9, np.nanmax(share)),
+                 colorscale=[[0, rgba(WRONG, 0.04)], [0.05, rgba(WRONG, 0.3)], [1, WRONG]], zmin=0, zmax=max(1e-9, np.nanmax(share)),
                  hovertemplate="%{y} → %{x}: %{customdata} px (%{z:.1%} of flips)<extra></extra>",
                  colorbar=dict(title=dict(text="share", font=dict(size=10)), tickformat=".0%", thickness=10))]
     lay = _layout(f"Class-to-class flips{sub} ({int(total)} px changed class)", 340, hovermode="closest",

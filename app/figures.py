@@ -18,19 +18,31 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from plotly.colors import sequential
 
+from app.palette import (
+    AXISLINE,
+    BEST,
+    COLORWAY,
+    CORRECT,
+    FLIP_TO_RIGHT,
+    FLIP_TO_WRONG,
+    FLIP_WRONG_TO_WRONG,
+    GREY,
+    GRID,
+    MIOU,
+    PEAK,
+    TRANSPARENT,
+    UNCERTAIN,
+    WEIGHT,
+    WRONG,
+    ZEROLINE,
+)
 from app.trajectory import G_LOG, HIST_BINS, W_LOG, Trajectory
 from attack_engine.losses import pixel_terms
 from attack_engine.registry import attack_specs, get_attack, param_symbol, takes_schedule
 
-CORRECT = "#2ca02c"
-WRONG = "#d62728"
-UNCERTAIN = "#ff9f1c"
-WEIGHT = "#1f4e9c"
-GREY = "#8c8c8c"
 FONT = dict(family="Inter, system-ui, sans-serif", size=11)
 MARGIN = dict(l=48, r=48, t=34, b=36)
-COLORWAY = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
-AXIS = dict(gridcolor="#e5e7eb", zerolinecolor="#d1d5db", linecolor="#9ca3af")
+AXIS = dict(gridcolor=GRID, zerolinecolor=ZEROLINE, linecolor=AXISLINE)
 
 
 # -- colour maps ------------------------------------------------------------------------------------
@@ -165,13 +177,13 @@ def adversarial_image(image: np.ndarray, delta_code: np.ndarray, dmax: float) ->
 
 def flipped_image(background: Image.Image, pred: np.ndarray, clean_pred: np.ndarray, labels: np.ndarray,
                   valid: np.ndarray) -> Image.Image:
-    """Dimmed image; red = pixel became wrong, blue = became right, yellow = changed between wrong classes."""
+    """Dimmed image; vermillion = pixel became wrong, blue = became right, yellow = changed between wrong classes."""
     changed = (pred != clean_pred) & valid
     if not changed.any():
         return background.copy()
     was_ok, now_ok = clean_pred == labels, pred == labels
     code = changed * (3 - 2 * was_ok.astype(np.uint8) - now_ok.astype(np.uint8))
-    lut = np.array([(0, 0, 0), (230, 40, 40), (40, 120, 255), (250, 200, 30)], dtype=np.uint8)
+    lut = np.array([(0, 0, 0), FLIP_TO_WRONG, FLIP_TO_RIGHT, FLIP_WRONG_TO_WRONG], dtype=np.uint8)
     return Image.composite(_paletted(code, lut), background, _mask(changed))
 
 
@@ -310,10 +322,18 @@ def weight_curve(attack: str, step: int, total: int, schedule: str | None = None
     return np.asarray(p), np.asarray(w)
 
 
+LEGEND_BELOW = dict(orientation="h", x=0, xanchor="left", y=0, yanchor="bottom", yref="container",
+                    font=dict(size=10), tracegroupgap=2)
+"""A horizontal legend at the bottom of the figure (not of the plot area): Plotly reserves its height below the
+axes, so however many rows it wraps into it never covers the x-axis title."""
+
+
 def _layout(title: str, height: int, **kw) -> dict:
+    """The common layout: transparent backgrounds (the page's colours show, light or dark; ``app.theme`` sets the
+    text colour in dark mode), the palette's colours, axis titles that push the margins (``automargin``)."""
     lay = dict(title=dict(text=title, x=0.01, font=dict(size=13)), height=height, margin=MARGIN, font=FONT,
-               paper_bgcolor="white", plot_bgcolor="white", hovermode="x unified", template="none",
-               legend=dict(orientation="h", y=-0.22, x=0), colorway=COLORWAY)
+               paper_bgcolor=TRANSPARENT, plot_bgcolor=TRANSPARENT, hovermode="x unified", template="none",
+               legend=LEGEND_BELOW, colorway=COLORWAY)
     lay.update(kw)
     for key, val in lay.items():
         if (key.startswith("xaxis") or key.startswith("yaxis")) and isinstance(val, dict):
@@ -324,7 +344,7 @@ def _layout(title: str, height: int, **kw) -> dict:
 def axis(spec: dict) -> dict:
     """An axis with the common style; a plain-string ``title`` becomes ``{"text": ...}`` (Plotly.js 3, which
     Gradio bundles, ignores string titles)."""
-    out = {**AXIS, **spec}
+    out = {**AXIS, "automargin": True, **spec}
     if isinstance(out.get("title"), str):
         out["title"] = dict(text=out["title"])
     return out
@@ -363,11 +383,11 @@ def histogram_figure(hist: np.ndarray | None, attack: str, step: int, total: int
     if spec.gradient_peak is not None and has_param and param < 2:
         ps = spec.gradient_peak(param)
         if 0 <= ps <= 1:
-            shapes.append(dict(type="line", x0=ps, x1=ps, y0=0, y1=1, yref="paper", line=dict(color=UNCERTAIN, dash="dash")))
-            ann.append(dict(x=ps, y=1.02, yref="paper", text=f"p* = {ps:.2f}", showarrow=False,
-                            font=dict(color=UNCERTAIN, size=11)))
+            shapes.append(dict(type="line", x0=ps, x1=ps, y0=0, y1=1, yref="paper", line=dict(color=PEAK, dash="dash")))
+            ann.append(dict(x=ps, y=1.0, yref="paper", yanchor="bottom", text=f"p* = {ps:.2f}", showarrow=False,
+                            font=dict(color=PEAK, size=11)))
     sub = f" · record {k}" if k is not None else ""
-    lay = _layout(f"Confidence p_y of the true class{sub}", 320, barmode="stack", shapes=shapes, annotations=ann,
+    lay = _layout(f"Confidence p_y of the true class{sub}", 380, barmode="stack", shapes=shapes, annotations=ann,
                   xaxis=dict(title="p_y (probability of the true class)", range=[0, 1]),
                   yaxis=dict(title="share of pixels", tickformat=".0%", rangemode="tozero"),
                   yaxis2=dict(title="weight vs CE (log)", overlaying="y", side="right", type="log",
@@ -391,7 +411,7 @@ def curves_figure(traj: Trajectory, k: int | None = None) -> Fig:
     par, eta = traj.scalars("param"), traj.scalars("step_size") * 255
     data = [
         dict(type="scatter", x=x, y=finite_list(acc), name="pixel acc", line=dict(color=CORRECT), xaxis="x", yaxis="y"),
-        dict(type="scatter", x=x, y=finite_list(miou), name="mIoU", line=dict(color="#9467bd"), xaxis="x", yaxis="y"),
+        dict(type="scatter", x=x, y=finite_list(miou), name="mIoU", line=dict(color=MIOU), xaxis="x", yaxis="y"),
         dict(type="scatter", x=x, y=finite_list(loss), name="attack loss", line=dict(color=WRONG), xaxis="x", yaxis="y2"),
         dict(type="scatter", x=x, y=finite_list(ce), name="mean CE", line=dict(color=WRONG, dash="dot"), xaxis="x", yaxis="y2"),
         dict(type="scatter", x=x, y=finite_list(eta, 4), name="step size ×255", line=dict(color=GREY, shape="hv"),
@@ -403,13 +423,15 @@ def curves_figure(traj: Trajectory, k: int | None = None) -> Fig:
     bi = traj.best_index()
     if 0 <= bi < n:
         data.append(dict(type="scatter", x=[bi], y=[round(float(acc[bi]), 5)], mode="markers", name="best iterate",
-                         marker=dict(symbol="star", size=14, color="#ffbf00", line=dict(color="black", width=1)),
+                         marker=dict(symbol="star", size=14, color=BEST, line=dict(color="black", width=1)),
                          xaxis="x", yaxis="y"))
     dom = [(0.75, 1.0), (0.5, 0.7), (0.25, 0.45), (0.0, 0.2)]
     titles = ["acc / mIoU", "loss", "q / λ", "step ×255"]
     bshapes, bann = stage_marks(traj)
-    lay = _layout("Metrics over iterations", 470, shapes=_vline(k) + bshapes, annotations=bann,
+    lay = _layout("Metrics over iterations", 520, shapes=_vline(k) + bshapes, annotations=bann,
                   xaxis=dict(anchor="y4", title="record (model evaluation)", range=[-0.5, max(n, traj.info.expected_records) - 0.5]))
+    if bann:  # room above the plot for two rows of stage labels, under the title
+        lay["margin"] = {**MARGIN, "t": 40 + 2 * STAGE_ROW_PX}
     for i, (d, t) in enumerate(zip(dom, titles, strict=True)):
         key = "yaxis" if i == 0 else f"yaxis{i + 1}"
         lay[key] = dict(domain=list(d), title=dict(text=t, font=dict(size=10)))
@@ -419,18 +441,27 @@ def curves_figure(traj: Trajectory, k: int | None = None) -> Fig:
     return Fig(data, lay)
 
 
+STAGE_ROW_PX = 13  # vertical distance between the two rows of stage labels
+
+
 def stage_marks(traj: Trajectory) -> tuple[list[dict], list[dict]]:
     """Dashed lines where an APGD stage starts (records whose stage differs from the previous one), each labelled
-    with the stage's ε: a new stage restarts from the best iterate at a smaller ε, so accuracy and q jump back."""
+    with the stage's ε above the plot (hover: why): a new stage restarts from the best iterate at a smaller ε, so
+    accuracy and q jump back.  Labels alternate between two rows and turn left in the right part of the plot, so
+    neighbouring labels never cover each other or the traces."""
     stage, eps = traj.scalars("stage"), traj.scalars("eps")
+    span = max(len(traj), traj.info.expected_records, 1)
     shapes, ann = [], []
     for i in range(1, len(stage)):
         if np.isfinite(stage[i]) and stage[i] != stage[i - 1]:
             shapes.append(dict(type="line", x0=i - 0.5, x1=i - 0.5, y0=0, y1=1, xref="x", yref="paper",
-                               line=dict(color="#555555", dash="dash", width=1)))
-            ann.append(dict(x=i - 0.5, y=1.0, xref="x", yref="paper", xanchor="left", yanchor="bottom",
-                            showarrow=False, font=dict(size=9, color="#555555"),
-                            text=f"stage {int(stage[i]) + 1}: ε {255 * eps[i]:.3g}/255, restart from best"))
+                               line=dict(color=GREY, dash="dash", width=1)))
+            ann.append(dict(x=i - 0.5, y=1.0, xref="x", yref="paper", yanchor="bottom",
+                            xanchor="left" if i < 0.6 * span else "right", yshift=STAGE_ROW_PX * (len(ann) % 2),
+                            showarrow=False, font=dict(size=9, color=GREY),
+                            text=f"stage {int(stage[i]) + 1}: ε {255 * eps[i]:.3g}/255",
+                            hovertext=f"APGD stage {int(stage[i]) + 1} restarts from the best iterate, projected to "
+                                      f"its smaller ε ({255 * eps[i]:.3g}/255)"))
     return shapes, ann
 
 
@@ -443,7 +474,7 @@ def mass_figure(traj: Trajectory, k: int | None = None) -> Fig:
         data.append(dict(type="scatter", x=x, y=finite_list(np.nan_to_num(traj.scalars(key))), name=name,
                          stackgroup="m", mode="lines", line=dict(width=0.5, color=col),
                          hovertemplate="%{y:.1%}<extra>" + name + "</extra>"))
-    lay = _layout("Where the gradient goes (share of Σ|∂L/∂z|)", 300, shapes=_vline(k),
+    lay = _layout("Where the gradient goes (share of Σ|∂L/∂z|)", 340, shapes=_vline(k),
                   xaxis=dict(title="record", range=[-0.5, max(len(traj), traj.info.expected_records) - 0.5]),
                   yaxis=dict(range=[0, 1], tickformat=".0%", title="share of Σ|∂L/∂z|"))
     return Fig(data, lay)
@@ -512,12 +543,12 @@ def schedule_preview_figure(attack: str, schedule: str | None, steps: int, optim
             lab += f", {spec.param}={spec.param_at(s, n0, sched):.2f}"
         data.append(dict(type="scatter", x=finite_list(p, 4), y=finite_list(np.maximum(w, 1e-6), 7), name=lab,
                          line=dict(color="rgb({},{},{})".format(*c)), xaxis="x2", yaxis="y2"))
-    lay = _layout(f"{spec.title}: {pname} over iterations | weight w(p) at stage points t", 340, hovermode="closest",
+    lay = _layout(f"{spec.title}: {pname} over iterations | weight w(p) at stage points t", 400, hovermode="closest",
                   xaxis=dict(domain=[0, 0.42], title="iteration", anchor="y"),
                   yaxis=dict(title=pname, anchor="x"),
                   xaxis2=dict(domain=[0.56, 1.0], title="p_y", anchor="y2", range=[0, 1]),
                   yaxis2=dict(type="log", title="weight vs CE", anchor="x2", range=[-4, 2]),
-                  legend=dict(orientation="h", x=0, y=-0.25, font=dict(size=9)))
+                  legend={**LEGEND_BELOW, "font": dict(size=9)})
     lay["title"]["font"] = dict(size=11)
     lay["margin"] = dict(l=40, r=8, t=30, b=20)
     return Fig(data, lay)

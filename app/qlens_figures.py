@@ -23,6 +23,7 @@ from PIL import Image
 from app.figures import (
     CORRECT,
     GRAD_SHOW,
+    PEAK,
     UNCERTAIN,
     WEIGHT,
     WEIGHT_SHOW,
@@ -290,7 +291,7 @@ def whatif_figure(traj: Trajectory, k: int, q: float, axis: str = "p", probe: tu
                      mode="lines", name="gradient size p^(1−q)(1−p), peak = 1", line=dict(color=WEIGHT, dash="dot")))
     ps = p_star_x(axis, q)
     data.append(dict(type="scatter", x=[ps, ps] if ps is not None else [None, None], y=[1e-6, 100], yaxis="y2",
-                     mode="lines", name="p*: where the gradient size peaks", line=dict(color=UNCERTAIN, dash="dash")))
+                     mode="lines", name="p*: where the gradient size peaks", line=dict(color=PEAK, dash="dash")))
     shapes = []
     if probe is not None:
         pv = _probe_value(traj, k, axis, probe)

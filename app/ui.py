@@ -28,7 +28,6 @@ from PIL import Image
 from app import components as cp
 from app import figures as fg
 from app import gpu
-from app import qlens_figures as qf
 from app.disk import DiskBudget, app_root, clean_at_start, gradio_cache_dir, own_gradio_cache
 from app.export import config_query, evolution_gif, panels_png, parse_query, records_csv, run_card
 from app.inputs import gallery_index, probe_coords, scrub_paths
@@ -98,15 +97,15 @@ EXPLAIN = {
     "clean_seg": "The model's prediction on the clean image.",
     "seg": "The prediction on the adversarial image at this record (click a pixel to probe it).",
     "gt": "Ground-truth labels, when the example or your upload has them.",
-    "flipped": "Changed vs the clean prediction: red = became wrong, blue = became right, yellow = wrong→other wrong.",
-    "firstflip": "When each pixel first flipped; grey = not (yet). "
-                 + qf.colorbar_html("Plasma", "first record", "last record"),
+    "flipped": "Changed vs the clean prediction: vermillion (orange-red) = became wrong, blue = became right, "
+               "yellow = wrong→other wrong.",
+    "firstflip": "When each pixel first flipped (colour bar: the record); grey = not (yet).",
     "weight": "Gradient weight relative to CE: the attack's |∂L/∂z| divided by CE's at this pixel. For TsallisPGD "
-              "w = p_y^(1−q) (≤ 1 for q ≤ 1, smallest on wrong pixels). " + qf.map_colorbar("weight"),
-    "grad": "|∂L/∂z| = weight × |∂CE/∂z|: the gradient each pixel's logits actually receive. "
-            + qf.map_colorbar("grad"),
-    "hist": "**The core picture.** Bars: pixels by their true-class confidence p_y (green = still correct, red = "
-            "already wrong). Solid line: the weight relative to CE at that confidence (right axis); dotted: the "
+              "w = p_y^(1−q) (≤ 1 for q ≤ 1, smallest on wrong pixels). Colour bar: log scale; the dark swatch = 0.",
+    "grad": "|∂L/∂z| = weight × |∂CE/∂z|: the gradient each pixel's logits actually receive (log scale; "
+            "the dark swatch = 0).",
+    "hist": "**The core picture.** Bars: pixels by their true-class confidence p_y (green = still correct, vermillion "
+            "(orange-red) = already wrong). Solid line: the weight relative to CE at that confidence (right axis); dotted: the "
             "gradient size a pixel gets (two classes, scaled), which for TsallisPGD peaks at p* = (1−q)/(2−q) "
             "(dashed). A lower q moves that peak towards confident pixels (p* = 0.75 at q = −2) and starves the "
             "already-wrong ones; q = 1 is plain CE, whose gradient 1−p is largest on pixels that are already wrong. "
@@ -693,8 +692,10 @@ class App:
                 return [sess, *self._main_values(sess)]
             ix = evt.index if isinstance(evt.index, (list, tuple)) and len(evt.index) == 2 else (None, None)
             py, px = probe_coords(ix[0], ix[1], (10**6, 10**6))  # (y, x) back
-            y, x = panel_to_view(sess.traj, panel, (float(px), float(py)))
-            return self.probe(x, y, sess)
+            yx = panel_to_view(sess.traj, panel, (float(px), float(py)))
+            if yx is None:  # a click on the panel's colour bar
+                return [sess, *self._main_values(sess)]
+            return self.probe(yx[1], yx[0], sess)
 
         return on_select
 
@@ -899,7 +900,7 @@ class App:
                             reset_btn = gr.Button("↺ Reset", elem_id="reset_btn", min_width=90)
                         status = gr.Markdown("No run yet: pick an example or upload an image, then press "
                                              "**Run** or **Step**.", elem_id="status")
-                        with gr.Row(equal_height=True):
+                        with gr.Row(equal_height=True, elem_id="scrub_row"):  # sticky on phones (app.theme)
                             slider = cp.Slider(0, 1, value=0, step=1, label="Record", scale=5, elem_id="scrub")
                             play_btn = gr.Button("▶ Play", scale=1, min_width=90, elem_id="play_btn")
                             best_btn = gr.Button("★ Best iterate", scale=1, min_width=90, elem_id="best_btn")

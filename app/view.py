@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from app import figures as fg
+from app.colour_bars import BAR_PANELS, with_bar
 from app.trajectory import Trajectory
 from attack_engine.registry import attack_title, param_symbol
 
@@ -98,7 +99,8 @@ SMOOTH = {"clean", "adv", "clean_seg", "seg", "gt"}  # photo-like panels, resize
 
 
 def panel_hw(traj: Trajectory, name: str) -> tuple[int, int]:
-    """(H, W) of panel ``name`` as sent to the browser: the display size capped at :data:`DISPLAY_SIDE`
+    """(H, W) of panel ``name``'s map as sent to the browser (a colour-bar panel adds its strip below): the display
+    size capped at :data:`DISPLAY_SIDE`
     (:data:`PERTURBATION_SIDE` for the perturbation), and small runs (the 128-px shipped ones) enlarged to :data:`MIN_PANEL_SIDE`.
 
     The browser must never show a clickable panel larger than it was sent: Gradio maps a click to image pixels
@@ -129,9 +131,12 @@ def view_to_panel(traj: Trajectory, name: str, yx: tuple[int, int]) -> tuple[int
     return int((yx[1] + 0.5) * w / wv), int((yx[0] + 0.5) * h / hv)
 
 
-def panel_to_view(traj: Trajectory, name: str, xy: tuple[float, float]) -> tuple[int, int]:
-    """A click at (x, y) on panel ``name`` -> view-map pixel (y, x)."""
+def panel_to_view(traj: Trajectory, name: str, xy: tuple[float, float]) -> tuple[int, int] | None:
+    """A click at (x, y) on panel ``name`` -> view-map pixel (y, x); None for a click on the panel's colour bar
+    (drawn below the map, :mod:`app.colour_bars`)."""
     h, w = panel_hw(traj, name)
+    if name in BAR_PANELS and xy[1] >= h:
+        return None
     hv, wv = traj.hw
     y = min(max(int(xy[1] * hv / h), 0), hv - 1)
     x = min(max(int(xy[0] * wv / w), 0), wv - 1)
@@ -184,6 +189,8 @@ def render_main(traj: Trajectory, k: int | None = None, probe_yx: tuple[int, int
         im = _fit(im, traj, name)
         if probe_yx is not None and name in ("seg", "flipped", "weight", "grad", "adv"):
             im = fg.with_marker(im, view_to_panel(traj, name, probe_yx))
+        if name in BAR_PANELS:
+            im = with_bar(im, name, max(info.expected_records, len(traj)))
         out[name] = im
     attack = cfg.get("attack", "ce")
     par = traj.get("param", k)

@@ -56,7 +56,8 @@ def _plain_ce(t: PlainInputs, _: float | None) -> torch.Tensor:
     return t.ce
 
 
-@register_attack("ce", title="CE-PGD", colour="#1f77b4", plain=_plain_ce, formula="CE = −log p_y")
+# Colours: the Okabe–Ito set (distinct under deuteranopia and protanopia; checked in tests/test_palette.py).
+@register_attack("ce", title="CE-PGD", colour="#0072B2", plain=_plain_ce, formula="CE = −log p_y")
 def ce(t: PixelInputs, _: float | None):
     return t.ce, torch.ones_like(t.ce_detached)
 
@@ -70,7 +71,7 @@ def _plain_segpgd(t: PlainInputs, lam: float) -> torch.Tensor:
     return ((1 - lam) * t.correct + lam * (1 - t.correct)) * t.ce
 
 
-@register_attack("segpgd", title="SegPGD", colour="#ff7f0e", plain=_plain_segpgd, param="λ", param_rule=_segpgd_lambda,
+@register_attack("segpgd", title="SegPGD", colour="#E69F00", plain=_plain_segpgd, param="λ", param_rule=_segpgd_lambda,
                  formula="((1−λ)[correct] + λ[wrong])·CE, λ = step/(2·total)")
 def segpgd(t: PixelInputs, lam: float):
     weight = torch.where(t.correct, 1.0 - lam, lam).to(t.dtype)
@@ -82,7 +83,7 @@ def _plain_cospgd(t: PlainInputs, _: float | None) -> torch.Tensor:
     return F.cosine_similarity(t.probs(), t.onehot(), dim=1).detach() * t.ce
 
 
-@register_attack("cospgd", title="CosPGD", colour="#2ca02c", plain=_plain_cospgd, formula="p_y/‖p‖₂ · CE")
+@register_attack("cospgd", title="CosPGD", colour="#009E73", plain=_plain_cospgd, formula="p_y/‖p‖₂ · CE")
 def cospgd(t: PixelInputs, _: float | None):
     weight = t.p_true / t.p_norm().clamp_min(1e-300)
     return weight * t.ce, weight
@@ -100,7 +101,7 @@ def _log_weight_js(weight: torch.Tensor, ce: torch.Tensor, _: float | None) -> t
     return math.log(0.5) - ce + torch.log(ce + torch.log1p(torch.exp(-ce)))  # log(p/2 log(1 + 1/p)), log p = -ce
 
 
-@register_attack("js", title="JSPGD", colour="#d62728", plain=_plain_js, log_weight=_log_weight_js,
+@register_attack("js", title="JSPGD", colour="#CC79A7", plain=_plain_js, log_weight=_log_weight_js,
                  formula="JS(p ‖ e_y)")
 def js(t: PixelInputs, _: float | None):
     loss = js_of_ce(t.ce) * t.validf
@@ -115,7 +116,7 @@ def _plain_masked(t: PlainInputs, _: float | None) -> torch.Tensor:
     return t.correct * t.ce
 
 
-@register_attack("masked_ce", title="MaskedPGD", colour="#9467bd", plain=_plain_masked, formula="[correct]·CE")
+@register_attack("masked_ce", title="MaskedPGD", colour="#56B4E9", plain=_plain_masked, formula="[correct]·CE")
 def masked_ce(t: PixelInputs, _: float | None):
     weight = t.correct.to(t.dtype)
     return weight * t.ce, weight
@@ -141,7 +142,7 @@ def _log_weight_tsallis(weight: torch.Tensor, ce: torch.Tensor, q: float) -> tor
     return tsallis_log_weight(ce, q)
 
 
-@register_attack("tsallis", title="TsallisPGD", colour="#8c564b", plain=_plain_tsallis, log_weight=_log_weight_tsallis,
+@register_attack("tsallis", title="TsallisPGD", colour="#D55E00", plain=_plain_tsallis, log_weight=_log_weight_tsallis,
                  param="q", schedule=DEFAULT_TSALLIS_SCHEDULE, formula="(1 − p_y^(1−q))/(1 − q), q from a schedule",
                  weight_formula="w_q(p) = p^(1−q)", gradient_peak=q_to_peak)
 def tsallis(t: PixelInputs, q: float):

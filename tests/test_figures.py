@@ -177,7 +177,7 @@ def test_image_panels(traj: Trajectory):
     pred[0, 0] = 1  # correct -> wrong
     bg = Image.new("RGB", (4, 4), (100, 100, 100))
     fl = np.asarray(fg.flipped_image(bg, pred, clean, labels, np.ones((4, 4), bool)))
-    assert tuple(fl[0, 0]) == (230, 40, 40) and tuple(fl[1, 1]) == (100, 100, 100)
+    assert tuple(fl[0, 0]) == fg.FLIP_TO_WRONG and tuple(fl[1, 1]) == (100, 100, 100)
     ff = np.full((4, 4), -1)
     ff[2, 2] = 0
     ffi = np.asarray(fg.first_flip_image(bg, ff, 5))
@@ -203,6 +203,46 @@ def test_render_main_and_static(traj: Trajectory):
     for name in ("seg", "grad"):
         x, y = view_to_panel(traj, name, (7, 9))
         assert panel_to_view(traj, name, (x, y)) == (7, 9)
+
+
+def test_map_panels_carry_a_colour_bar_outside_the_click_area(traj: Trajectory):
+    from app.colour_bars import BAR_PANELS, bar_height, map_strip
+
+    out = render_main(traj, 2, probe_yx=(5, 6))
+    for name in BAR_PANELS:
+        h, w = panel_hw(traj, name)
+        img = out[name]
+        assert img.size == (w, h + bar_height(w)), name  # the map as before, the strip below it
+        strip = np.asarray(img)[h:]
+        assert np.array_equal(strip, np.asarray(map_strip(name, w, traj.info.expected_records)))
+        assert panel_to_view(traj, name, (w / 2, h - 1)) == (traj.hw[0] - 1, traj.hw[1] // 2)  # last map row
+        assert panel_to_view(traj, name, (w / 2, h)) is None  # on the colour bar: no probe
+        assert panel_to_view(traj, name, (w / 2, h + bar_height(w) - 1)) is None
+    assert panel_to_view(traj, "seg", (5, 10_000)) == (traj.hw[0] - 1, 5 * traj.hw[1] // panel_hw(traj, "seg")[1])
+
+
+def test_colour_bar_ramp_follows_the_map_colours():
+    """The ramp of the weight bar runs through the same colours as the weight map: its left end is the map's
+    colour at the bottom of the range, its right end at the top, and the zero swatch is the map's zero colour."""
+    from app.colour_bars import ZERO_RGB, log_ticks, map_strip
+
+    assert log_ticks(-4, 2) == ((0.0, "1e-4"), (1 / 3, "1e-2"), (2 / 3, "1"), (1.0, ">=1e2"))
+    assert log_ticks(-5, 0)[-1] == (1.0, ">=1") and log_ticks(-5, 0)[0] == (0.0, "1e-5")
+    strip = np.asarray(map_strip("weight", 384))
+    row = strip[6]
+    ramp = np.flatnonzero(np.abs(row.astype(int) - np.array([246, 247, 249])).sum(1) > 12)
+    assert tuple(row[ramp[0]]) == ZERO_RGB  # the swatch comes first
+    lut = fg.colormap("Viridis")
+    coloured = [x for x in ramp if tuple(row[x]) != ZERO_RGB]
+    assert np.abs(row[coloured[0]].astype(int) - lut[0]).max() <= 2
+    assert np.abs(row[coloured[-1]].astype(int) - lut[255]).max() <= 2
+    # a stored code at the bottom of the shown range is drawn in the ramp's left-end colour
+    from app.trajectory import W_LOG
+
+    lo = fg.WEIGHT_SHOW[0]
+    code = np.array([[round(1 + 254 * (lo - W_LOG[0]) / (W_LOG[1] - W_LOG[0]))]], np.uint8)
+    drawn = np.asarray(fg.log_code_image(code, W_LOG, fg.WEIGHT_SHOW, "Viridis"))[0, 0]
+    assert np.abs(drawn.astype(int) - row[coloured[0]].astype(int)).max() <= 6
 
 
 def test_display_keeps_source_aspect():
