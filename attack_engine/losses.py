@@ -204,9 +204,8 @@ class PixelTerms:
 
     loss: torch.Tensor  # per-pixel ell_i (0 on ignored pixels)
     ce: torch.Tensor  # per-pixel CE (0 on ignored pixels), detached
-    p_true: torch.Tensor  # p_y, detached
+    inputs: PixelInputs = field(repr=False)  # p_true and correct are its (computed when first asked for)
     weight: torch.Tensor  # gradient weight relative to CE: (dL/dz) / (dCE/dz)
-    correct: torch.Tensor  # bool, argmax == y
     valid: torch.Tensor  # bool, not ignored
     param: float | None  # q (tsallis) or λ (segpgd); None otherwise
     pred: torch.Tensor  # argmax class
@@ -215,6 +214,16 @@ class PixelTerms:
     # with_grad_norm, else a lower bound within log(sqrt(2) (C-1)) (enough for gradient scaling)
     log_ce_grad: torch.Tensor | None = None  # log ||dCE/dz|| (-inf on ignored pixels); exact/lower bound as log_grad
     log_rest: torch.Tensor | None = None  # log(1 - p_y) = log sum_{j != y} p_j, finite where 1 - p_y rounds to 0
+
+    @property
+    def p_true(self) -> torch.Tensor:
+        """p_y, detached."""
+        return self.inputs.p_true
+
+    @property
+    def correct(self) -> torch.Tensor:
+        """bool, argmax == y (and not ignored)."""
+        return self.inputs.correct
 
 
 @dataclass
@@ -227,8 +236,6 @@ class PixelInputs:
 
     ce: torch.Tensor  # differentiable per-pixel CE, 0 on ignored pixels
     ce_detached: torch.Tensor
-    p_true: torch.Tensor  # p_y
-    correct: torch.Tensor  # bool, argmax == y (and not ignored)
     valid: torch.Tensor  # bool, not ignored
     validf: torch.Tensor  # valid as 0/1 in the objective dtype
     dtype: torch.dtype
@@ -237,6 +244,28 @@ class PixelInputs:
     _s: torch.Tensor = field(repr=False)  # sum_j exp(z_j - max z)
     _sq: torch.Tensor | None = field(default=None, repr=False)
     _p_norm: Callable[[], torch.Tensor] | None = field(default=None, repr=False)  # two classes: closed form
+    _pred: torch.Tensor | None = field(default=None, repr=False)  # argmax class and labels, for `correct`
+    _labels: _Labels | None = field(default=None, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    # p_y and the correct mask are computed when an objective or the telemetry first asks (the default TsallisPGD
+    # without telemetry needs neither): two and one pixel-sized operations less per evaluation
+    @property
+    def p_true(self) -> torch.Tensor:
+        """p_y = exp(-ce), detached."""
+        if "p_true" not in self._cache:
+            with torch.no_grad():
+                self._cache["p_true"] = torch.exp(-self.ce_detached)
+        return self._cache["p_true"]
+
+    @property
+    def correct(self) -> torch.Tensor:
+        """bool, argmax == y (and not ignored)."""
+        if "correct" not in self._cache:
+            lab = self._labels
+            hit = self._pred == lab.y
+            self._cache["correct"] = hit if lab.all_valid else hit & lab.valid
+        return self._cache["correct"]
 
     def sum_sq_others(self) -> torch.Tensor:
         """``sum_{j != y} exp(z_j - max z)^2`` (cached)."""
@@ -338,14 +367,13 @@ def pixel_terms(
             zd = logits.detach()
             base = _binary_base(zd, lab, dtype) if binary else _softmax_base(zd, lab, dtype, workspace)
         ce = _StableCE.apply(logits, base.ce0, base.grad)
-        validf = lab.valid.to(dtype)
+        validf = lab.validf(dtype)
         if not lab.all_valid:
             ce = ce * validf
         with torch.no_grad():
             cef = ce.detach()
-            correct = base.pred == lab.y if lab.all_valid else (base.pred == lab.y) & lab.valid
-            inputs = PixelInputs(ce, cef, torch.exp(-cef), correct, lab.valid, validf, dtype, base.e, base.ey, base.s,
-                                 _p_norm=base.p_norm)
+            inputs = PixelInputs(ce, cef, lab.valid, validf, dtype, base.e, base.ey, base.s, _p_norm=base.p_norm,
+                                 _pred=base.pred, _labels=lab)
             if binary:
                 grad_norm, log_ce_grad, log_rest = _binary_norms(base, lab, with_grad_norm)
             else:
@@ -357,8 +385,7 @@ def pixel_terms(
         log_weight = spec.log_weight(weight, cef, param) if spec.log_weight is not None else torch.log(weight)
         log_ce_grad = lab.mask(log_ce_grad, -math.inf)
         log_grad = lab.mask(log_weight + log_ce_grad, -math.inf)
-    return PixelTerms(loss, cef, inputs.p_true, weight, inputs.correct, lab.valid, param, base.pred, grad_norm, log_grad,
-                      log_ce_grad, log_rest)
+    return PixelTerms(loss, cef, inputs, weight, lab.valid, param, base.pred, grad_norm, log_grad, log_ce_grad, log_rest)
 
 
 @dataclass
@@ -369,6 +396,13 @@ class _Labels:
     valid: torch.Tensor
     all_valid: bool  # known without a host sync only when cached in a workspace; False = "not known"
     sign: torch.Tensor | None = None  # two classes: +1 where the label is 0, -1 where it is 1 (objective dtype)
+    _validf: torch.Tensor | None = None
+
+    def validf(self, dtype: torch.dtype) -> torch.Tensor:
+        """``valid`` as 0/1 in ``dtype`` (kept: the labels of a run do not change)."""
+        if self._validf is None or self._validf.dtype != dtype:
+            self._validf = self.valid.to(dtype)
+        return self._validf
 
     def mask(self, x: torch.Tensor, fill: float) -> torch.Tensor:
         """``x`` on valid pixels, ``fill`` elsewhere."""

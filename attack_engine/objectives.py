@@ -134,8 +134,9 @@ def _plain_tsallis(t: PlainInputs, q: float) -> torch.Tensor:
 def tsallis_log_weight(ce: torch.Tensor, q: float) -> torch.Tensor:
     """log of TsallisPGD's gradient weight ``p_y^(1-q)`` from ``ce = -log p_y`` (q > 1: p_y floored as in the loss)."""
     a = 1.0 - float(q)
-    lw = -a * (ce.clamp(max=P_FLOOR_LOG) if a < 0 else ce)
-    return torch.where((ce > P_FLOOR_LOG) & (a < 0), -math.inf, lw)
+    if a >= 0:  # no floor below q = 1
+        return -a * ce
+    return torch.where(ce > P_FLOOR_LOG, -math.inf, -a * ce.clamp(max=P_FLOOR_LOG))
 
 
 def _log_weight_tsallis(weight: torch.Tensor, ce: torch.Tensor, q: float) -> torch.Tensor:
