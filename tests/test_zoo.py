@@ -190,23 +190,122 @@ def test_mmseg_preset_download_then_load(cache, http_root, monkeypatch):
     torch.testing.assert_close(model(x), src(x))
 
 
-def test_hf_preset_download_then_load(cache, http_root, monkeypatch):
-    root, base = http_root
+class _FakeHub:
+    """``huggingface_hub``'s two calls the download makes, answered from a folder of files (no network here)."""
+
+    def __init__(self, files: dict[str, bytes], etags: dict[str, str] | None = None) -> None:
+        self.files, self.calls, self.asked = files, [], []
+        self.etags = etags if etags is not None else {f: hashlib.sha256(b).hexdigest() for f, b in files.items()}
+
+    def _missing(self, filename: str):
+        import httpx
+        from huggingface_hub.errors import RemoteEntryNotFoundError
+
+        response = httpx.Response(404, request=httpx.Request("HEAD", "https://huggingface.co/x"))
+        return RemoteEntryNotFoundError(f"404: {filename}\nmore lines", response=response)
+
+    def metadata(self, url, timeout=None):
+        from huggingface_hub.file_download import HfFileMetadata
+
+        name = url.rsplit("/", 1)[1]
+        self.asked.append(name)
+        if name not in self.files:
+            raise self._missing(name)
+        return HfFileMetadata(commit_hash="0" * 40, etag=self.etags[name], location=url, size=len(self.files[name]),
+                              xet_file_data=None)
+
+    def download(self, repo, filename, *, revision, local_dir, etag_timeout, tqdm_class):
+        self.calls.append((repo, filename, revision, Path(local_dir)))
+        if filename not in self.files:
+            raise self._missing(filename)
+        out = Path(local_dir) / filename
+        out.write_bytes(self.files[filename])
+        return str(out)
+
+    def install(self, monkeypatch) -> None:
+        import huggingface_hub
+
+        monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", self.metadata)
+        monkeypatch.setattr(huggingface_hub, "hf_hub_download", self.download)
+        for var in ("TSALLIS_OFFLINE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            monkeypatch.delenv(var, raising=False)
+
+
+def _segformer_weights(tmp_path, n: int = 19):
+    net = transformers.SegformerForSemanticSegmentation(sf.segformer_config("b0", num_labels=n)).eval()
+    net.save_pretrained(str(tmp_path / "saved"))
+    return net, (tmp_path / "saved" / "model.safetensors").read_bytes()
+
+
+def test_hf_preset_download_then_load(cache, tmp_path, monkeypatch):
     p = sf.PRESETS["hf-segformer-b0-cityscapes"]
-    net = transformers.SegformerForSemanticSegmentation(sf.segformer_config("b0", num_labels=19)).eval()
-    (root / p.repo / "resolve" / "main").mkdir(parents=True)
-    net.save_pretrained(str(root / p.repo / "resolve" / "main"))  # serves model.safetensors (+ config.json)
-    monkeypatch.setattr(sf, "HF_URL", base + "/{repo}/resolve/main/{file}")
-    monkeypatch.delenv("TSALLIS_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    model = load_model(p.id)
-    assert (p.folder() / "model.safetensors").is_file()
+    net, blob = _segformer_weights(tmp_path)
+    hub = _FakeHub({"model.safetensors": blob})
+    hub.install(monkeypatch)
+    model = load_model(p.id, progress=False)
+    assert hub.calls == [(p.repo, "model.safetensors", "main", p.folder())]  # hf_hub_download into the own cache
+    assert (p.folder() / "model.safetensors").read_bytes() == blob and get_entry(p.id).available()
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         ref = net(pixel_values=(x - model.mean) / model.std).logits
     ref = nn.functional.interpolate(ref, size=(64, 64), mode="bilinear", align_corners=False)
     torch.testing.assert_close(model(x), ref)
+
+
+def test_hf_download_falls_back_to_the_bin_and_checks_the_sha256(cache, tmp_path, monkeypatch):
+    p = sf.PRESETS["hf-segformer-b0-cityscapes"]
+    hub = _FakeHub({"pytorch_model.bin": b"weights"})
+    hub.install(monkeypatch)
+    from attack_engine.models.checkpoints import ensure_any
+
+    got = ensure_any(p.id, p.candidates(), progress=False)  # no model.safetensors in the repo: the .bin next
+    assert got == p.folder() / "pytorch_model.bin" and got.read_bytes() == b"weights"
+    assert hub.asked == ["model.safetensors", "pytorch_model.bin"] and [c[1] for c in hub.calls] == ["pytorch_model.bin"]
+    got.unlink()
+    _FakeHub({"pytorch_model.bin": b"weights"}, etags={"pytorch_model.bin": "ab" * 32}).install(monkeypatch)
+    with pytest.raises(ModelUnavailable, match="checksum mismatch") as e:
+        ensure_any(p.id, p.candidates(), progress=False)
+    assert "\n" not in str(e.value) and not (p.folder() / "pytorch_model.bin").exists()
+
+
+def test_hf_network_error_and_offline_are_one_line(cache, monkeypatch):
+    import httpx
+    import huggingface_hub
+
+    p = sf.PRESETS["hf-segformer-b0-ade"]
+    _FakeHub({}).install(monkeypatch)
+
+    def down(url, timeout=None):
+        raise httpx.ConnectError("[Errno 111] Connection refused\nsecond line")
+
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", down)
+    with pytest.raises(ModelUnavailable, match=r"ConnectError: .Errno 111. Connection refused") as e:
+        load_model(p.id)
+    assert "\n" not in str(e.value) and "second line" not in str(e.value)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", lambda *a, **k: pytest.fail("called offline"))
+    with pytest.raises(ModelUnavailable, match="HF_HUB_OFFLINE is set"):
+        load_model(p.id)
+
+
+def test_url_download_times_out(tmp_path, monkeypatch):
+    """A server that accepts and never answers: the download gives up after the timeout (the library has none)."""
+    import socket
+    import time
+
+    monkeypatch.delenv("TSALLIS_OFFLINE", raising=False)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(ModelUnavailable, match=r"could not be downloaded .*time"):
+            ensure_file("m", tmp_path / "w.pth", f"http://127.0.0.1:{srv.getsockname()[1]}/w.pth", timeout=1,
+                        progress=False)
+        assert time.perf_counter() - t0 < 20
+    finally:
+        srv.close()
+    assert socket.getdefaulttimeout() is None and not list(tmp_path.iterdir())
 
 
 # -- mmseg ------------------------------------------------------------------------------------------------------

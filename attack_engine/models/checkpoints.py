@@ -3,8 +3,9 @@
 * Cache: ``$TSALLIS_CACHE`` (default ``~/.cache/tsallispgd``).  Every zoo model has fixed file names under it, so
   a file put there by hand and a downloaded file are the same thing: :func:`ensure_file` returns the path either
   way, and the adapters load only from that path.
-* Downloads use short timeouts and a tqdm progress bar, write ``<file>.part`` and rename it when complete and
-  verified (sha256, or an OpenMMLab-style 8-hex sha256 prefix, when known).  ``TSALLIS_OFFLINE=1`` (all sources)
+* Downloads go through the libraries: URLs through ``torch.hub.download_url_to_file`` (a ``.partial`` file renamed
+  when complete and verified: sha256, or an OpenMMLab-style 8-hex sha256 prefix, when known), Hugging Face files
+  through ``huggingface_hub.hf_hub_download`` (checked against the Hub's sha256 of the file); short timeouts.  ``TSALLIS_OFFLINE=1`` (all sources)
   and ``HF_HUB_OFFLINE=1`` / ``TRANSFORMERS_OFFLINE=1`` (Hugging Face sources) turn downloads off.
   Failure raises :class:`ModelUnavailable` with one message: which model, which file, where to put it.
 * Reading: ``.safetensors`` via safetensors; ``.pt``/``.pth``/``.bin`` via ``torch.load(weights_only=True)``
@@ -14,14 +15,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
 import re
 import shutil
-import urllib.error
-import urllib.request
-from collections.abc import Mapping
+import socket
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,21 @@ def _unavailable(model_id: str, dest: Path, url: str | None, why: str, others: l
     )
 
 
+@dataclass(frozen=True)
+class HFFile:
+    """A file in a Hugging Face model repository, fetched with ``huggingface_hub.hf_hub_download``."""
+
+    repo: str
+    filename: str
+    revision: str = "main"
+
+    def __str__(self) -> str:  # where to get it by hand (named in ModelUnavailable messages)
+        return f"https://huggingface.co/{self.repo}/resolve/{self.revision}/{self.filename}"
+
+
+Source = str | HFFile  # a URL (torch.hub.download_url_to_file) or a Hugging Face file
+
+
 def ensure_file(model_id: str, dest: Path, urls: list[str] | str | None, *, sha256: str | None = None,
                 hf: bool = False, timeout: float = CONNECT_TIMEOUT_S, progress: bool = True) -> Path:
     """Return ``dest``; download it first (from the first URL that works) when it is missing.
@@ -95,35 +113,40 @@ def ensure_file(model_id: str, dest: Path, urls: list[str] | str | None, *, sha2
                       timeout=timeout, progress=progress)
 
 
-def ensure_any(model_id: str, candidates: list[tuple[Path, str | None]], *, sha256: str | None = None,
+def ensure_any(model_id: str, candidates: list[tuple[Path, Source | None]], *, sha256: str | None = None,
                hf: bool = False, timeout: float = CONNECT_TIMEOUT_S, progress: bool = True) -> Path:
-    """The first candidate file that exists; else download candidates in order (an HTTP 404 moves to the next).
+    """The first candidate file that exists; else download candidates in order (a missing file moves to the next).
 
     Any other failure (offline, no network, checksum) raises :class:`ModelUnavailable` at once, naming the first
-    candidate as the file to put in place.
+    candidate as the file to put in place.  ``hf`` (or any :class:`HFFile` source): ``HF_HUB_OFFLINE`` /
+    ``TRANSFORMERS_OFFLINE`` also turn downloads off.
     """
     for dest, _ in candidates:
         if Path(dest).is_file():
             return Path(dest)
-    first, first_url = Path(candidates[0][0]), candidates[0][1]
+    first, first_src = Path(candidates[0][0]), candidates[0][1]
     others = [Path(d) for d, _ in candidates[1:] if Path(d).name != first.name]
-    if first_url is None:
+    first_url = None if first_src is None else str(first_src)
+    if first_src is None:
         raise _unavailable(model_id, first, None, "no download address is known", others)
+    hf = hf or any(isinstance(src, HFFile) for _, src in candidates)
     if offline(hf=hf):
         var = "TSALLIS_OFFLINE/HF_HUB_OFFLINE" if hf else "TSALLIS_OFFLINE"
         raise _unavailable(model_id, first, first_url, f"downloads are off: {var} is set", others)
     errors = []
-    for dest, url in candidates:
-        if url is None:
+    for dest, src in candidates:
+        if src is None:
             continue
         try:
-            _download(url, Path(dest), sha256=sha256, timeout=timeout, progress=progress)
+            if isinstance(src, HFFile):
+                _hf_download(src, Path(dest), timeout=timeout, progress=progress)
+            else:
+                _url_download(src, Path(dest), sha256=sha256, timeout=timeout, progress=progress)
             return Path(dest)
         except _NotFound as e:
             errors.append(str(e))
-        except (OSError, urllib.error.URLError, ValueError) as e:
-            reason = getattr(e, "reason", None) or e
-            raise _unavailable(model_id, first, first_url, f"{type(e).__name__}: {reason}", others) from None
+        except (OSError, ValueError, RuntimeError) as e:
+            raise _unavailable(model_id, first, first_url, _reason(e), others) from None
     raise _unavailable(model_id, first, first_url, "; ".join(errors), others)
 
 
@@ -131,54 +154,76 @@ class _NotFound(OSError):
     pass
 
 
-class _RecordingRedirects(urllib.request.HTTPRedirectHandler):
-    """Follows redirects like urllib does, keeping the first ``X-Linked-Etag`` header seen."""
-
-    def __init__(self, sink: list[str]) -> None:
-        self.sink = sink
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        value = headers.get("X-Linked-Etag")
-        if value and not self.sink:
-            self.sink.append(value)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+def _reason(e: BaseException) -> str:
+    """One line: the error's class and the first line of its message (library errors run over several)."""
+    reason = getattr(e, "reason", None) or e
+    lines = str(reason).strip().splitlines()
+    return f"{type(e).__name__}: {lines[0][:200] if lines else ''}".rstrip(": ")
 
 
-def _download(url: str, dest: Path, *, sha256: str | None, timeout: float, progress: bool) -> None:
-    from tqdm.auto import tqdm
+_TIMEOUT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """Sockets opened in the block time out after ``seconds`` per operation (``download_url_to_file`` takes no
+    timeout of its own); one download at a time sets it, and the previous default comes back after."""
+    with _TIMEOUT_LOCK:
+        before = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(seconds)
+        try:
+            yield
+        finally:
+            socket.setdefaulttimeout(before)
+
+
+def _url_download(url: str, dest: Path, *, sha256: str | None, timeout: float, progress: bool) -> None:
+    """``torch.hub.download_url_to_file``: a temporary ``.partial`` file renamed into place once complete, checked
+    against the sha256 (or its OpenMMLab 8-hex prefix) when one is known."""
+    from urllib.error import HTTPError
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    req = urllib.request.Request(url, headers={"User-Agent": "tsallispgd-explorer"})
-    linked: list[str] = []
-    opener = urllib.request.build_opener(_RecordingRedirects(linked))
     try:
-        resp = opener.open(req, timeout=timeout)
-    except urllib.error.HTTPError as e:
+        with _socket_timeout(timeout):
+            torch.hub.download_url_to_file(url, str(dest), hash_prefix=sha256.lower() if sha256 else None,
+                                           progress=progress)
+    except HTTPError as e:
         if e.code == 404:
             raise _NotFound(f"HTTP 404 for {url}") from None
         raise
-    h = hashlib.sha256()
+    except RuntimeError as e:
+        if "invalid hash value" in str(e):
+            raise ValueError(f"checksum mismatch for {url}: expected sha256 {sha256[:16]}…") from None
+        raise
+
+
+def _hf_download(src: HFFile, dest: Path, *, timeout: float, progress: bool) -> None:
+    """``huggingface_hub.hf_hub_download`` into ``dest``'s folder (its own ``.incomplete`` file and rename), then
+    the file's sha256 checked against the Hub's (the etag of an LFS file; looked up first)."""
+    import httpx
+    import huggingface_hub as hh
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+    from tqdm.auto import tqdm
+
+    class Silent(tqdm):  # progress=False: the library's bar, turned off
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **{**kwargs, "disable": True})
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with resp, open(part, "wb") as f:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            # Hugging Face sends the LFS file's sha256 as X-Linked-Etag (on the redirect to its CDN).
-            etag = (linked[0] if linked else resp.headers.get("X-Linked-Etag") or "").strip('" ').lower()
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dest.name,
-                      disable=not progress) as bar:
-                while block := resp.read(1 << 20):
-                    f.write(block)
-                    h.update(block)
-                    bar.update(len(block))
-        digest = h.hexdigest()
-        expected = (sha256 or (etag if re.fullmatch(r"[0-9a-f]{64}", etag) else "")).lower()
-        if expected and not digest.startswith(expected):
-            raise ValueError(f"checksum mismatch for {url}: sha256 {digest[:16]}…, expected {expected[:16]}…")
-        if total is not None and part.stat().st_size != total:
-            raise ValueError(f"incomplete download of {url}: {part.stat().st_size} of {total} bytes")
-        shutil.move(str(part), str(dest))
-    finally:
-        part.unlink(missing_ok=True)
+        meta = hh.get_hf_file_metadata(hh.hf_hub_url(src.repo, src.filename, revision=src.revision), timeout=timeout)
+        path = Path(hh.hf_hub_download(src.repo, src.filename, revision=src.revision, local_dir=dest.parent,
+                                       etag_timeout=timeout, tqdm_class=None if progress else Silent))
+    except RemoteEntryNotFoundError:
+        raise _NotFound(f"no {src.filename} in huggingface.co/{src.repo}") from None
+    except httpx.HTTPError as e:  # the client's network errors are not OSErrors
+        raise OSError(_reason(e)) from None
+    expected = (meta.etag or "").strip('" ').lower()
+    if re.fullmatch(r"[0-9a-f]{64}", expected) and sha256_of(path) != expected:
+        path.unlink(missing_ok=True)
+        raise ValueError(f"checksum mismatch for {src}: expected sha256 {expected[:16]}…")
+    if path.resolve() != dest.resolve():
+        shutil.move(str(path), str(dest))
 
 
 # -- reading -------------------------------------------------------------------------------------------------------

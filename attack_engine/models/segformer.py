@@ -15,7 +15,8 @@
      ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``): ``models--<org>--<name>/refs/main`` names the
      revision, ``snapshots/<revision>/`` holds the files. This is where a Space's ``preload_from_hub`` (README
      front matter) and the Dockerfile's preload put them, so they load with ``HF_HUB_OFFLINE=1``;
-  2. ``$TSALLIS_CACHE/hf/<org>--<name>/``, where a download on first use goes (from huggingface.co).
+  2. ``$TSALLIS_CACHE/hf/<org>--<name>/``, where a download on first use goes (``huggingface_hub.hf_hub_download``
+     with that folder as ``local_dir``, checked against the Hub's sha256).
 
   A ``config.json`` beside the weights (always there in a hub snapshot) is the architecture; without one the
   config is built here from the B0..B5 sizes. Either way the weights are loaded by
@@ -34,12 +35,11 @@ import torch
 import torch.nn.functional as F
 
 from attack_engine.models.base import ModelInfo, ModelUnavailable, SegModel, default_palette
-from attack_engine.models.checkpoints import cache_dir, ensure_any
+from attack_engine.models.checkpoints import HFFile, Source, cache_dir, ensure_any
 from attack_engine.models.datasets import DATASETS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-HF_URL = "https://huggingface.co/{repo}/resolve/main/{file}"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 SEGFORMER_LICENCE = "NVIDIA Source Code License for SegFormer (non-commercial research use)"
 
@@ -71,11 +71,12 @@ class HFSegformerPreset:
     def folder(self) -> Path:
         return cache_dir() / "hf" / self.repo.replace("/", "--")
 
-    def candidates(self) -> list[tuple[Path, str | None]]:
-        """Weight files in lookup order: a hub-cache snapshot (never downloaded into), then the own cache."""
+    def candidates(self) -> list[tuple[Path, Source | None]]:
+        """Weight files in lookup order: a hub-cache snapshot (never downloaded into), then the own cache (where
+        ``hf_hub_download`` puts a first-use download)."""
         snap = hub_snapshot(self.repo)
-        hub: list[tuple[Path, str | None]] = [(snap / f, None) for f in WEIGHT_FILES] if snap else []
-        return hub + [(self.folder() / f, HF_URL.format(repo=self.repo, file=f)) for f in WEIGHT_FILES]
+        hub: list[tuple[Path, Source | None]] = [(snap / f, None) for f in WEIGHT_FILES] if snap else []
+        return hub + [(self.folder() / f, HFFile(self.repo, f)) for f in WEIGHT_FILES]
 
     def weights_path(self) -> Path:
         """The weight file in use: the first one present, else where ``model.safetensors`` would go."""
