@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from app import limits as lm
-from app.trajectory import RunInfo, Trajectory
+from app.trajectory import RunInfo, Trajectory, probe_grid, probe_topk
 from attack_engine import AttackConfig, AttackRun, determinism
 from attack_engine.attack import apgd_stages
 from attack_engine.images import ImageError, load_mask, model_size, read_image, resize_image, resize_labels, to_tensor
@@ -176,7 +176,9 @@ class LiveRun:
         if device is not None:
             x = x.to(device)
             labels = None if labels is None else labels.to(device)
-        self.run: AttackRun | None = AttackRun(model, x, labels, cfg, target=target, record_logits=True)
+        self.run: AttackRun | None = AttackRun(model, x, labels, cfg, target=target,
+                                               record_topk=0 if light else probe_topk(model.info.num_classes),
+                                               topk_hw=probe_grid(tuple(x.shape[-2:]), map_side))
         mult = max(m for m, _ in apgd_stages(cfg.steps, cfg.multi_eps)) if cfg.optimizer == "apgd" else 1.0
         info = model.info
         rinfo = RunInfo(

@@ -88,8 +88,10 @@ def traj_nbytes(t: Trajectory | None) -> int:
 
 
 # A running attack's own state (AttackRun + its generator: iterates, gradients, APGD's best points, the loss
-# workspace, the clean and last logits), in bytes per model-input pixel: measured with app.memory.retained_bytes
-# (tests/test_memory.py checks it against the resident memory); it is released when the run finishes.
+# workspace, the clean logits), in bytes per model-input pixel: measured with app.memory.retained_bytes
+# (tests/test_memory.py checks it against the resident memory); it is released when the run finishes.  The
+# per-class part was measured while the run also kept the last logits for the probe (4 bytes per pixel and class
+# that the records' top-k replaced), so it over-charges many-class models a little.
 LIVE_BYTES_PER_PIXEL = {"apgd": 242, "pgd": 150}
 LIVE_BYTES_PER_PIXEL_CLASS = 16
 

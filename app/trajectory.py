@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from attack_engine import qlens
+from attack_engine.images import sample_nearest as _nearest
 
 MAP_SIDE = 384  # per-pixel maps are stored at most this many pixels per side (= the largest panel sent)
 PROBE_SIDE = 64  # top-k class probabilities are kept on a grid of at most this many pixels per side
@@ -111,14 +112,16 @@ def _area(t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(t, size=hw, mode="area")
 
 
-def _nearest(t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    """``[H,W]`` any dtype -> nearest-neighbour ``hw`` (pixel centres)."""
-    h, w = t.shape[-2:]
-    if (h, w) == tuple(hw):
-        return t
-    ys = ((torch.arange(hw[0]) + 0.5) * h / hw[0]).long().clamp(max=h - 1)
-    xs = ((torch.arange(hw[1]) + 0.5) * w / hw[1]).long().clamp(max=w - 1)
-    return t[..., ys[:, None], xs[None, :]]
+def probe_grid(model_hw: tuple[int, int], map_side: int | None = None) -> tuple[int, int]:
+    """The probe's grid for a run at ``model_hw``: the view size (longer side ``map_side``, default
+    :data:`MAP_SIDE`) capped at :data:`PROBE_SIDE` per side."""
+    return view_size(view_size(tuple(model_hw), map_side or MAP_SIDE), PROBE_SIDE)
+
+
+def probe_topk(num_classes: int) -> int:
+    """How many class probabilities per pixel the probe keeps: :data:`TOPK` (at most the class count); 0 for two
+    classes, whose probe reads both from p_y."""
+    return min(TOPK, num_classes) if num_classes > 2 else 0
 
 
 def _np(t: torch.Tensor | None) -> np.ndarray | None:
@@ -187,7 +190,7 @@ class Trajectory:
             info.extra["map_side"] = int(map_side)
         self.hw = view_size(self.image.shape[:2], int(info.extra.get("map_side", MAP_SIDE)))
         vh, vw = self.hw
-        self.probe_hw = view_size(self.hw, PROBE_SIDE)
+        self.probe_hw = probe_grid(self.image.shape[:2], int(info.extra.get("map_side", MAP_SIDE)))
         img_t = torch.from_numpy(self.image).permute(2, 0, 1)[None].float() / 255.0
         self.image_v = (_area(img_t, self.hw)[0].permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
         self.labels_v = _nearest(torch.from_numpy(self.labels), self.hw).numpy()
@@ -222,9 +225,8 @@ class Trajectory:
         c = self.info.num_classes
         return (labels != self.info.ignore_index) & (labels >= 0) & (labels < c)
 
-    def append(self, rec: Any, logits: torch.Tensor | None = None) -> None:
-        """Add one record (batch item 0); its logits (``rec.logits``, or ``logits`` ``[1,C,H,W]``) feed the probe."""
-        logits = logits if logits is not None else getattr(rec, "logits", None)
+    def append(self, rec: Any) -> None:
+        """Add one record (batch item 0); its top-k classes (``AttackRun(record_topk=probe_topk(C))``) feed the probe."""
         info = self.info
         k = len(self)
         pred_v = _nearest(rec.pred[0].detach().cpu(), self.hw).numpy().astype(self.pred_dtype)
@@ -248,13 +250,12 @@ class Trajectory:
         self._delta_append(rec)
         if rec.p_true is not None:
             self._telemetry_append(rec)
-        if logits is not None and info.num_classes > 2:
-            p = torch.softmax(logits[0].detach().float().cpu(), 0)
-            p = _nearest(p, self.probe_hw)
-            kk = min(TOPK, p.shape[0])
-            top = p.topk(kk, dim=0)
-            self.topk_cls.append(top.indices.numpy().astype(np.uint16))
-            self.topk_p.append(np.clip(np.rint(top.values.numpy() * 255.0), 0, 255).astype(np.uint8))
+        if getattr(rec, "topk_p", None) is not None and probe_topk(info.num_classes):
+            k = probe_topk(info.num_classes)  # the records' grid is probe_hw (LiveRun: AttackRun(topk_hw=...))
+            cls = _nearest(rec.topk_cls[0, :k].detach().cpu(), self.probe_hw)
+            pv = _nearest(rec.topk_p[0, :k].detach().float().cpu(), self.probe_hw)
+            self.topk_cls.append(cls.numpy().astype(np.uint16))
+            self.topk_p.append(np.clip(np.rint(pv.numpy() * 255.0), 0, 255).astype(np.uint8))
 
     def _view(self, maps: list[np.ndarray]) -> list[np.ndarray]:
         """Full-resolution float64 maps at the view resolution (area average; as they are when the sizes agree)."""

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
+from attack_engine.images import sample_nearest
 from attack_engine.losses import pixel_terms, plain_pixel_loss
 from attack_engine.metrics import ConfusionCounter, mean_iou, pixel_accuracy
 from attack_engine.registry import get_attack
@@ -122,7 +123,8 @@ class StepRecord:
     log_grad_logits: torch.Tensor | None = None  # [B,H,W] natural log of |dℓ_i/dz_i|, finite where it underflows
     grad_input: torch.Tensor | None = None  # [B,H,W] sum over channels of |dL/dx|
     mass: torch.Tensor | None = None  # [B,3] gradient-mass share: confident-correct, uncertain-correct, wrong
-    logits: torch.Tensor | None = None  # [B,C,H,W] the evaluation's logits, detached (AttackRun(record_logits=True))
+    topk_cls: torch.Tensor | None = None  # [B,k,h,w] int32: the k most likely classes (AttackRun(record_topk=k, topk_hw))
+    topk_p: torch.Tensor | None = None  # [B,k,h,w] float32: their softmax probabilities, most likely first
     log_p_true: torch.Tensor | None = None  # [B,H,W] log p_y (= -CE), exact where p_y underflows
     log_p_other: torch.Tensor | None = None  # [B,H,W] log(1 - p_y), exact where 1 - p_y rounds to 0
     log_ce_grad: torch.Tensor | None = None  # [B,H,W] log ||dCE/dz_i|| (-inf on ignored pixels): the q-lens input
@@ -242,8 +244,12 @@ class AttackRun:
         x_init: optional start point ``[B,3,H,W]`` replacing the random start (projected onto the first ball, as
             the reference's ``xstart``); for reproducing another implementation's run from the same start.
         step_rule: APGD's step-size rule; :data:`REFERENCE_RULE` (the paper's code) unless comparing variants.
-        record_logits: put each evaluation's logits on its record (``StepRecord.logits``, no extra computation),
-            e.g. for a viewer's per-pixel class probabilities.
+        record_topk: put the ``k`` most likely classes of each pixel and their softmax probabilities on every
+            record (``StepRecord.topk_cls`` / ``topk_p``; ``k`` is capped at the class count), e.g. for a viewer's
+            per-pixel probe; 0 (default): none.
+        topk_hw: the grid those are taken on: the pixels nearest to the centres of an ``(h, w)`` grid
+            (:func:`attack_engine.images.sample_nearest`); default the full resolution.  A small grid is cheap:
+            top-k over every pixel of a many-class model costs about as much on a CPU as its softmax, per record.
     """
 
     def __init__(
@@ -259,7 +265,8 @@ class AttackRun:
         noise_seeds: list[int] | None = None,
         x_init: torch.Tensor | None = None,
         step_rule: StepSizeRule = REFERENCE_RULE,
-        record_logits: bool = False,
+        record_topk: int = 0,
+        topk_hw: tuple[int, int] | None = None,
     ) -> None:
         self.model = model
         cfg = config or AttackConfig()
@@ -269,8 +276,12 @@ class AttackRun:
         if noise_seeds is not None and len(noise_seeds) != x.shape[0]:
             raise ValueError("need one noise seed per image")
         self.noise_seeds = None if noise_seeds is None else [int(s) for s in noise_seeds]
-        self.record_logits = bool(record_logits)
-        self._logits: torch.Tensor | None = None  # the latest evaluation's (record_logits only)
+        if isinstance(record_topk, bool) or not isinstance(record_topk, int) or record_topk < 0:
+            raise ValueError(f"record_topk must be a whole number >= 0, got {record_topk!r}")
+        self._topk: tuple[torch.Tensor, torch.Tensor] | None = None  # the latest evaluation's (record_topk only)
+        self.topk_hw = None if topk_hw is None else (int(topk_hw[0]), int(topk_hw[1]))
+        if self.topk_hw is not None and min(self.topk_hw) < 1:
+            raise ValueError(f"topk_hw must be two sizes >= 1, got {topk_hw!r}")
         if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
             raise ValueError("x must be finite and within [0, 1]")
         self.x0 = x.detach()
@@ -284,6 +295,7 @@ class AttackRun:
         with torch.no_grad():
             clean_logits = model(self.x0)
         self.num_classes = clean_logits.shape[1]
+        self.record_topk = min(record_topk, self.num_classes)
         self.clean_pred = clean_logits.argmax(1)
         self.clean_logits = clean_logits
         ii = self.cfg.ignore_index
@@ -321,6 +333,15 @@ class AttackRun:
         cm = self._confusion(pred)
         return pixel_accuracy(cm).float(), mean_iou(cm).float()
 
+    def _top_classes(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The ``record_topk`` most likely classes per pixel and their softmax probabilities (None when off)."""
+        if not self.record_topk:
+            return None
+        with torch.no_grad():
+            z = logits.detach() if self.topk_hw is None else sample_nearest(logits.detach(), self.topk_hw)
+            top = torch.softmax(z.float(), 1).topk(self.record_topk, dim=1)
+        return top.indices.to(torch.int32), top.values
+
     def _project(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         x = x.clamp(0.0, 1.0)
         e = _per_image(eps)
@@ -350,7 +371,7 @@ class AttackRun:
             with torch.no_grad():
                 x = x.detach()
                 logits = self.model(x)
-                self._logits = logits.detach() if self.record_logits else None
+                self._topk = self._top_classes(logits)
                 terms = pixel_terms(
                     cfg.attack, logits, self.attack_labels, step=step, total=total,
                     q=cfg.q_schedule, ignore_index=cfg.ignore_index,
@@ -361,7 +382,7 @@ class AttackRun:
             return None, None, terms, loss_img, x, ctrl
         x = x.detach().requires_grad_(True)
         logits = self.model(x)
-        self._logits = logits.detach() if self.record_logits else None
+        self._topk = self._top_classes(logits)
         terms = pixel_terms(
             cfg.attack, logits, self.attack_labels, step=step, total=total,
             q=cfg.q_schedule, ignore_index=cfg.ignore_index,
@@ -391,8 +412,10 @@ class AttackRun:
             index=index, iteration=iteration, stage=stage, stage_step=stage_step, stage_total=stage_total,
             eps=eps.clone(), step_size=eta.clone(), param=terms.param, loss=loss_img.float(), ce=ce_img.float(),
             acc=acc, miou=miou, best_acc=best_acc.clone(), best_index=best_index.clone(), x_adv=x, pred=terms.pred,
-            x_clean=self.x0, logits=self._logits,
+            x_clean=self.x0,
         )
+        if self._topk is not None:
+            rec.topk_cls, rec.topk_p = self._topk
         if self.cfg.telemetry:
             gz = terms.weight * terms.ce_grad_norm
             conf = terms.correct & (terms.p_true >= CONFIDENT)

@@ -231,6 +231,16 @@ def load_mask(src: str | Path | bytes | Image.Image | np.ndarray, num_classes: i
     return arr
 
 
+def sample_nearest(t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """``[..., H, W]`` any dtype -> the pixels nearest to the centres of an ``hw`` grid (no copy when already ``hw``)."""
+    h, w = t.shape[-2:]
+    if (h, w) == tuple(hw):
+        return t
+    ys = ((torch.arange(hw[0], device=t.device) + 0.5) * h / hw[0]).long().clamp(max=h - 1)
+    xs = ((torch.arange(hw[1], device=t.device) + 0.5) * w / hw[1]).long().clamp(max=w - 1)
+    return t[..., ys[:, None], xs[None, :]]
+
+
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """``H×W×3`` uint8 -> ``[1,3,H,W]`` float32 in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)

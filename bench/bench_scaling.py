@@ -125,9 +125,9 @@ def record_bytes(rec) -> int:
 def stored_run(sides=(256, 512, 1024), classes: int = 21, steps: int = 6) -> dict:
     """Bytes per record of the app's Trajectory (in memory, saved .npz) and of a full StepRecord, per side."""
     try:
-        from app.trajectory import RunInfo, Trajectory
+        from app.trajectory import RunInfo, Trajectory, probe_grid, probe_topk
     except Exception as e:  # the app is not there: StepRecord sizes only
-        RunInfo = Trajectory = None
+        RunInfo = Trajectory = probe_grid = probe_topk = None
         why = f"app.trajectory not importable ({type(e).__name__}: {e})"
     else:
         why = None
@@ -135,15 +135,9 @@ def stored_run(sides=(256, 512, 1024), classes: int = 21, steps: int = 6) -> dic
     rows = []
     for side in sides:
         x0 = _input(side)
-        last: dict[str, torch.Tensor] = {}
-
-        def tap(x, _m=model, _last=last):
-            out = _m(x)
-            _last["logits"] = out.detach()
-            return out
-
         cfg = AttackConfig(attack="tsallis", optimizer="apgd", eps=EPS, steps=steps, telemetry=True)
-        run = AttackRun(tap, x0, None, cfg)
+        probe = {} if Trajectory is None else {"record_topk": probe_topk(classes), "topk_hw": probe_grid((side, side))}
+        run = AttackRun(model, x0, None, cfg, **probe)  # the probe's top-k on records, as the app's LiveRun
         row: dict = {"side": side}
         traj = None
         if Trajectory is not None:
@@ -156,7 +150,7 @@ def stored_run(sides=(256, 512, 1024), classes: int = 21, steps: int = 6) -> dic
         for rec in run:
             rec_bytes.append(record_bytes(rec))
             if traj is not None:
-                traj.append(rec, last["logits"])
+                traj.append(rec)
         row["records"] = len(rec_bytes)
         row["steprecord_bytes"] = statistics.median(rec_bytes)
         if traj is not None:
