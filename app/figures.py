@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
-import plotly.graph_objects as go
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from plotly.colors import sequential
@@ -81,7 +80,7 @@ class Fig:
     """A Plotly figure as plain ``data``/``layout`` dicts.
 
     ``gr.Plot`` sends ``to_json()`` as it would a ``plotly.graph_objects.Figure`` (skipping Plotly's
-    per-property validation, which costs ~15 ms a figure); :meth:`to_plotly` gives the validated figure.
+    per-property validation, which costs ~15 ms a figure).
     """
 
     def __init__(self, data: list[dict], layout: dict) -> None:
@@ -93,9 +92,6 @@ class Fig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"), allow_nan=False)
-
-    def to_plotly(self) -> go.Figure:
-        return go.Figure(self.to_dict())
 
 
 # -- image panels -----------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ class Janitor:
         self._app = weakref.ref(app)
         self.every_s = every_s
         self._stop = threading.Event()
-        self.passes = 0
         self.thread = threading.Thread(target=self._loop, name="tsallis-janitor", daemon=True)
 
     def start(self) -> Janitor:
@@ -49,7 +48,6 @@ class Janitor:
                 return
             try:
                 sweep(app)
-                self.passes += 1
             except Exception as e:  # the next pass tries again; the server carries on
                 event("error", logging.WARNING, endpoint="janitor", error=f"{type(e).__name__}: {e}"[:300])
             del app

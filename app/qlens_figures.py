@@ -39,7 +39,6 @@ from app.trajectory import Trajectory
 from attack_engine import qlens
 from attack_engine.registry import attack_title, param_symbol
 
-DEFAULT_QS = (-2.0, -1.0, 0.0, 0.5, 1.0)
 GROUP_COLOURS = (CORRECT, UNCERTAIN, WRONG)
 HIGHLIGHT = (255, 0, 255)
 P_BINS = 40

@@ -194,9 +194,6 @@ class SessionStore:
         with self._lock:
             return sum(session_nbytes(s) for s in list(self._sessions))
 
-    def sessions(self) -> int:
-        return len(self._sessions)
-
     def admit(self, s: Session, new_bytes: int, keep_bytes: int) -> list[tuple[str, str]]:
         """Make room for a new run of ``new_bytes`` in ``s``, which keeps ``keep_bytes`` of its other runs.
 

@@ -379,9 +379,6 @@ class Trajectory:
         x = self.image_v.astype(np.float32) + self.delta_at(k) * 255.0
         return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
-    def p_true_at(self, k: int) -> np.ndarray:
-        return self.p_true[k].astype(np.float32) / 255.0
-
     def weight_at(self, k: int) -> np.ndarray:
         return dequantise_log(self.weight[k], *W_LOG)
 

@@ -1145,9 +1145,9 @@ def build_demo(model_id: str | None = None, examples: list[ExampleItem] | None =
     demo = app.build()
     demo.queue(default_concurrency_limit=lim.concurrency, max_size=lim.queue_size)
     install_refusal_hooks(demo)
-    demo.tsallis_app = app  # type: ignore[attr-defined]  (tests read the session store)
+    demo.tsallis_app = app  # the App behind the page (main() and tests read it)
     app.disk.protect_before = time.time()  # what building copied into Gradio's cache (the gallery) stays
-    demo.tsallis_janitor = Janitor(app, lim.janitor_s).start()  # type: ignore[attr-defined]
+    demo.tsallis_janitor = Janitor(app, lim.janitor_s).start()
     return demo
 
 
@@ -1181,7 +1181,7 @@ def main(model_id: str | None = None) -> None:
     cleaned = clean_at_start()
     tune_malloc()
     demo = build_demo(model_id, limits=lim)
-    app = demo.tsallis_app  # type: ignore[attr-defined]
+    app = demo.tsallis_app
     if gpu.zero_gpu():  # ZeroGPU wants models on CUDA at start-up, outside the GPU calls
         try:
             load_model(app.model_id, device="cuda")

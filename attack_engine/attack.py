@@ -130,10 +130,6 @@ class StepRecord:
     log_ce_grad: torch.Tensor | None = None  # [B,H,W] log ||dCE/dz_i|| (-inf on ignored pixels): the q-lens input
     x_clean: torch.Tensor | None = field(default=None, repr=False)
 
-    @property
-    def perturbation(self) -> torch.Tensor:
-        return self.x_adv - self.x_clean
-
 
 @dataclass
 class AttackResult:

@@ -86,7 +86,7 @@ class Tracer:
                     tracer.times.append((time.time(), len(live.traj) - 1))
             return ok
 
-        LiveRun.step = step  # type: ignore[method-assign]
+        LiveRun.step = step
         from app.ui import App
 
         self.views: list[tuple[float, float]] = []  # (end time, seconds) of every view the server rendered
@@ -99,7 +99,7 @@ class Tracer:
                 tracer.views.append((time.time(), time.perf_counter() - t))
             return out
 
-        App._main_values = main_values  # type: ignore[method-assign]
+        App._main_values = main_values
 
     def reset(self) -> None:
         with self.lock:

@@ -75,7 +75,7 @@ def run(port: int, n: int) -> dict:
     kw = launch_kwargs()
     kw.update(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     demo.launch(**kw)
-    appl = demo.tsallis_app  # type: ignore[attr-defined]
+    appl = demo.tsallis_app
     res: dict = {"load": os.getloadavg(), "target_s": TARGET_S, "axes": {}}
     try:
         with sync_playwright() as p:

@@ -142,7 +142,7 @@ def stored_run(sides=(256, 512, 1024), classes: int = 21, steps: int = 6) -> dic
         traj = None
         if Trajectory is not None:
             info = RunInfo(model_id=model.info.id, class_names=list(model.info.class_names),
-                           palette=[list(c) for c in model.info.palette], config=cfg.to_dict(),
+                           palette=[list(c) for c in model.info.palette], config=run.cfg.to_dict(),
                            model_hw=(side, side), expected_records=run.expected_records(), dmax=2 * EPS)
             img = (x0[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
             traj = Trajectory(info, img, run.labels[0].numpy(), run.clean_pred[0].numpy())

@@ -58,7 +58,7 @@ def fetch(dest: Path = MODELS, force: bool = False) -> None:
         with tarfile.open(tgz) as tar:
             for name, want in FILES.items():
                 member = tar.getmember(f"package/{name}")
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                data = tar.extractfile(member).read()
                 got = hashlib.sha256(data).hexdigest()
                 if got != want:
                     sys.exit(f"{name} from npm has sha256 {got}, expected {want}; not copied")

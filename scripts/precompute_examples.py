@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         traj = LiveRun(model, prep, cfg, map_side=args.map_side).run_all()
         fname = f"{ex.id}__{args.model}.npz"
         traj.save(args.out / fname, delta_every=args.delta_every)
-        entry = {"example": ex.id, "model": args.model, "file": fname, "config": cfg.to_dict(),
+        entry = {"example": ex.id, "model": args.model, "file": fname, "config": traj.info.config,
                  "records": len(traj), "clean_acc": traj.info.clean_acc, "result_acc": traj.info.extra.get("result_acc")}
         if args.compare:
             group = {}

@@ -89,10 +89,6 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.samples)
 
-    @property
-    def has_labels(self) -> bool:
-        return all(s.label is not None or s.example is not None for s in self.samples)
-
     def describe(self) -> dict:
         return {"kind": self.kind, "root": self.root, "images": len(self.samples), "label_map": self.label_map,
                 "num_classes": self.num_classes, "notes": list(self.notes)}

@@ -393,17 +393,7 @@ class TFLiteGraph(nn.Module):
                 # legacy TF mode: src = dst * in/out, no half-pixel shift
                 return _legacy_resize(x, o["size"])
             return F.interpolate(x, size=o["size"], mode="bilinear", align_corners=False)
-        raise UnsupportedOp(f"TFLite op {n!r} is not supported by the replayer")  # pragma: no cover
-
-    def op_counts(self) -> dict[str, int]:
-        """How many ops of each kind this module runs (DEQUANTIZE of constants is folded at load time)."""
-        out: dict[str, int] = {}
-        for op in self.ops:
-            out[op.name] = out.get(op.name, 0) + 1
-        return out
-
-    def tensor_name(self, t: int) -> str:
-        return self._names[t]
+        raise UnsupportedOp(f"TFLite op {n!r} is not supported by the replayer")
 
 
 def _legacy_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -421,11 +411,6 @@ def _legacy_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     x0, x1, fx = axis(w, ow)
     rows = x[:, :, y0] * (1 - fy)[:, None] + x[:, :, y1] * fy[:, None]
     return rows[..., x0] * (1 - fx) + rows[..., x1] * fx
-
-
-def producer_of(graph: TFLiteGraph, tensor: int) -> Op | None:
-    """The op that writes ``tensor`` (None for inputs and constants)."""
-    return graph.producer.get(tensor)
 
 
 @contextmanager
