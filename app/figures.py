@@ -432,8 +432,12 @@ def curves_figure(traj: Trajectory, k: int | None = None) -> Fig:
         key = "yaxis" if i == 0 else f"yaxis{i + 1}"
         lay[key] = dict(domain=list(d), title=dict(text=t, font=dict(size=10)))
     lay["yaxis"].update(range=[0, 1.02], tickformat=".0%")
-    if np.nanmin(np.concatenate([loss, ce]), initial=1.0) > 0:
+    both = np.concatenate([loss, ce])
+    if np.nanmin(both, initial=1.0) > 0:
         lay["yaxis2"]["type"] = "log"  # losses spike where q -> 1 (CE of already-wrong pixels)
+        fin = both[np.isfinite(both)]
+        decades = float(np.log10(fin.max() / fin.min())) if fin.size else 1.0
+        lay["yaxis2"]["dtick"] = max(1, math.ceil(decades / 2))  # at most ~3 labels: the subplot is short
     return Fig(data, lay)
 
 
@@ -468,7 +472,7 @@ def mass_figure(traj: Trajectory, k: int | None = None) -> Fig:
     for key, name, col in (("mass_cc", "confident-correct (p_y ≥ 0.9)", CORRECT),
                            ("mass_uc", "uncertain-correct", UNCERTAIN), ("mass_wrong", "already wrong", WRONG)):
         data.append(dict(type="scatter", x=x, y=finite_list(np.nan_to_num(traj.scalars(key))), name=name,
-                         stackgroup="m", mode="lines", line=dict(width=0.5, color=col),
+                         stackgroup="m", mode="lines", line=dict(width=0.5, color=col), fillcolor=col,
                          hovertemplate="%{y:.1%}<extra>" + name + "</extra>"))
     lay = _layout("Where the gradient goes (share of Σ|∂L/∂z|)", 340, shapes=_vline(k),
                   xaxis=dict(title="record", range=[-0.5, max(len(traj), traj.info.expected_records) - 0.5]),

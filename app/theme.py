@@ -32,7 +32,8 @@ _PHONE_CSS = f"""
   #scrub_row > * {{min-width: 0 !important}}
   #scrub {{padding: 4px 8px !important}}
   #scrub .head {{flex-wrap: nowrap}}
-  #scrub .head > label {{flex: 1 1 0; min-width: 0}}
+  #scrub .head > label {{flex: 1 1 0; min-width: 0; overflow: hidden}}
+  #scrub .head > label span {{display: block}}
   #scrub label span, #scrub [data-testid="block-info"] {{white-space: nowrap; overflow: hidden; text-overflow: ellipsis;
                                                       font-size: 12px}}
   #play_btn, #best_btn {{flex: 0 0 64px !important; min-width: 64px !important; max-width: 64px; padding: 2px 4px;

@@ -160,6 +160,11 @@ def test_legends_and_stage_labels_do_not_overlap(served, browser):
         for part in (".g-xtitle", ".xtick text", ".g-ytitle", ".g-y2title"):
             for b in _boxes(page, el, part):
                 assert not _overlap(legend[0], b), f"#{el}: the legend covers {part} ({legend[0]} vs {b})"
+        for ax in ("xtick", "ytick", "y2tick", "y3tick", "y4tick"):  # tick labels of one axis never collide
+            ticks = _boxes(page, el, f".{ax} text")
+            for i, a in enumerate(ticks):
+                for b in ticks[i + 1:]:
+                    assert not _overlap(a, b, tol=1.0), f"#{el}: {ax} labels overlap ({a} vs {b})"
     labels = _boxes(page, "curves", ".annotation")
     assert len(labels) >= 2, "the metrics plot lost its APGD stage labels"
     for a, b in zip(labels, labels[1:], strict=False):
