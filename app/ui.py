@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import numpy as np
 from PIL import Image
 
 from app import components as cp
@@ -50,7 +49,8 @@ from app.logs import configure as configure_logging
 from app.memory import tune_malloc
 from app.model_menu import model_choices as menu_choices
 from app.observe import event
-from app.runner import InputError, LiveRun, Prepared, check_schedule, make_config, prepare
+from app.request import RunRequest, takes_request
+from app.runner import InputError, LiveRun, Prepared, check_schedule, prepare
 from app.server import edge_middleware, install_refusal_hooks
 from app.sessions import (
     BudgetError,
@@ -88,6 +88,10 @@ HIST_EVERY_S = 0.5  # ... and the confidence histogram at most this often (Plotl
 HALT_WAIT_S = 0.3  # Pause/Stop wait this long for the computing thread to finish its record before answering
 CUSTOM = "your own (edit the text)"
 CONST_PRESET = "constant q (slider)"
+REQUEST_INPUTS = ("image_in", "mask_in", "ex_id", "model", "attack", "opt", "eps", "steps", "alpha", "seed",
+                  "sched_text")  # the components of a RunRequest, in app.request.FIELDS order
+COMPARE_OUTPUTS = ("cmp_status", "cmp_slider", "cmp_grid", "cmp_curves", "cmp_table")  # what _compare_values fills
+CONTROLS = ("attack", "opt", "eps", "steps", "alpha", "seed", "sched_text")  # what a shared link / example sets
 Q_SLIDER = (-3.0, 1.5)  # range of the constant-q slider
 
 EXPLAIN = {
@@ -221,6 +225,8 @@ class App:
         determinism.apply()  # one thread count + deterministic algorithms for every run (recorded in each run)
         self.slots = threading.BoundedSemaphore(max(1, self.limits.attack_concurrency))  # live-run threads
         self.compare_tab = CompareTab(self)  # the "Compare attacks" tab (app.tabs.compare)
+        self.ui: dict[str, Any] = {}  # component name -> component (filled by build: handlers answer by name)
+        self.api_outputs: dict[str, list[str]] = {}  # API endpoint -> its output names, in order (for clients)
 
     def offer_model(self, model_id: str) -> list[tuple[str, str]]:
         """Offer a model registered while running (an upload outside hosted mode); the dropdown's new choices."""
@@ -292,31 +298,17 @@ class App:
             raise InputError(f"image: {e}") from None
 
     # -- inputs -> a started run ------------------------------------------------------------------------
-    def _source(self, image, mask, ex_id: str | None, info) -> tuple[Any, Any, str]:
+    def _source(self, req: RunRequest, info) -> tuple[Any, Any, str]:
+        ex_id = req.example
         if ex_id:
             ex = self.ex_by_id.get(ex_id) if isinstance(ex_id, str) else None
             if ex is None:
                 raise InputError(f"unknown example {str(ex_id)[:60]!r}")
-            m = mask if mask else ex.mask_for(info.num_classes, info.class_names)
+            m = req.mask if req.mask else ex.mask_for(info.num_classes, info.class_names)
             return str(ex.image), (str(m) if m else None), ex_id
-        if image is None:
+        if req.image is None:
             raise InputError("pick an example or upload an image first")
-        return image, mask, "upload"
-
-    def _key(self, image, mask, ex_id, model_id, cfg) -> str:
-        h = hashlib.sha1()
-        if ex_id:
-            h.update(f"ex:{ex_id}".encode())
-        elif isinstance(image, np.ndarray):
-            h.update(image.tobytes())
-        elif isinstance(image, (bytes, bytearray)):
-            h.update(bytes(image))
-        else:
-            h.update(str(image).encode())
-        h.update(str(mask).encode())
-        h.update(model_id.encode())
-        h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
-        return h.hexdigest()
+        return req.image, req.mask, "upload"
 
     def _model(self, model_id: Any):
         if not isinstance(model_id, str) or model_id not in self.models:
@@ -326,16 +318,22 @@ class App:
         except (ModelUnavailable, KeyError) as e:
             raise InputError(f"model {model_id!r} is not available here: {e}") from None
 
-    def _inputs(self, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched):
-        """Checked inputs: (model, config, run key); raises InputError."""
-        cfg = make_config(attack, opt, eps, steps, alpha, seed, sched, self.limits)
-        model = self._model(model_id)
-        return model, cfg, self._key(image, mask, ex_id, model_id, cfg)
+    def _checked(self, req: RunRequest):
+        """A checked request: (model, config, run key); raises InputError."""
+        cfg = req.config(self.limits)
+        model = self._model(req.model)
+        return model, cfg, req.key(cfg)
 
-    def _prepare(self, model, image, mask, ex_id) -> Prepared:
-        img, m, src = self._source(image, mask, ex_id, model.info)
+    def _inputs(self, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched):
+        """The same as :meth:`_checked` from the controls' values (the Compare tab calls it per attack)."""
+        return self._checked(RunRequest(image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched))
+
+    def _prepare(self, model, image, mask=None, ex_id=None) -> Prepared:
+        """The request's input at model resolution; ``image`` may be a :class:`RunRequest` (then alone)."""
+        req = image if isinstance(image, RunRequest) else RunRequest(image, mask, ex_id)
+        img, m, src = self._source(req, model.info)
         prep = prepare(img, m, model, src, self.limits)
-        ex = self.ex_by_id.get(ex_id) if ex_id and not mask else None
+        ex = self.ex_by_id.get(req.example) if req.example and not req.mask else None
         why = ex.label_note(model.info.num_classes, model.info.class_names) if ex else ""
         prep.notes = (*prep.notes, why) if why else prep.notes  # the status line says which labels are used
         return prep
@@ -364,13 +362,12 @@ class App:
             event("evicted", sessions=len(dropped), reasons=sorted({why for _, why in dropped}),
                   total_mb=round(self.store.total_bytes() / 2**20, 1))
 
-    def _start(self, sess: Session, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched,
-               light: bool = False) -> tuple[LiveRun, bool]:
+    def _start(self, sess: Session, req: RunRequest, light: bool = False) -> tuple[LiveRun, bool]:
         """Continue the session's live run when its inputs are unchanged, else start a new one."""
-        model, cfg, key = self._inputs(image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched)
+        model, cfg, key = self._checked(req)
         if not light and sess.live is not None and sess.key == key and not sess.live.done:
             return sess.live, False
-        prep = self._prepare(model, image, mask, ex_id)
+        prep = self._prepare(model, req)
         if not light:
             self._admit(sess, prep, model, [cfg], light=False)
         live = LiveRun(model, prep, cfg, light=light)
@@ -393,12 +390,40 @@ class App:
             parts.append("Input: " + "; ".join(sess.input_notes) + ".")
         return "  \n".join(parts)
 
-    # -- rendering to output lists ----------------------------------------------------------------------
+    # -- named outputs ----------------------------------------------------------------------------------
+    def main_outputs(self, sess: Session, **kw: Any) -> dict[str, Any]:
+        """``state`` and the session's run at its record, by output name (other tabs send it too)."""
+        return {"state": sess, **self._main_values(sess, **kw)}
+
+    def components(self, named: dict[str, Any]) -> dict:
+        """A handler's result by output name -> by component, as Gradio takes it (outputs not named stay as
+        they are); anything else (a list, a single value) passes unchanged."""
+        if not isinstance(named, dict):
+            return named
+        return {self.ui[k] if isinstance(k, str) else k: v for k, v in named.items()}
+
+    def by_name(self, fn: Callable) -> Callable:
+        """``fn`` answering by output name, as a Gradio handler answering by component."""
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def gen(*a, **k):
+                for named in fn(*a, **k):
+                    yield self.components(named)
+
+            return gen
+
+        @functools.wraps(fn)
+        def plain(*a, **k):
+            return self.components(fn(*a, **k))
+
+        return plain
+
+    # -- rendering to named values ----------------------------------------------------------------------
     def _main_values(self, sess: Session, live: bool = False, note: str = "", panels: bool = True,
-                     move_slider: bool = True, charts: bool = True, hist: bool = True) -> list:
-        """Values for the main outputs.  ``move_slider=False`` leaves the slider's value where the user put it
-        (its range still grows with the run); ``panels=False`` sends the status line only; ``charts=False`` leaves
-        the metrics and gradient-mass charts as they are (``gr.skip()``)."""
+                     move_slider: bool = True, charts: bool = True, hist: bool = True) -> dict[str, Any]:
+        """Panel name -> value for the main outputs (and ``slider``).  ``move_slider=False`` leaves the slider's
+        value where the user put it (its range still grows with the run); ``panels=False`` sends the status line
+        only; ``charts=False`` leaves the metrics and gradient-mass charts as they are."""
         with self._view_lock(sess):
             return self._main_values_locked(sess, live, note, panels, move_slider, charts, hist)
 
@@ -408,49 +433,43 @@ class App:
         return live.lock if live is not None and live.traj is sess.traj else contextlib.nullcontext()
 
     def _main_values_locked(self, sess: Session, live: bool, note: str, panels: bool, move_slider: bool,
-                            charts: bool, hist: bool) -> list:
+                            charts: bool, hist: bool) -> dict[str, Any]:
         t = sess.traj
-        if t is None or len(t) == 0:
-            note = self._note(sess, note)
-            return [note or "No run yet: pick an example or upload an image, then press **Run** or **Step**."] + \
-                   [gr.skip()] * (len(MAIN_PANELS) - 1) + [gr.skip()]
         note = self._note(sess, note)
+        if t is None or len(t) == 0:
+            return {"status": note or "No run yet: pick an example or upload an image, then press **Run** or **Step**."}
         k = t.clamp(sess.view)
         sess.view = k
         label = f"Record (0 … {len(t) - 1}; drag to scrub, no recomputation)"
         slider = (gr.Slider(minimum=0, maximum=max(len(t) - 1, 1), value=k, step=1, label=label) if move_slider
                   else gr.Slider(maximum=max(len(t) - 1, 1), label=label))
         if not panels:
-            return [render_main(t, k, None, live, note, charts=False)["status"]] + \
-                [gr.skip()] * (len(MAIN_PANELS) - 1) + [slider]
+            return {"status": render_main(t, k, None, live, note, charts=False)["status"], "slider": slider}
         out = render_main(t, k, sess.probe, live, note, charts=charts, hist=hist)
-        vals = [self.frames.put(out[name]) if isinstance(out.get(name), Image.Image) else out.get(name, gr.skip())
-                for name in MAIN_PANELS]
+        vals = {name: self.frames.put(v) if isinstance(v, Image.Image) else v
+                for name, v in out.items() if name in MAIN_PANELS}
         if sess.probe is None:
-            i, j = MAIN_PANELS.index("probe_plot"), MAIN_PANELS.index("probe_md")
-            vals[i] = None
-            vals[j] = EXPLAIN["probe"]
-        return [*vals, slider]
+            vals.update(probe_plot=None, probe_md=EXPLAIN["probe"])
+        return {**vals, "slider": slider}
 
-    def _static_values(self, sess: Session) -> list:
+    def _static_values(self, sess: Session) -> dict[str, Any]:
         if sess.traj is None:
-            return [None, None, None, ""]
+            return {"clean": None, "clean_seg": None, "gt": None, "legend": ""}
         st = render_static(sess.traj)
-        return [self.frames.put(st[n]) if isinstance(st[n], Image.Image) else st[n] for n in STATIC_PANELS]
+        return {n: self.frames.put(st[n]) if isinstance(st[n], Image.Image) else st[n] for n in STATIC_PANELS}
 
     # -- event handlers -----------------------------------------------------------------------------------
-    def start(self, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, state):
+    def start(self, req: RunRequest, state):
         """The page's ▶ Run: start (or resume) the run in a background thread and turn on the live view pull
-        (:meth:`pull`); returns at once.  The outputs end with the live timer."""
+        (:meth:`pull`); returns at once."""
         sess = self._session(state)
         if gpu.zero_gpu():
-            *vals, = list(self._run_zero_gpu(sess, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha,
-                                             seed, sched, time.monotonic()))[-1]
-            return [*vals, gr.Timer(active=False)]
-        live, new = self._start(sess, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched)
+            last = list(self._run_zero_gpu(sess, req, time.monotonic()))[-1]
+            return {**last, "live_timer": gr.Timer(active=False)}
+        live, new = self._start(sess, req)
         comp = sess.comp
         if comp is not None and comp.active and comp.live is live:  # already computing this run: keep pulling
-            return [sess, *[gr.skip()] * len(STATIC_PANELS), *self._main_values(sess, live=True), gr.Timer(active=True)]
+            return dict(**self._main_values(sess, live=True), state=sess, live_timer=gr.Timer(active=True))
         if comp is not None:
             comp.halt(STOPPED, wait_s=5.0)
         sess.pause, sess.follow, sess.sent, sess.charts_at = False, True, None, 0.0
@@ -464,9 +483,10 @@ class App:
 
         sess.comp = Computation(live, self.slots, self.limits.time_limit_s, on_end=ended).start()
         sess.charts_at = sess.hist_at = time.monotonic()
-        static = self._static_values(sess) if new else [gr.skip()] * len(STATIC_PANELS)
+        static = self._static_values(sess) if new else {}
         note = "" if len(live.traj) else "Starting: the first record is being computed…"
-        return [sess, *static, *self._main_values(sess, live=True, note=note, charts=True), gr.Timer(active=True)]
+        return dict(state=sess, **static, **self._main_values(sess, live=True, note=note, charts=True),
+                        live_timer=gr.Timer(active=True))
 
     def pull(self, state):
         """Live timer tick: the newest record of the computing run, if the page does not show it yet.
@@ -477,23 +497,22 @@ class App:
         """
         sess = self._session(state)
         comp = sess.comp
-        skip = [gr.skip()] * (len(MAIN_PANELS) + 1)
         if comp is None or sess.traj is not comp.live.traj:
-            return [sess, gr.Timer(active=False), *skip]
+            return dict(state=sess, live_timer=gr.Timer(active=False))
         ended = not comp.active
         n = len(comp.live.traj)
         if sess.follow and n:
             sess.view = n - 1
         key = (sess.view, n, sess.probe, ended, sess.follow)
-        timer = gr.Timer(active=False) if ended else gr.skip()  # re-sending an active timer restarts its interval
+        timer = {"live_timer": gr.Timer(active=False)} if ended else {}  # re-sending an active timer restarts it
         if key == sess.sent:
-            return [sess, timer, *skip]
+            return dict(state=sess, **timer)
         sess.sent = key
         charts, hist = self._chart_turn(sess, ended)
         vals = self._main_values(sess, live=not ended, note=self._end_note(comp) if ended else "",
                                  panels=sess.follow or ended, move_slider=sess.follow or ended, charts=charts,
                                  hist=hist)
-        return [sess, timer, *vals]
+        return dict(state=sess, **timer, **vals)
 
     def _chart_turn(self, sess: Session, final: bool) -> tuple[bool, bool]:
         """Whether this streamed view redraws the whole-run charts / the histogram (at most every
@@ -517,26 +536,25 @@ class App:
             ERROR: "The run stopped: something went wrong on the server; it was logged. The recorded part stays.",
         }.get(comp.state, "")
 
-    def run(self, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, state):
-        """API ``/run``: stream every record of the attack (resumes a paused run with the same inputs).  The page
+    def run(self, req: RunRequest, state):
+        """API ``/run``: stream the attack's records (resumes a paused run with the same inputs).  The page
         itself uses :meth:`start` + :meth:`pull` instead."""
         sess = self._session(state)
         t0 = time.monotonic()
         if gpu.zero_gpu():
-            yield from self._run_zero_gpu(sess, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed,
-                                          sched, t0)
+            yield from self._run_zero_gpu(sess, req, t0)
             return
-        live, new = self._start(sess, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched)
+        live, new = self._start(sess, req)
         sess.active += 1
         outcome, n0 = "cancelled", len(live.traj)
         try:
             sess.pause = False
-            static = self._static_values(sess) if new else [gr.skip()] * len(STATIC_PANELS)
+            static = self._static_values(sess) if new else {}
             if len(live.traj) == 0:
                 with sess.lock:
                     live.step()
             sess.view = len(live.traj) - 1 if sess.follow else sess.view
-            yield [sess, *static, *self._main_values(sess, live=not live.done)]
+            yield dict(state=sess, **static, **self._main_values(sess, live=not live.done))
             timed_out = False
             while not sess.pause and sess.live is live:
                 if time.monotonic() - t0 > self.limits.time_limit_s:
@@ -548,8 +566,7 @@ class App:
                     break
                 if sess.follow:
                     sess.view = len(live.traj) - 1
-                yield [sess] + [gr.skip()] * len(STATIC_PANELS) + self._main_values(sess, live=not live.done,
-                                                                                     panels=sess.follow)
+                yield self.main_outputs(sess, live=not live.done, panels=sess.follow)
             if live.done:
                 outcome, note = "finished", ""
             elif timed_out:
@@ -560,7 +577,7 @@ class App:
                 outcome, note = "paused", "Paused: **Run** or **Step** continues this run."
             if sess.follow:
                 sess.view = len(live.traj) - 1
-            yield [sess] + [gr.skip()] * len(STATIC_PANELS) + self._main_values(sess, note=note)
+            yield self.main_outputs(sess, note=note)
         except Exception:
             outcome = "error"
             raise
@@ -568,10 +585,10 @@ class App:
             sess.active -= 1
             self._log_run("run", sess, live.traj, live.cfg, t0, outcome, len(live.traj) - n0)
 
-    def _run_zero_gpu(self, sess, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, t0):
+    def _run_zero_gpu(self, sess: Session, req: RunRequest, t0: float):
         """ZeroGPU: compute the whole run in one GPU call, then show it (scrub / replay as usual)."""
-        model, cfg, _ = self._inputs(image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched)
-        prep = self._prepare(model, image, mask, ex_id)
+        model, cfg, _ = self._checked(req)
+        prep = self._prepare(model, req)
         self._admit(sess, prep, model, [cfg], light=False)
         sess.active += 1
         traj, outcome = None, "error"
@@ -581,8 +598,8 @@ class App:
             sess.input_notes = list(prep.notes)
             sess.view = len(traj) - 1
             outcome = "finished"
-            yield [sess, *self._static_values(sess), *self._main_values(sess, note="Computed on the GPU in one go: "
-                                                                                  "drag the slider or press **▶ Play**.")]
+            note = "Computed on the GPU in one go: drag the slider or press **▶ Play**."
+            yield dict(state=sess, **self._static_values(sess), **self._main_values(sess, note=note))
         finally:
             sess.active -= 1
             self._log_run("run", sess, traj, cfg, t0, outcome, len(traj) if traj is not None else 0, device="zerogpu")
@@ -597,13 +614,13 @@ class App:
               new_records=new_records, duration_s=round(time.monotonic() - t0, 3), outcome=outcome,
               session_mb=round(session_nbytes(sess) / 2**20, 2), **extra)
 
-    def step(self, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, state):
+    def step(self, req: RunRequest, state):
         """Compute exactly one more record (starting a run if needed)."""
         sess = self._session(state)
         t0 = time.monotonic()
         if sess.comp is not None and sess.comp.active:
             sess.comp.halt(PAUSED, wait_s=30.0)
-        live, new = self._start(sess, image, mask, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched)
+        live, new = self._start(sess, req)
         sess.pause = True
         sess.active += 1
         try:
@@ -612,11 +629,11 @@ class App:
         finally:
             sess.active -= 1
         sess.view, sess.follow = len(live.traj) - 1, True
-        static = self._static_values(sess) if new else [gr.skip()] * len(STATIC_PANELS)
+        static = self._static_values(sess) if new else {}
         note = "Finished." if live.done else "Stepped one record: **Step** again or **Run** to continue."
         if new or live.done:
             self._log_run("step", sess, live.traj, live.cfg, t0, "finished" if live.done else "stepped", 1)
-        return [sess, *static, *self._main_values(sess, note=note)]
+        return dict(state=sess, **static, **self._main_values(sess, note=note))
 
     def _halt_for_view(self, sess: Session, why: str) -> gr.Timer:
         """Halt the background computation; the live timer stays on until it has ended (its last view then
@@ -631,13 +648,13 @@ class App:
         return gr.Timer(active=comp.active)
 
     def pause(self, state):
-        """Pause the run (the computing thread stops after its current record); the outputs end with the live
-        timer."""
+        """Pause the run (the computing thread stops after its current record)."""
         sess = self._session(state)
         sess.pause = True
         sess.playing = False
         timer = self._halt_for_view(sess, PAUSED)
-        return [sess, *self._main_values(sess, note="Paused: **Run** or **Step** continues this run."), timer]
+        return dict(**self.main_outputs(sess, note="Paused: **Run** or **Step** continues this run."),
+                        live_timer=timer)
 
     def stop(self, state):
         sess = self._session(state)
@@ -646,17 +663,18 @@ class App:
         timer = self._halt_for_view(sess, STOPPED)
         sess.live = None
         sess.key = None
-        return [sess, *self._main_values(sess, note="Stopped: the recorded run stays for scrubbing; **Run** starts anew."),
-                timer]
+        note = "Stopped: the recorded run stays for scrubbing; **Run** starts anew."
+        return dict(**self.main_outputs(sess, note=note), live_timer=timer)
 
     def reset(self, state):
         sess = self._session(state)
         sess.pause = True
         sess.halt(STOPPED)
-        fresh = Session()
-        return [fresh, None, None, None, "", "Reset. Pick an example or upload an image, then press **Run**.",
-                *[None] * (len(MAIN_PANELS) - 2), EXPLAIN["probe"],
-                gr.Slider(minimum=0, maximum=1, value=0, step=1, label="Record"), gr.Timer(active=False)]
+        cleared = {name: None for name in (*MAIN_PANELS, *STATIC_PANELS)}
+        return {**cleared, "state": Session(), "legend": "",
+                "status": "Reset. Pick an example or upload an image, then press **Run**.",
+                "probe_md": EXPLAIN["probe"], "slider": gr.Slider(minimum=0, maximum=1, value=0, step=1, label="Record"),
+                "live_timer": gr.Timer(active=False)}
 
     def scrub(self, k, state, charts: bool = True):
         """Show record ``k`` of the recorded run (no recomputation); while dragging (``charts=False``) the whole-run
@@ -665,7 +683,7 @@ class App:
         if sess.traj is not None and len(sess.traj):
             sess.view = sess.traj.clamp(k)
             sess.follow = sess.view >= len(sess.traj) - 1
-        return [sess, *self._main_values(sess, move_slider=False, charts=charts)]
+        return self.main_outputs(sess, move_slider=False, charts=charts)
 
     def scrub_drag(self, k, state):
         return self.scrub(k, state, charts=False)
@@ -674,7 +692,7 @@ class App:
         sess = self._session(state)
         if sess.traj is not None and sess.traj.best_index() >= 0:
             sess.view, sess.follow = sess.traj.best_index(), False
-        return [sess, *self._main_values(sess)]
+        return self.main_outputs(sess)
 
     def probe(self, x, y, state):
         """Probe view pixel (x, y): class probabilities, weight and gradient over all records."""
@@ -683,13 +701,13 @@ class App:
         yx = probe_coords(x, y, sess.traj.hw if has_run else (1, 1))  # checked with or without a run
         if has_run:
             sess.probe = yx
-        return [sess, *self._main_values(sess)]
+        return self.main_outputs(sess)
 
     def make_select(self, panel: str) -> Callable:
         def on_select(state, evt: gr.SelectData):
             sess = self._session(state)
             if sess.traj is None or not len(sess.traj) or evt.index is None:
-                return [sess, *self._main_values(sess)]
+                return self.main_outputs(sess)
             ix = evt.index if isinstance(evt.index, (list, tuple)) and len(evt.index) == 2 else (None, None)
             py, px = probe_coords(ix[0], ix[1], (10**6, 10**6))  # (y, x) back
             yx = panel_to_view(sess.traj, panel, (float(px), float(py)))
@@ -702,28 +720,28 @@ class App:
     def play(self, state):
         sess = self._session(state)
         if sess.traj is None or len(sess.traj) < 2:
-            return [sess, gr.Timer(active=False), gr.Button(value="▶ Play")]
+            return dict(state=sess, timer=gr.Timer(active=False), play_btn=gr.Button(value="▶ Play"))
         sess.playing = not sess.playing
         if sess.playing and sess.view >= len(sess.traj) - 1:
             sess.view = 0
         sess.follow = False
-        return [sess, gr.Timer(active=sess.playing), gr.Button(value="❚❚ Pause replay" if sess.playing else "▶ Play")]
+        return dict(state=sess, timer=gr.Timer(active=sess.playing),
+                        play_btn=gr.Button(value="❚❚ Pause replay" if sess.playing else "▶ Play"))
 
     def tick(self, state):
         sess = self._session(state)
         t = sess.traj
         if not sess.playing or t is None or not len(t):
-            return [sess, gr.Timer(active=False), gr.Button(value="▶ Play"), *[gr.skip()] * (len(MAIN_PANELS) + 1)]
+            return dict(state=sess, timer=gr.Timer(active=False), play_btn=gr.Button(value="▶ Play"))
         sess.view = min(sess.view + 1, len(t) - 1)
         done = sess.view >= len(t) - 1
         if done:
             sess.playing = False
         charts, hist = self._chart_turn(sess, done)
-        return [sess, gr.skip() if not done else gr.Timer(active=False),
-                gr.skip() if not done else gr.Button(value="▶ Play"),
-                *self._main_values(sess, charts=charts, hist=hist)]
+        end = {"timer": gr.Timer(active=False), "play_btn": gr.Button(value="▶ Play")} if done else {}
+        return dict(**end, **self.main_outputs(sess, charts=charts, hist=hist))
 
-    def load_example(self, ex_id, model_id, state, shipped: bool = True):
+    def load_example(self, ex_id, model_id, state, shipped: bool = True) -> dict:
         """Select an example; shows its precomputed run instantly when one ships for this model (and
         ``shipped``)."""
         sess = self._session(state)
@@ -732,15 +750,15 @@ class App:
             raise InputError(f"unknown example {str(ex_id)[:60]!r}")
         sess.halt(STOPPED)
         traj = load_precomputed(ex.id, model_id, self.precomputed_dir) if shipped else None
-        ctl = [gr.skip()] * 6
+        ctl: dict[str, Any] = {}
         sess.input_notes = []
         if traj is not None:
             sess.traj, sess.live, sess.key = traj, None, None
             sess.view, sess.follow, sess.probe, sess.playing = 0, False, None, False
             c = traj.info.config
-            ctl = [c["attack"], c["optimizer"], round(c["eps"] * 255, 3), c["steps"],
-                   round((c["step_size"] or 0) * 255, 3), c["seed"]]
-            sched = c.get("schedule") or "linear:-2:1"
+            ctl = {"attack": c["attack"], "opt": c["optimizer"], "eps": round(c["eps"] * 255, 3), "steps": c["steps"],
+                   "alpha": round((c["step_size"] or 0) * 255, 3), "seed": c["seed"],
+                   "sched_text": c.get("schedule") or "linear:-2:1"}
             note = ("Precomputed run loaded: press **▶ Play** or drag the slider. **Run** recomputes it live "
                     "(or with your settings).")
             main = self._main_values(sess, note=note)
@@ -748,13 +766,13 @@ class App:
             sess.compare = load_precomputed_compare(ex.id, model_id, traj.image, self.precomputed_dir)
         else:
             sess.compare = {}
-            sched = gr.skip()
             sess.traj, sess.live, sess.key, sess.probe = None, None, None, None
             main = self._main_values(sess, note=f"Example **{ex.title}** selected: press **Run** or **Step**.")
-            static = [str(ex.image), None, None, ""]
+            static = {"clean": str(ex.image), "clean_seg": None, "gt": None, "legend": ""}
         cmp = self.compare_tab.values(sess, None, "Precomputed comparison (same config as the shipped run): drag the "
                                                "slider." if sess.compare else "No comparison yet.")
-        return [sess, ex.id, str(ex.image), *ctl, sched, *static, *main, *cmp, None]
+        return {"state": sess, "ex_id": ex.id, "image_in": str(ex.image), **ctl, **static, **main, "mask_in": None,
+                **dict(zip(COMPARE_OUTPUTS, cmp, strict=True))}
 
     def load_linked_example(self, ex_id, model_id, state, request: gr.Request = None):
         """After a shared link set ``ex_id``: load that example (no-op otherwise).
@@ -763,27 +781,29 @@ class App:
         when it was made with exactly those settings, and the shipped settings never overwrite the controls.
         """
         if not ex_id or ex_id not in self.ex_by_id:
-            return [gr.skip()] * (3 + 7 + len(STATIC_PANELS) + len(MAIN_PANELS) + 1 + 5 + 1)
+            return {}
         q = parse_query(dict(request.query_params) if request is not None else {})
         linked = {k: v for k, v in q.items() if k in LINK_SETTINGS}
         if not linked:
             return self.load_example(ex_id, model_id, state)
         traj = load_precomputed(ex_id, model_id, self.precomputed_dir)
         out = self.load_example(ex_id, model_id, state, shipped=traj is not None and _made_with(traj, linked))
-        n_ctl = 7  # attack, optimiser, ε, steps, step size, seed, schedule text
-        out[3:3 + n_ctl] = [gr.skip()] * n_ctl
+        for name in CONTROLS:  # the link's settings stay
+            out.pop(name, None)
         return out
 
     def export(self, ex_id, model_id, attack, opt, eps, steps, alpha, seed, sched, state, request: gr.Request):
         """Run card JSON, per-record CSV, panels PNG, evolution GIF and the shareable link."""
         sess = self._session(state)
-        make_config(attack, opt, eps, steps, alpha, seed, sched, self.limits)  # every control checked, by name
-        query = config_query(ex_id or None, model_id, attack, opt, eps, steps, alpha, seed, sched)
+        req = RunRequest(None, None, ex_id or None, model_id, attack, opt, eps, steps, alpha, seed, sched)
+        req.config(self.limits)  # every control checked, by name
+        query = config_query(req.example, req.model, req.attack, req.optimizer, req.eps, req.steps, req.alpha,
+                             req.seed, req.schedule)
         headers = getattr(request, "headers", None) or {}
         link = share_link(headers, getattr(getattr(request, "url", None), "scheme", None), query)
         t = sess.traj
         if t is None or not len(t):
-            return [None, None, None, None, link]
+            return dict(f_card=None, f_csv=None, f_png=None, f_gif=None, share=link)
         self._prune_exports()
         d = self.disk.session_dir(sess.id)  # removed when the session expires (app.janitor)
         stem = f"{t.info.config['attack']}_{t.info.source}_{len(t)}rec"
@@ -795,7 +815,7 @@ class App:
         png.write_bytes(panels_png(t, sess.view, sess.probe))
         gif = d / f"{stem}_evolution.gif"
         gif.write_bytes(evolution_gif(t))
-        return [str(card), str(csv_p), str(png), str(gif), link]
+        return dict(f_card=str(card), f_csv=str(csv_p), f_png=str(png), f_gif=str(gif), share=link)
 
     def _prune_exports(self) -> None:
         """Exports older than an hour (or the session TTL, if shorter) are deleted."""
@@ -829,17 +849,14 @@ class App:
                             ("alpha", 0, MAX_ALPHA255)):
             if key in q and not lo <= q[key] <= hi:
                 del q[key]
-        out = [
-            q["model"] if q.get("model") in model_ids else gr.skip(),
-            q.get("attack", gr.skip()), q.get("opt", gr.skip()), q.get("eps", gr.skip()), q.get("steps", gr.skip()),
-            q.get("alpha", gr.skip()), q.get("seed", gr.skip()), q.get("schedule", gr.skip()),
-        ]
+        named = {k: q[key] for k, key in (("attack", "attack"), ("opt", "opt"), ("eps", "eps"), ("steps", "steps"),
+                                          ("alpha", "alpha"), ("seed", "seed"), ("sched_text", "schedule")) if key in q}
+        if q.get("model") in model_ids:
+            named["model"] = q["model"]
         ex = q.get("example") or self.default_example(q.get("model") if q.get("model") in model_ids else self.model_id)
         if ex in self.ex_by_id:
-            out += [ex, str(self.ex_by_id[ex].image)]
-        else:
-            out += [gr.skip(), gr.skip()]
-        return out
+            named.update(ex_id=ex, image_in=str(self.ex_by_id[ex].image))
+        return dict(**named)
 
     # -- layout -------------------------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
@@ -974,69 +991,79 @@ class App:
                 c.hosted = self.limits.hosted
                 c.max_upload_mb = self.limits.max_upload_mb
 
-            # ---------------- wiring ----------------
-            run_inputs = [image_in, mask_in, ex_id, model_dd, attack_dd, opt_radio, eps, steps, alpha, seed,
-                          sched_text, state]
-            static_out = [panels["clean"], panels["clean_seg"], panels["gt"], legend]
-            comp = {"status": status, "hist": hist, "curves": curves, "mass": mass, "probe_plot": probe_plot,
-                    "probe_md": probe_md, **panels}
-            main_out = [comp[n] for n in MAIN_PANELS] + [slider]
-            controls = [attack_dd, opt_radio, eps, steps, alpha, seed]
+            # ---------------- wiring (components by name) ----------------
+            self.ui = {"state": state, "ex_id": ex_id, "image_in": image_in, "mask_in": mask_in, "model": model_dd,
+                       "attack": attack_dd, "opt": opt_radio, "eps": eps, "steps": steps, "alpha": alpha, "seed": seed,
+                       "sched_text": sched_text, "preset": preset, "q_slider": q_slider, "sched_msg": sched_msg,
+                       "preview_plot": preview_plot, "status": status, "legend": legend, "slider": slider,
+                       "play_btn": play_btn, "timer": timer, "live_timer": live_timer, "hist": hist, "curves": curves,
+                       "mass": mass, "probe_plot": probe_plot, "probe_md": probe_md, "probe_x": probe_x,
+                       "probe_y": probe_y, "f_card": f_card, "f_csv": f_csv, "f_png": f_png, "f_gif": f_gif,
+                       "share": share, **panels, **dict(zip(COMPARE_OUTPUTS, self.compare_tab.outputs, strict=True))}
+            static_out = list(STATIC_PANELS)
+            main_out = [*MAIN_PANELS, "slider"]
             fast = dict(queue=False, show_progress="hidden")
             g = self.guard
             conc = self.limits.attack_concurrency
+            on = self.on
+            req = takes_request
             self.compare_tab.wire(state, [image_in, mask_in, ex_id, model_dd, opt_radio, eps, steps, alpha, seed,
                                           sched_text])
             cmp_evts = self.compare_tab.events
 
             # the page's Run starts a background computation and pulls views with the live timer; /run (the API,
             # a hidden button) streams every record to API clients
-            run_btn.click(g(self.start, "start"), run_inputs, [state, *static_out, *main_out, live_timer],
-                          api_name="start", concurrency_id="start", concurrency_limit=conc, show_progress="hidden",
-                          trigger_mode="once")
-            live_timer.tick(g(self.pull, "pull"), [state], [state, live_timer, *main_out], api_visibility="private",
-                            **fast)
-            run_evt = api_run_btn.click(g(self.run, "run"), run_inputs, [state, *static_out, *main_out], api_name="run",
-                                        concurrency_id="attack", concurrency_limit=conc,
-                                        show_progress="hidden", trigger_mode="once")
-            step_btn.click(g(self.step, "step"), run_inputs, [state, *static_out, *main_out], api_name="step",
-                           concurrency_id="attack", concurrency_limit=conc, show_progress="minimal")
-            pause_btn.click(g(self.pause, "pause"), [state], [state, *main_out, live_timer], api_name="pause",
-                            cancels=[run_evt, *cmp_evts], **fast)
-            stop_btn.click(g(self.stop, "stop"), [state], [state, *main_out, live_timer], api_name="stop",
-                           cancels=[run_evt, *cmp_evts], **fast)
-            reset_btn.click(g(self.reset, "reset"), [state], [state, *static_out, *main_out, live_timer],
-                            api_name="reset", cancels=[run_evt, *cmp_evts], **fast)
-            slider.input(g(self.scrub_drag, "scrub"), [slider, state], [state, *main_out], api_visibility="private",
-                         trigger_mode="always_last", **fast)
-            slider.release(g(self.scrub, "scrub"), [slider, state], [state, *main_out], api_name="scrub",
-                           trigger_mode="always_last", **fast)
-            best_btn.click(g(self.goto_best, "goto_best"), [state], [state, *main_out], api_visibility="private", **fast)
-            probe_btn.click(g(self.probe, "probe"), [probe_x, probe_y, state], [state, *main_out], api_name="probe", **fast)
+            on(run_btn.click, g(req(self.start), "start"), [*REQUEST_INPUTS, "state"],
+               ["state", *static_out, *main_out, "live_timer"], api_name="start", concurrency_id="start",
+               concurrency_limit=conc, show_progress="hidden", trigger_mode="once")
+            on(live_timer.tick, g(self.pull, "pull"), ["state"], ["state", "live_timer", *main_out],
+               api_visibility="private", **fast)
+            run_evt = on(api_run_btn.click, g(req(self.run), "run"), [*REQUEST_INPUTS, "state"],
+                         ["state", *static_out, *main_out], api_name="run", concurrency_id="attack",
+                         concurrency_limit=conc, show_progress="hidden", trigger_mode="once")
+            on(step_btn.click, g(req(self.step), "step"), [*REQUEST_INPUTS, "state"], ["state", *static_out, *main_out],
+               api_name="step", concurrency_id="attack", concurrency_limit=conc, show_progress="minimal")
+            halts = ["state", *main_out, "live_timer"]
+            on(pause_btn.click, g(self.pause, "pause"), ["state"], halts, api_name="pause", cancels=[run_evt, *cmp_evts],
+               **fast)
+            on(stop_btn.click, g(self.stop, "stop"), ["state"], halts, api_name="stop", cancels=[run_evt, *cmp_evts],
+               **fast)
+            on(reset_btn.click, g(self.reset, "reset"), ["state"], ["state", *static_out, *main_out, "live_timer"],
+               api_name="reset", cancels=[run_evt, *cmp_evts], **fast)
+            view_out = ["state", *main_out]
+            on(slider.input, g(self.scrub_drag, "scrub"), ["slider", "state"], view_out, api_visibility="private",
+               trigger_mode="always_last", **fast)
+            on(slider.release, g(self.scrub, "scrub"), ["slider", "state"], view_out, api_name="scrub",
+               trigger_mode="always_last", **fast)
+            on(best_btn.click, g(self.goto_best, "goto_best"), ["state"], view_out, api_visibility="private", **fast)
+            on(probe_btn.click, g(self.probe, "probe"), ["probe_x", "probe_y", "state"], view_out, api_name="probe",
+               **fast)
             for name in ("clean", "adv", "seg", "clean_seg", "gt", "flipped", "firstflip", "weight", "grad"):
-                panels[name].select(g(self.make_select(name), "select"), [state], [state, *main_out], api_visibility="private",
-                                    **fast)
-            play_btn.click(g(self.play, "play"), [state], [state, timer, play_btn], api_visibility="private", **fast)
-            timer.tick(g(self.tick, "tick"), [state], [state, timer, play_btn, *main_out], api_visibility="private",
-                       show_progress="hidden", concurrency_limit=None, concurrency_id="view")
-            export_btn.click(g(self.export, "export"), [ex_id, model_dd, attack_dd, opt_radio, eps, steps, alpha, seed, sched_text,
-                                           state], [f_card, f_csv, f_png, f_gif, share], api_name="export",
-                             concurrency_id="export")
+                on(panels[name].select, g(self.make_select(name), "select"), ["state"], view_out,
+                   api_visibility="private", **fast)
+            on(play_btn.click, g(self.play, "play"), ["state"], ["state", "timer", "play_btn"],
+               api_visibility="private", **fast)
+            on(timer.tick, g(self.tick, "tick"), ["state"], ["state", "timer", "play_btn", *main_out],
+               api_visibility="private", show_progress="hidden", concurrency_limit=None, concurrency_id="view")
+            on(export_btn.click, g(self.export, "export"), [*REQUEST_INPUTS[2:], "state"],
+               ["f_card", "f_csv", "f_png", "f_gif", "share"], api_name="export", concurrency_id="export")
 
             debug_tab.wire(state)
             if own_box is not None:
                 own_box.wire(model_dd)
-            ex_out = [state, ex_id, image_in, *controls, sched_text, *static_out, *main_out, *self.compare_tab.outputs,
-                      mask_in]
+            ex_names = ["state", "ex_id", "image_in", *CONTROLS, *static_out, *main_out, *COMPARE_OUTPUTS, "mask_in"]
+            ex_out = [self.ui[n] for n in ex_names]
             hidden_ex_btn = gr.Button(visible=False)
-            hidden_ex_btn.click(g(self.load_example, "load_example"), [ex_id, model_dd, state], ex_out, api_name="load_example", **fast)
+            on(hidden_ex_btn.click, g(self.load_example, "load_example"), ["ex_id", "model", "state"], ex_names,
+               api_name="load_example", **fast)
 
             def gallery_pick(model_id, state, evt: gr.SelectData):
                 return self.load_example(self.examples[gallery_index(evt.index, len(self.examples))].id, model_id, state)
 
-            gallery.select(g(gallery_pick, "gallery"), [model_dd, state], ex_out, api_visibility="private", **fast)
+            on(gallery.select, g(gallery_pick, "gallery"), ["model", "state"], ex_names, api_visibility="private",
+               **fast)
             lens.wire(self, state=state, model_dd=model_dd, slider=slider, tabs=tabs, tab=lens_tab, ex_out=ex_out,
-                      main_out=main_out, guard=g)
+                      main_out=[self.ui[n] for n in main_out], guard=g)
             image_in.upload(lambda: "", None, [ex_id], api_visibility="private", **fast).then(
                 g(self.check_image, "upload"), [image_in], None, api_visibility="private", show_progress="hidden",
                 concurrency_id="decode", concurrency_limit=2)  # the sandboxed decode, off the attack queue
@@ -1054,10 +1081,20 @@ class App:
                              api_visibility="private", **fast)
             opt_radio.change(lambda o: gr.Slider(interactive=o == "pgd"), [opt_radio], [alpha],
                              api_visibility="private", **fast)
-            demo.load(g(self.on_load, "on_load"), None, [model_dd, *controls, sched_text, ex_id, image_in], api_visibility="private",
-                      **fast).then(g(self.load_linked_example, "load_linked_example"), [ex_id, model_dd, state], ex_out, api_visibility="private",
-                                   **fast)
+            on(demo.load, g(self.on_load, "on_load"), [], ["model", *CONTROLS, "ex_id", "image_in"],
+               api_visibility="private", **fast).then(
+                self.by_name(g(self.load_linked_example, "load_linked_example")), [ex_id, model_dd, state], ex_out,
+                api_visibility="private", **fast)
         return demo
+
+    def on(self, trigger: Callable, fn: Callable, inputs: list[str], outputs: list[str], **kw: Any):
+        """Connect ``trigger`` (e.g. ``button.click``) to ``fn`` with components given by name; an API endpoint's
+        output names (hidden state left out) are kept in :attr:`api_outputs`."""
+        evt = trigger(self.by_name(fn), [self.ui[n] for n in inputs], [self.ui[n] for n in outputs], **kw)
+        if kw.get("api_name"):
+            self.api_outputs[kw["api_name"]] = [n for n in outputs if n != "state"]
+        return evt
+
 
 
 LINK_SETTINGS = ("attack", "opt", "eps", "steps", "alpha", "seed", "schedule")

@@ -82,7 +82,10 @@ def bench_inprocess(size: int, steps: int, folder: Path) -> dict:
     application, demo, mid, _, _ = _setup(size, steps, folder)
     block_fn = next(f for f in demo.fns.values() if f.api_name == "run")
     sess = Session()
-    live, _ = application._start(sess, None, None, "synthetic", mid, "tsallis", "pgd", 8, steps, 0, 0, "linear:-2:1")
+    from app.request import RunRequest
+
+    req = RunRequest(None, None, "synthetic", mid, "tsallis", "pgd", 8, steps, 0, 0, "linear:-2:1")
+    live, _ = application._start(sess, req)
     state = SessionState(demo)
     render_ms, cpu_ms, payload_kb, files_kb, json_kb, step_ms = [], [], [], [], [], []
     loop = asyncio.new_event_loop()
@@ -93,8 +96,7 @@ def bench_inprocess(size: int, steps: int, folder: Path) -> dict:
         t1 = time.perf_counter()
         c1 = time.process_time()
         sess.view = len(live.traj) - 1
-        vals = [sess] + [None] * 4 + application._main_values(sess, live=True)
-        vals[1:5] = [__import__("gradio").skip()] * 4  # static panels are only sent on the first update
+        vals = application.main_outputs(sess, live=True)  # static panels are only sent on the first update
         out = loop.run_until_complete(demo.postprocess_data(block_fn, vals, state))
         t2 = time.perf_counter()
         c2 = time.process_time()

@@ -44,7 +44,8 @@ def server(tmp_path_factory):
     demo = build_demo(mid, examples, pre)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield {"url": f"http://127.0.0.1:{port}/", "model": mid, "image": ip, "mask": mp}
+    yield {"url": f"http://127.0.0.1:{port}/", "model": mid, "image": ip, "mask": mp,
+           "outputs": demo.tsallis_app.api_outputs}
     demo.close()
 
 
@@ -52,6 +53,7 @@ def server(tmp_path_factory):
 def client(server):
     from gradio_client import Client
 
+    _OUTPUTS.update(server["outputs"])
     return Client(server["url"], verbose=False)  # a fresh session (its own gr.State) per test
 
 
@@ -60,8 +62,18 @@ def _run_args(server, ex="synthetic", attack="tsallis", opt="apgd", steps=4, **k
     return (None, None, ex, server["model"], attack, opt, a["eps"], steps, a["alpha"], a["seed"], a["sched"])
 
 
-def _status(out) -> str:
-    return out[4] if len(out) >= 18 else out[0]  # run/step/reset: 4 static first (reset: + live timer); others: main first
+_OUTPUTS: dict[str, list[str]] = {}  # endpoint -> its output names (the app's api_outputs), set by the server fixture
+
+
+def named(api: str, out) -> dict:
+    """An endpoint's outputs by name (``status``, ``seg``, ``hist``, ...), as the app lists them."""
+    names = _OUTPUTS[api.strip("/")]
+    assert len(names) == len(out), (api, names, len(out))
+    return dict(zip(names, out, strict=True))
+
+
+def _status(out, api: str = "/step") -> str:
+    return named(api, out)["status"]
 
 
 def test_public_endpoints_are_listed(client):
@@ -75,13 +87,13 @@ def test_run_streams_every_record(server, client):
     outs = list(job)
     # first yield + one per further record (APGD 4 steps: 4 + 3 stage starts = 7 records) + final
     assert len(outs) == 1 + 6 + 1
-    last = outs[-1]
-    assert "finished" in _status(last) and "record **6** of 7" in _status(last)
-    imgs = [p for p in last[5:12] if p]
-    assert len(imgs) == 7 and all(Path(p).stat().st_size > 0 for p in imgs)  # adv .. grad
-    hist = last[12]
-    assert hist["type"] == "plotly" and "correct" in hist["plot"]
-    assert all(Path(p).exists() for p in outs[0][0:3])  # clean image, clean seg, ground truth
+    last = named("run", outs[-1])
+    assert "finished" in last["status"] and "record **6** of 7" in last["status"]
+    imgs = [last[n] for n in ("adv", "pert", "seg", "flipped", "firstflip", "weight", "grad") if last[n]]
+    assert len(imgs) == 7 and all(Path(p).stat().st_size > 0 for p in imgs)
+    assert last["hist"]["type"] == "plotly" and "correct" in last["hist"]["plot"]
+    first = named("run", outs[0])
+    assert all(Path(first[n]).exists() for n in ("clean", "clean_seg", "gt"))
 
 
 def test_step_then_run_continues_and_scrub_is_instant(server, client):
@@ -90,11 +102,11 @@ def test_step_then_run_continues_and_scrub_is_instant(server, client):
     out = client.predict(*_run_args(server, steps=3), api_name="/step")
     assert "record **1** of 2" in _status(out)
     outs = list(client.submit(*_run_args(server, steps=3), api_name="/run"))
-    assert "record **3** of 4" in _status(outs[-1])  # continued: APGD with 3 steps has one stage: 3 + 1 records
+    assert "record **3** of 4" in _status(outs[-1], "run")  # continued: APGD with 3 steps has one stage: 3 + 1 records
     t = time.perf_counter()
     sc = client.predict(1, api_name="/scrub")
     assert time.perf_counter() - t < 5
-    assert "record **1** of 4" in _status(sc)
+    assert "record **1** of 4" in _status(sc, "scrub")
     # changing the config starts a new run
     out = client.predict(*_run_args(server, attack="ce", steps=3), api_name="/step")
     assert "CE-PGD" in _status(out) and "record **0** of 1" in _status(out)
@@ -109,9 +121,9 @@ def test_pause_cancels_between_records_and_step_resumes(server, client):
     # the UI stays responsive while the attack streams: scrubbing bypasses the queue
     t = time.perf_counter()
     sc = client.predict(0, api_name="/scrub")
-    assert time.perf_counter() - t < 3 and "record **0**" in _status(sc) and not job.done()
+    assert time.perf_counter() - t < 3 and "record **0**" in _status(sc, "scrub") and not job.done()
     p = client.predict(api_name="/pause")
-    assert "Paused" in p[0]
+    assert "Paused" in _status(p, "pause")
     # the client downloads every streamed update's files before it reports the job done; on a loaded machine it can
     # trail the server (which logged the run as paused) by tens of seconds. Finishing short of LONG is what counts.
     deadline = time.time() + 120
@@ -119,39 +131,38 @@ def test_pause_cancels_between_records_and_step_resumes(server, client):
         time.sleep(0.1)
     assert job.done()
     time.sleep(0.5)
-    n_paused = int(_status(client.predict(0, api_name="/scrub")).split(" of ")[1].split(" recorded")[0])
+    n_paused = int(_status(client.predict(0, api_name="/scrub"), "scrub").split(" of ")[1].split(" recorded")[0])
     assert 3 <= n_paused < LONG + 1
     out = client.predict(*_run_args(server, opt="pgd", steps=LONG), api_name="/step")
     assert f"record **{n_paused}** of {n_paused + 1}" in _status(out)
     stop = client.predict(api_name="/stop")
-    assert "Stopped" in stop[0]
+    assert "Stopped" in _status(stop, "stop")
     out = client.predict(*_run_args(server, opt="pgd", steps=LONG), api_name="/step")
     assert "record **0** of 1" in _status(out)  # after Stop, a fresh run
     reset = client.predict(api_name="/reset")
-    assert "Reset" in _status(reset)
-    assert "No run yet" in client.predict(0, api_name="/scrub")[0]
+    assert "Reset" in _status(reset, "reset")
+    assert "No run yet" in _status(client.predict(0, api_name="/scrub"), "scrub")
 
 
 def test_probe_pixel(server, client):
     client.predict(*_run_args(server, steps=2), api_name="/step")
-    out = client.predict(12, 30, api_name="/probe")
-    assert "Pixel (x=12, y=30)" in out[12]
-    assert out[11]["type"] == "plotly" and "p(object)" in out[11]["plot"]
+    out = named("probe", client.predict(12, 30, api_name="/probe"))
+    assert "Pixel (x=12, y=30)" in out["probe_md"]
+    assert out["probe_plot"]["type"] == "plotly" and "p(object)" in out["probe_plot"]["plot"]
 
 
 def test_load_example_with_and_without_precomputed_run(server, client):
-    out = client.predict("synthetic", server["model"], api_name="/load_example")
-    status = out[13]
+    out = named("load_example", client.predict("synthetic", server["model"], api_name="/load_example"))
+    status = out["status"]
     assert "Precomputed run loaded" in status and "record **0** of 5" in status
-    assert out[2] == "ce" and out[3] == "pgd" and out[5] == 4  # controls follow the shipped config
-    cmp_status, _, grid, _, table = out[27:32]
-    assert "Precomputed comparison" in cmp_status and Path(grid).exists()
-    assert sorted(r[0] for r in table["data"]) == ["CE-PGD", "TsallisPGD"]
+    assert (out["attack"], out["opt"], out["steps"]) == ("ce", "pgd", 4)  # controls follow the shipped config
+    assert "Precomputed comparison" in out["cmp_status"] and Path(out["cmp_grid"]).exists()
+    assert sorted(r[0] for r in out["cmp_table"]["data"]) == ["CE-PGD", "TsallisPGD"]
     sc = client.predict(4, api_name="/scrub")
-    assert "record **4** of 5" in sc[0]
+    assert "record **4** of 5" in _status(sc, "scrub")
     assert "Record 2" in client.predict(2, api_name="/compare_scrub")[0]
-    out = client.predict("plain", server["model"], api_name="/load_example")
-    assert "selected" in out[13] and out[27] == "No comparison yet."
+    out = named("load_example", client.predict("plain", server["model"], api_name="/load_example"))
+    assert "selected" in out["status"] and out["cmp_status"] == "No comparison yet."
 
 
 def test_compare_and_shared_slider(server, client):
@@ -206,10 +217,11 @@ def test_uploaded_image_and_mask(server, client):
 
     out = client.predict(handle_file(str(server["image"])), handle_file(str(server["mask"])), "", server["model"],
                          "masked_ce", "pgd", 8, 2, 2, 0, "", api_name="/step")
-    assert "MaskedPGD" in _status(out) and "your upload" in out[3] and "ground truth" in out[3]
+    legend = named("step", out)["legend"]
+    assert "MaskedPGD" in _status(out) and "your upload" in legend and "ground truth" in legend
     out = client.predict(handle_file(str(server["image"])), None, "", server["model"], "cospgd", "pgd", 8, 2, 0, 0, "",
                          api_name="/step")
-    assert "clean prediction" in out[3]  # no mask: labels = clean prediction
+    assert "clean prediction" in named("step", out)["legend"]  # no mask: labels = clean prediction
     from gradio_client.exceptions import AppError
 
     with pytest.raises(AppError, match="mask"):

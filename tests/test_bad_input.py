@@ -195,6 +195,7 @@ def served(tmp_path_factory):
     kw.update(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     demo.launch(**kw)
     cases = make_corpus(folder / "corpus", ip, (64, 64))
+    _STEP_OUTPUTS[:] = demo.tsallis_app.api_outputs["step"]
     yield {"url": f"http://127.0.0.1:{port}/", "model": mid, "image": ip, "mask": mp, "cases": cases, "demo": demo}
     demo.close()
 
@@ -204,8 +205,11 @@ def _args(s, img=None, mask=None, ex="synthetic", model=None, attack="tsallis", 
     return (img, mask, ex, model or s["model"], attack, opt, eps, steps, alpha, seed, sched)
 
 
+_STEP_OUTPUTS: list[str] = []  # /step's output names (the app's api_outputs), set by the served fixture
+
+
 def _status(out) -> str:
-    return out[4]  # /step: state is hidden; 4 static outputs first, then the status line
+    return dict(zip(_STEP_OUTPUTS, out, strict=True))["status"]
 
 
 def _normal_step(client, s) -> str:

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import types
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -310,18 +311,15 @@ def test_hosted_refusals(hosted, report_figure):
 
 
 def test_query_parameters_cannot_name_paths(hosted):
-    import gradio as gr
 
     a = hosted["app"]
     req = types.SimpleNamespace(query_params={"example": "../../etc/passwd", "model": "/etc/passwd",
                                               "steps": "1e9", "eps": "nan", "schedule": "const:1e6",
                                               "attack": "x"})
-    out = a.on_load(req)
-    model, attack, _opt, eps, steps, _alpha, _seed, _sched, ex, image = out
-    assert isinstance(model, type(gr.skip())) and isinstance(ex, type(gr.skip())) and isinstance(image, type(gr.skip()))
-    assert all(isinstance(v, type(gr.skip())) for v in (attack, eps, steps)), out
+    out = a.on_load(req)  # output name -> value; an output not named stays as it is
+    assert not {"model", "attack", "eps", "steps", "ex_id", "image_in"} & set(out), out
     ok = a.on_load(types.SimpleNamespace(query_params={"example": "synthetic", "steps": "7", "eps": "4"}))
-    assert ok[8] == "synthetic" and ok[4] == 7 and ok[3] == 4.0
+    assert ok["ex_id"] == "synthetic" and ok["steps"] == 7 and ok["eps"] == 4.0
 
 
 def test_structured_logs(hosted, report_figure):
@@ -364,7 +362,9 @@ def _app(tmp_path, **limits):
 
 
 def _step_args(mid, steps=5, attack="ce"):
-    return (None, None, "synthetic", mid, attack, "pgd", 8, steps, 0, 0, "")
+    from app.request import RunRequest
+
+    return (RunRequest(None, None, "synthetic", mid, attack, "pgd", 8, steps, 0, 0, ""),)
 
 
 def test_session_memory_budget_and_total_budget(tmp_path, report_figure):
@@ -380,10 +380,10 @@ def test_session_memory_budget_and_total_budget(tmp_path, report_figure):
     list(a.run(*_step_args(mid, steps=10), s1))
     assert s1.live is None or s1.live.done
     assert 0 < session_nbytes(s1) <= e10, "the estimate bounds what a finished run keeps"
-    before = a.scrub(0, s1)[1]
+    before = a.scrub(0, s1)["status"]
     with pytest.raises(BudgetError, match="use fewer steps"):
         a.step(*_step_args(mid, steps=400), s1)
-    assert a.scrub(0, s1)[1] == before, "a refused run leaves the recorded one in place"
+    assert a.scrub(0, s1)["status"] == before, "a refused run leaves the recorded one in place"
     # total budget: other sessions' runs give way, least recently used first, and are told so
     s2, s3 = Session(), Session()
     list(a.run(*_step_args(mid, steps=10), s2))
@@ -392,9 +392,9 @@ def test_session_memory_budget_and_total_budget(tmp_path, report_figure):
     assert s1.traj is None and s2.traj is not None and s3.traj is not None, "the least recently used gave way"
     total = a.store.total_bytes()
     assert total <= total_budget
-    assert "removed to make room" in a.scrub(0, s1)[1]
+    assert "removed to make room" in a.scrub(0, s1)["status"]
     with pytest.raises(InputError):
-        a.step(None, None, "", mid, "ce", "pgd", 8, 5, 0, 0, "", s1)
+        a.step(replace(_step_args(mid)[0], example=""), s1)
     report_figure(f"memory budget: 10-step run estimated {e10 / 1024:.0f} KiB (kept {session_nbytes(s2) / 1024:.0f} "
                   f"KiB); 400 steps refused; 3rd session evicted the least recently used; total kept "
                   f"{total / 1024:.0f} KiB <= {total_budget / 1024:.0f} KiB")
@@ -408,7 +408,7 @@ def test_session_expiry(tmp_path):
     a.step(*_step_args(mid), s)
     assert s.traj is not None
     time.sleep(1.3)
-    status = a.scrub(0, s)[1]
+    status = a.scrub(0, s)["status"]
     assert "expired" in status and s.traj is None
 
 
@@ -420,7 +420,7 @@ def test_time_limit_pauses_a_long_run(tmp_path):
     t0 = time.perf_counter()
     outs = list(a.run(*_step_args(mid, steps=500), s))
     assert time.perf_counter() - t0 < 15
-    assert "time limit of 0.4 s" in outs[-1][5] and not s.live.done and len(s.traj) < 501
+    assert "time limit of 0.4 s" in outs[-1]["status"] and not s.live.done and len(s.traj) < 501
     n = len(s.traj)
     list(a.run(*_step_args(mid, steps=500), s))  # Run continues the same run
     assert len(s.traj) > n
@@ -457,7 +457,7 @@ def test_zero_gpu_path_with_a_stand_in_spaces_module(tmp_path, monkeypatch):
         outs = list(a.run(*_step_args(mid, steps=6, attack="tsallis"), s))
         assert calls == [gpu.duration_for(6)] == [int(gpu.BASE_S + 0.5 * 6 + 0.999)]
         assert isinstance(s.traj, Trajectory) and s.traj.finished and len(s.traj) == 7
-        assert "GPU" in outs[-1][5] and "record **6**" in outs[-1][5]
+        assert "GPU" in outs[-1]["status"] and "record **6**" in outs[-1]["status"]
         cmp = list(a.compare_tab.compare(None, None, "synthetic", mid, ["ce", "js"], "pgd", 8, 4, 0, 0, "", s))
         assert len(calls) == 3 and "finished" in cmp[-1][1]
     finally:

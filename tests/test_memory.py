@@ -30,6 +30,7 @@ from app.memory import release, retained_bytes, tune_malloc
 from app.sessions import Session, estimate_live_bytes, estimate_run_bytes, session_nbytes
 from app.sources import ExampleItem
 from app.standin import register_standin, synthetic_image, write_synthetic_example
+from app.request import RunRequest
 from app.ui import App
 folder, mode, n, side, total_mb = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 tune_malloc()  # what app.ui.main does at start
@@ -47,12 +48,12 @@ def upload(k):
     Image.fromarray(img).save(p)
     return p
 def work(k, s):
-    args = (upload(k), None, "", mid, "tsallis", "apgd", 8, 20, 0, k, "linear:-2:1")
+    req = RunRequest(upload(k), None, "", mid, "tsallis", "apgd", 8, 20, 0, k, "linear:-2:1")
     if mode == "step":  # two steps: APGD holds its full state from its second iteration on
-        a.step(*args, s)
-        a.step(*args, s)
+        a.step(req, s)
+        a.step(req, s)
     else:
-        list(a.run(*args, s))
+        list(a.run(req, s))
 for k in range(2):  # warm-up: model, first allocations, code paths
     work(1000 + k, Session())
 release()

@@ -84,11 +84,11 @@ def _register(model_id: str, names, palette=None) -> str:
 
 
 def _run_status(a, model_id: str) -> tuple[str, object]:
+    from app.request import RunRequest
     from app.sessions import Session
 
-    out = list(a.run(None, None, "voc2012_people", model_id, "ce", "pgd", 8, 2, 0, 0, None, Session()))
-    sess = out[-1][0]
-    return out[-1][5], sess.traj
+    out = list(a.run(RunRequest(None, None, "voc2012_people", model_id, "ce", "pgd", 8, 2, 0, 0, None), Session()))
+    return out[-1]["status"], out[-1]["state"].traj
 
 
 def test_voc_example_uses_voc_ground_truth_for_a_voc_model():

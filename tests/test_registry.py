@@ -113,7 +113,7 @@ def server(focal_registered, tmp_path_factory):
     demo = build_demo(mid, [ExampleItem("synthetic", "Synthetic", ip, {2: mp})], folder / "no-precomputed")
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield {"url": f"http://127.0.0.1:{port}/", "model": mid}
+    yield {"url": f"http://127.0.0.1:{port}/", "model": mid, "outputs": demo.tsallis_app.api_outputs}
     demo.close()
 
 
@@ -126,7 +126,7 @@ def test_app_endpoints_run_it(server):
     assert any(tr.get("name") == "γ over iterations" for tr in json.loads(fig["plot"])["data"])
     args = ("synthetic", server["model"], NAME, "pgd", 8, 3, 0, 0, "const:2")
     outs = list(client.submit(None, None, *args, api_name="/run"))
-    status = outs[-1][4]
+    status = dict(zip(server["outputs"]["run"], outs[-1], strict=True))["status"]
     assert "FocalPGD (test)" in status and "γ = 2.00" in status and "finished" in status
     card, _csv, _png, _gif, link = client.predict(*args, api_name="/export")
     c = json.loads(Path(card).read_text())

@@ -312,13 +312,13 @@ class QLensTab:
             t = sess.traj
             if t is not None and t.info.source == s.example and sess.live is None:
                 return [gr.skip()] * len(ex_out)
-            return app.load_example(s.example, model_id, sess)
+            return app.components(app.load_example(s.example, model_id, sess))
 
         def place(step, state):
             sess = app._session(state)
             if sess.traj is not None and len(sess.traj):
                 sess.view, sess.follow = _record_index(sess.traj, LESSON[int(step)].record), False
-            return [sess, *app._main_values(sess)]
+            return app.components(app.main_outputs(sess))
 
         for btn, delta in ((self.start, None), (self.back, -1), (self.next, 1)):
             btn.click(goto(delta), [self.step], preset_out, **fast).then(
