@@ -105,6 +105,6 @@ def takes_request(fn: Callable, fields: tuple[str, ...] = FIELDS) -> Callable:
     del handler.__wrapped__
     names = dict(zip(FIELDS, API_NAMES, strict=True))
     rest = list(inspect.signature(fn).parameters.values())[1:]
-    handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    handler.__signature__ = inspect.Signature(
         [inspect.Parameter(names[f], inspect.Parameter.POSITIONAL_OR_KEYWORD) for f in fields] + rest)
     return handler
