@@ -712,7 +712,7 @@ class App:
             py, px = probe_coords(ix[0], ix[1], (10**6, 10**6))  # (y, x) back
             yx = panel_to_view(sess.traj, panel, (float(px), float(py)))
             if yx is None:  # a click on the panel's colour bar
-                return [sess, *self._main_values(sess)]
+                return self.main_outputs(sess)
             return self.probe(yx[1], yx[0], sess)
 
         return on_select
