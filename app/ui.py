@@ -395,26 +395,35 @@ class App:
         """``state`` and the session's run at its record, by output name (other tabs send it too)."""
         return {"state": sess, **self._main_values(sess, **kw)}
 
-    def components(self, named: dict[str, Any]) -> dict:
+    def components(self, named: dict[str, Any], outputs: list | None = None) -> Any:
         """A handler's result by output name -> by component, as Gradio takes it (outputs not named stay as
-        they are); anything else (a list, a single value) passes unchanged."""
+        they are); anything else (a list, a single value) passes unchanged.  With the event's ``outputs``: the
+        values in their order (an output not named gets ``gr.skip()``; an empty answer changes nothing)."""
         if not isinstance(named, dict):
             return named
-        return {self.ui[k] if isinstance(k, str) else k: v for k, v in named.items()}
+        by = {self.ui[k] if isinstance(k, str) else k: v for k, v in named.items()}
+        if outputs is None:
+            return by
+        ids = {id(c) for c in outputs}
+        stray = [k for k in by if id(k) not in ids]
+        if stray:
+            raise KeyError(f"answer names components that are no outputs of this event: {stray}")
+        vals = [by.get(c, gr.skip()) for c in outputs]
+        return vals[0] if len(vals) == 1 else vals
 
-    def by_name(self, fn: Callable) -> Callable:
-        """``fn`` answering by output name, as a Gradio handler answering by component."""
+    def by_name(self, fn: Callable, outputs: list | None = None) -> Callable:
+        """``fn`` answering by output name, as a Gradio handler answering in ``outputs`` order."""
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)
             def gen(*a, **k):
                 for named in fn(*a, **k):
-                    yield self.components(named)
+                    yield self.components(named, outputs)
 
             return gen
 
         @functools.wraps(fn)
         def plain(*a, **k):
-            return self.components(fn(*a, **k))
+            return self.components(fn(*a, **k), outputs)
 
         return plain
 
@@ -1083,14 +1092,15 @@ class App:
                              api_visibility="private", **fast)
             on(demo.load, g(self.on_load, "on_load"), [], ["model", *CONTROLS, "ex_id", "image_in"],
                api_visibility="private", **fast).then(
-                self.by_name(g(self.load_linked_example, "load_linked_example")), [ex_id, model_dd, state], ex_out,
+                self.by_name(g(self.load_linked_example, "load_linked_example"), ex_out), [ex_id, model_dd, state], ex_out,
                 api_visibility="private", **fast)
         return demo
 
     def on(self, trigger: Callable, fn: Callable, inputs: list[str], outputs: list[str], **kw: Any):
         """Connect ``trigger`` (e.g. ``button.click``) to ``fn`` with components given by name; an API endpoint's
         output names (hidden state left out) are kept in :attr:`api_outputs`."""
-        evt = trigger(self.by_name(fn), [self.ui[n] for n in inputs], [self.ui[n] for n in outputs], **kw)
+        outs = [self.ui[n] for n in outputs]
+        evt = trigger(self.by_name(fn, outs), [self.ui[n] for n in inputs], outs, **kw)
         if kw.get("api_name"):
             self.api_outputs[kw["api_name"]] = [n for n in outputs if n != "state"]
         return evt
