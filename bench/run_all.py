@@ -90,7 +90,7 @@ def verdicts(res: dict) -> list[str]:
         rows.append(f"| {c['model']}: CE-PGD ours / torchattacks, per step | ≤ {TARGET_PEER:.2f} | {s.ratio()} | "
                     f"{_met(s, TARGET_PEER)} |")
         w = _s(c["whole_ratio"])
-        rows.append(f"| {c['model']}: CE-PGD ours / torchattacks, whole call ({c['steps']} steps) | ≤ {TARGET_PEER:.2f} | "
+        rows.append(f"| {c['model']}: CE-PGD ours / torchattacks, whole call ({c.get('whole_steps', c['steps'])} steps) | ≤ {TARGET_PEER:.2f} | "
                     f"{w.ratio()} | {_met(w, TARGET_PEER)} |")
         o = c["outcome"]
         if "ours_plain_final" in o:
