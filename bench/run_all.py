@@ -187,7 +187,8 @@ def render(res: dict, argv: list[str]) -> str:
             L += ["", "```", app["stderr_tail"], "```"]
     L += ["", "## 5. GPU", "",
           "Not run by this command (no GPU here), and not run for issue 16 either: no GPU machine was available to "
-          "that session (the device pool's status was \"not drawn\" for the whole session). Prepared: on a machine "
+          "either of its sessions (the device pool's status was \"not drawn\" for the whole session, the second time "
+          "on 2026-12-01: \"this workplace lends no device machine through the draw\"). Prepared: on a machine "
           "with an NVIDIA GPU, `python bench/gpu_bench.py` measures the bundled selfie model at 256² and "
           "SegFormer-B0 (150 classes, random weights) at 512² and 1024², batch 1 and 8, fp32 and bf16 autocast, "
           "telemetry off and on: iterations/s, engine/bare ratios as in section 1 and working memory; it writes "
