@@ -205,6 +205,9 @@ def render(res: dict, argv: list[str]) -> str:
     live_md = ROOT / "bench" / "LIVE_BROWSER.md"  # hand-written results of bench/bench_browser.py
     if live_md.exists():
         L += [live_md.read_text().strip(), ""]
+    looks_md = ROOT / "bench" / "LOOKS.md"  # hand-written results of bench/bench_looks.py
+    if looks_md.exists():
+        L += [looks_md.read_text().strip(), ""]
     if ANALYSIS.exists():
         L += [ANALYSIS.read_text().strip(), ""]
     return "\n".join(L) + "\n"
