@@ -219,8 +219,11 @@ class _BestIterate:
         self.success = torch.where(better, success, self.success)
         self.acc = torch.where(better, acc, self.acc)
         self.index = torch.where(better, torch.full_like(self.index, index), self.index)
-        self.x = torch.where(_per_image(better), x, self.x)
-        self.pred = torch.where(better.view(-1, 1, 1), pred, self.pred)
+        if x.device.type == "cpu" and bool(better.all()):  # the usual case (batch 1): keep x itself, no copy
+            self.x, self.pred = x, pred
+        elif x.device.type != "cpu" or bool(better.any()):  # (the engine never writes into an iterate or prediction)
+            self.x = torch.where(_per_image(better), x, self.x)
+            self.pred = torch.where(better.view(-1, 1, 1), pred, self.pred)
 
 
 class AttackRun:

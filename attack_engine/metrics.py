@@ -46,12 +46,16 @@ class ConfusionCounter:
         valid = (labels != ignore_index) & (labels >= 0) & (labels < c)
         base = labels.long().clamp(0, c - 1) * c + (torch.arange(b, device=labels.device) * cc).view(b, 1, 1)
         self.valid = valid
+        self.all_valid = bool(valid.all())  # one host sync per run; then no masking per call
         self.base = base
         self.spare = b * cc
         self.ones = torch.ones(labels.numel(), dtype=torch.int64, device=labels.device)
 
     def __call__(self, pred: torch.Tensor) -> torch.Tensor:
-        idx = torch.where(self.valid, self.base + pred.long().clamp(0, self.num_classes - 1), self.spare).flatten()
+        idx = self.base + pred.long().clamp(0, self.num_classes - 1)
+        if not self.all_valid:
+            idx = torch.where(self.valid, idx, self.spare)
+        idx = idx.flatten()
         counts = torch.zeros(self.spare + 1, dtype=torch.int64, device=pred.device)
         counts.scatter_add_(0, idx, self.ones)
         return counts[:-1].view(self.shape)

@@ -61,6 +61,10 @@ def test_confusion_counter_equals_confusion_matrix():
     labels[0, :2] = 255
     labels[1, 3, :4] = 9  # outside [0, C): never counts
     counter = ConfusionCounter(labels, 4, 255)
+    full = torch.randint(0, 4, (3, 7, 9), generator=g)  # every pixel counts: the counter skips its masking
+    full_counter = ConfusionCounter(full, 4, 255)
+    assert full_counter.all_valid and not counter.all_valid
     for _ in range(3):
         pred = torch.randint(0, 4, (3, 7, 9), generator=g)
         assert torch.equal(counter(pred), confusion_matrix(pred, labels, 4, 255))
+        assert torch.equal(full_counter(pred), confusion_matrix(pred, full, 4, 255))
