@@ -270,16 +270,17 @@ def placeholder_image(text: str, size: tuple[int, int] = (256, 256)) -> Image.Im
     return img
 
 
-def label_tile(img: Image.Image, title: str, sub: str = "") -> Image.Image:
-    """``img`` with a caption strip on top (for exports and the compare grid)."""
-    font = _font(13)
-    bar = 34 if sub else 20
+def label_tile(img: Image.Image, title: str, sub: str = "", size: int = 13) -> Image.Image:
+    """``img`` with a caption strip on top (for exports and the compare grid); ``size``: the title's pixel size
+    (the subtitle's is 2 less)."""
+    line = size + 4
+    bar = 2 * line + 2 if sub else line + 4
     out = Image.new("RGB", (img.width, img.height + bar), (255, 255, 255))
     out.paste(img.convert("RGB"), (0, bar))
     d = ImageDraw.Draw(out)
-    d.text((4, 2), title, fill=(20, 20, 20), font=font)
+    d.text((4, 2), title, fill=(20, 20, 20), font=_font(size))
     if sub:
-        d.text((4, 17), sub, fill=(90, 90, 90), font=_font(11))
+        d.text((4, line + 1), sub, fill=(90, 90, 90), font=_font(size - 2))
     return out
 
 

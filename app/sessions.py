@@ -52,6 +52,7 @@ class Session:
         self.input_notes: list[str] = []  # what loading the current run's image changed (downscaled, ...)
         self.active = 0  # requests computing for this session right now (never evicted meanwhile)
         self.comp = None  # the background computation of a live run (app.live.Computation), if one was started
+        self.compare_run = None  # the background attack comparison (app.comparison.Comparison), if one was started
         self.sent: tuple | None = None  # what the live view pull last sent (record, records, probe, ended)
         self.charts_at = 0.0  # when the heavy charts (metrics, gradient mass) were last sent (monotonic s)
         self.hist_at = 0.0  # when the confidence histogram was last sent (monotonic s)
@@ -60,9 +61,10 @@ class Session:
         return Session()
 
     def halt(self, why: str = "stopped") -> None:
-        """Stop the background computation, if any, after the record it is computing."""
-        if self.comp is not None:
-            self.comp.halt(why)
+        """Stop the background computations (live run, comparison), if any, after the record they are computing."""
+        for c in (self.comp, self.compare_run):
+            if c is not None:
+                c.halt(why)
 
     def clear_runs(self) -> None:
         self.halt()

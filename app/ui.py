@@ -2,8 +2,8 @@
 :mod:`app.figures` / :mod:`app.view`; this module only connects them to components and per-session state.
 
 Public API endpoints (``gradio_client``): ``/run`` (streams every record), ``/step``, ``/pause``, ``/stop``,
-``/reset``, ``/scrub``, ``/probe``, ``/load_example``, ``/compare``, ``/compare_scrub``, ``/export``,
-``/preview``.
+``/reset``, ``/scrub``, ``/probe``, ``/load_example``, ``/compare`` (streams), ``/compare_start``,
+``/compare_stop``, ``/compare_show``, ``/compare_scrub`` (see :mod:`app.tabs.compare`), ``/export``, ``/preview``.
 """
 
 import contextlib
@@ -481,6 +481,8 @@ class App:
             return dict(**self._main_values(sess, live=True), state=sess, live_timer=gr.Timer(active=True))
         if comp is not None:
             comp.halt(STOPPED, wait_s=5.0)
+        if sess.compare_run is not None:  # one computation per session: a running comparison stops
+            sess.compare_run.halt(STOPPED, wait_s=5.0)
         sess.pause, sess.follow, sess.sent, sess.charts_at = False, True, None, 0.0
         sess.view = max(len(live.traj) - 1, 0)
         sess.active += 1
@@ -778,8 +780,8 @@ class App:
             sess.traj, sess.live, sess.key, sess.probe = None, None, None, None
             main = self._main_values(sess, note=f"Example **{ex.title}** selected: press **Run** or **Step**.")
             static = {"clean": str(ex.image), "clean_seg": None, "gt": None, "legend": ""}
-        cmp = self.compare_tab.values(sess, None, "Precomputed comparison (same config as the shipped run): drag the "
-                                               "slider." if sess.compare else "No comparison yet.")
+        cmp = self.compare_tab.loaded(sess, "Precomputed comparison (same config as the shipped run): drag the "
+                                            "slider.")
         return {"state": sess, "ex_id": ex.id, "image_in": str(ex.image), **ctl, **static, **main, "mask_in": None,
                 **dict(zip(COMPARE_OUTPUTS, cmp, strict=True))}
 
@@ -1017,7 +1019,7 @@ class App:
             on = self.on
             req = takes_request
             self.compare_tab.wire(state, [image_in, mask_in, ex_id, model_dd, opt_radio, eps, steps, alpha, seed,
-                                          sched_text])
+                                          sched_text], tabs)
             cmp_evts = self.compare_tab.events
 
             # the page's Run starts a background computation and pulls views with the live timer; /run (the API,

@@ -209,8 +209,18 @@ def render_main(traj: Trajectory, k: int | None = None, probe_yx: tuple[int, int
     return out
 
 
-def compare_tiles(trajs: dict[str, Trajectory], k: int) -> Image.Image:
-    """Small multiples: per attack, the segmentation and flipped pixels at record ``k`` (clamped per run)."""
+TILE_SIDE = 138  # compare tiles: each map's longer side, so three tiles a row are 870 px wide, shown about 1:1 in
+TILE_TITLE_PX = 15  # the tab at 1440 px: the titles are readable whatever the runs' map size
+
+
+def _tile_map(img: Image.Image) -> Image.Image:
+    s = TILE_SIDE / max(img.size)
+    return img.resize((max(1, round(img.width * s)), max(1, round(img.height * s))), Image.Resampling.BILINEAR)
+
+
+def compare_tiles(trajs: dict[str, Trajectory], k: int, pending: tuple[str, ...] = ()) -> Image.Image:
+    """Small multiples: per attack, the segmentation and flipped pixels at record ``k`` (clamped per run), each
+    map :data:`TILE_SIDE` px; ``pending``: titles of attacks not started yet (a grey tile each)."""
     tiles = []
     for name, t in trajs.items():
         if not len(t):
@@ -219,9 +229,13 @@ def compare_tiles(trajs: dict[str, Trajectory], k: int) -> Image.Image:
         info = t.info
         seg = fg.seg_overlay(t.image_v, t.pred[kk], info.palette, ignore_index=info.ignore_index)
         fl = fg.flipped_image(fg.background(t), t.pred[kk], t.clean_pred_v, t.labels_v, t.valid_v)
-        pair = fg.grid_image([seg, fl], cols=2, pad=2)
+        pair = fg.grid_image([_tile_map(seg), _tile_map(fl)], cols=2, pad=2)
         sub = f"record {kk}: acc {_pct(t.get('acc', kk))}, mIoU {_pct(t.get('miou', kk))}"
-        tiles.append(fg.label_tile(pair, name, sub))
+        tiles.append(fg.label_tile(pair, name, sub, size=TILE_TITLE_PX))
+    if pending:
+        hw = (tiles[0].height - 2 * TILE_TITLE_PX - 10, tiles[0].width) if tiles else (TILE_SIDE, 2 * TILE_SIDE + 6)
+        tiles += [fg.label_tile(fg.placeholder_image("waiting", hw), name, "not started yet", size=TILE_TITLE_PX)
+                  for name in pending]
     return fg.grid_image(tiles, cols=min(3, len(tiles)) if len(tiles) != 4 else 2)
 
 

@@ -79,7 +79,7 @@ def _status(out, api: str = "/step") -> str:
 def test_public_endpoints_are_listed(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert {"/run", "/step", "/pause", "/stop", "/reset", "/scrub", "/probe", "/load_example", "/compare",
-            "/compare_scrub", "/export", "/preview"} <= names
+            "/compare_start", "/compare_stop", "/compare_show", "/compare_scrub", "/export", "/preview"} <= names
 
 
 def test_run_streams_every_record(server, client):
@@ -156,8 +156,11 @@ def test_load_example_with_and_without_precomputed_run(server, client):
     status = out["status"]
     assert "Precomputed run loaded" in status and "record **0** of 5" in status
     assert (out["attack"], out["opt"], out["steps"]) == ("ce", "pgd", 4)  # controls follow the shipped config
-    assert "Precomputed comparison" in out["cmp_status"] and Path(out["cmp_grid"]).exists()
-    assert sorted(r[0] for r in out["cmp_table"]["data"]) == ["CE-PGD", "TsallisPGD"]
+    assert "Precomputed comparison" in out["cmp_status"]
+    assert out["cmp_grid"] is None and out["cmp_curves"] is None  # drawn when the Compare tab opens (/compare_show)
+    cmp_status, _, grid, curves, table = client.predict(api_name="/compare_show")
+    assert "Precomputed comparison" in cmp_status and Path(grid).exists() and curves["type"] == "plotly"
+    assert sorted(r[0] for r in table["data"]) == ["CE-PGD", "TsallisPGD"]
     sc = client.predict(4, api_name="/scrub")
     assert "record **4** of 5" in _status(sc, "scrub")
     assert "Record 2" in client.predict(2, api_name="/compare_scrub")[0]

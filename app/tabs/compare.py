@@ -1,14 +1,17 @@
 """The "Compare attacks" tab: several attacks on the same image, seed, ε, optimiser and steps, scrubbed together
-with one slider (tiles per attack, an accuracy chart, a leaderboard of best iterates).
+with one slider (tiles per attack, a leaderboard of best iterates, an accuracy chart).
 
-The runs come from :class:`app.runner.LiveRun` (light: no per-pixel telemetry), the tiles and rows from
-:mod:`app.view`, the chart from :mod:`app.figures`; this module checks the inputs through the host app (the
-explorer's :class:`app.ui.App`), keeps the runs in the session (``sess.compare``) and wires the components.
+The page's ▶ Run comparison starts an :class:`app.comparison.Comparison` (a background thread, one attack after
+another) and returns at once; a timer then pulls the newest tiles and leaderboard, one request at a time, so the
+tiles grow while each attack runs and ■ Stop acts at once.  API clients get ``/compare``, which streams the same
+computation.  Tiles and rows come from :mod:`app.view`, the chart from :mod:`app.figures`; the inputs are
+checked through the host app (:class:`app.ui.App`).
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any
 
 import gradio as gr
@@ -17,7 +20,9 @@ import pandas as pd
 from app import components as cp
 from app import figures as fg
 from app import gpu
+from app.comparison import Comparison
 from app.inputs import compare_attacks
+from app.live import ERROR, FINISHED, PAUSED, STOPPED, TIME_LIMIT, WAITING
 from app.observe import event
 from app.runner import InputError, LiveRun
 from app.sessions import Session, session_nbytes
@@ -27,18 +32,26 @@ from attack_engine.registry import attack_names, attack_specs, attack_title
 EMPTY = "No comparison yet."
 INTRO = ("Run several attacks on the same image, seed, ε, optimiser and steps (from the controls on the left), then "
          "scrub them together.")
+PULL_S = 0.2  # the page asks for the newest tiles this often while a comparison runs (one request at a time)
+CHART_EVERY_S = 1.0  # ... and redraws the accuracy chart at most this often (the last view always has it)
+HALT_WAIT_S = 0.3  # Stop waits this long for the running attack to finish its record
+API_EVERY_S = 0.5  # /compare (API) yields progress at most this often
 
 
 class CompareTab:
     """Builds the tab inside the app's ``gr.Tabs``, computes comparisons and wires the tab's events.
 
     ``host`` is the app (:class:`app.ui.App`): it gives the request's session (``_session``), checks inputs
-    (``_inputs``, ``_prepare``), admits runs to the memory budget (``_admit``), the ``limits`` and ``guard``.
+    (``_inputs``, ``_prepare``), admits runs to the memory budget (``_admit``), the ``limits``, compute ``slots``
+    and ``guard``.
     """
 
     def __init__(self, host: Any) -> None:
         self.host = host
         self.events: list = []  # the tab's long-running events (the explorer's Pause / Stop / Reset cancel them)
+        # what the page's tab shows per session (see :meth:`_key`): the tab is filled when it is opened, not before
+        self._shown: weakref.WeakKeyDictionary[Session, tuple] = weakref.WeakKeyDictionary()
+        self._open: weakref.WeakSet[Session] = weakref.WeakSet()  # sessions whose page shows this tab now
 
     # -- layout -----------------------------------------------------------------------------------------
     def build(self) -> None:
@@ -47,109 +60,269 @@ class CompareTab:
             with gr.Row():
                 self.attacks = gr.CheckboxGroup([(s.title, s.name) for s in attack_specs()],
                                                 value=list(attack_names()), label="Attacks", scale=4)
-                self.run_btn = gr.Button("▶ Run comparison", variant="primary", scale=1, elem_id="cmp_btn")
-            self.status = gr.Markdown(EMPTY)
-            self.slider = cp.Slider(0, 1, value=0, step=1, label="Shared record slider")
-            self.grid = gr.Image(label="Segmentation | flipped pixels, per attack", type="pil", format="jpeg",
-                                 interactive=False, elem_id="cmp_grid")
-            with gr.Row():
-                self.curves = gr.Plot(label="Pixel accuracy, all attacks")
-                self.table = gr.Dataframe(headers=LEADERBOARD_HEADERS, interactive=False,
-                                          label="Leaderboard: each attack's best iterate (lowest accuracy), lowest "
-                                                "first")
+                with gr.Column(scale=1, min_width=170):
+                    self.run_btn = gr.Button("▶ Run comparison", variant="primary", elem_id="cmp_btn")
+                    self.stop_btn = gr.Button("■ Stop", elem_id="cmp_stop")
+            self.status = gr.Markdown(EMPTY, elem_id="cmp_status")
+            self.slider = cp.Slider(0, 1, value=0, step=1, label="Shared record slider", elem_id="cmp_slider")
+            gr.Markdown("**Per attack:** segmentation | flipped pixels (red = became wrong, blue = became right) at "
+                        "the slider's record.", elem_classes=["explain"])
+            self.grid = gr.Image(label="Segmentation | flipped pixels, per attack", show_label=False, type="pil",
+                                 format="jpeg", interactive=False, elem_id="cmp_grid")
+            self.table = gr.Dataframe(headers=LEADERBOARD_HEADERS, interactive=False, elem_id="cmp_table",
+                                      label="Leaderboard: each attack's best iterate (lowest accuracy), lowest first")
+            self.curves = gr.Plot(label="Pixel accuracy, all attacks", elem_id="cmp_curves")
+            self.timer = gr.Timer(PULL_S, active=False)
+            self.api_btn = gr.Button(visible=False)
 
     @property
     def outputs(self) -> list:
         """The components :meth:`values` fills, in order (the app's example loader sends them too)."""
         return [self.status, self.slider, self.grid, self.curves, self.table]
 
-    def wire(self, state: gr.State, controls: list) -> None:
+    def wire(self, state: gr.State, controls: list, tabs: gr.Tabs) -> None:
         """``controls``: image, mask, example id, model, optimiser, ε, steps, step size, seed, schedule text (the
-        explorer's inputs, minus the attack)."""
+        explorer's inputs, minus the attack); ``tabs``: the app's tabs (opening another one closes this)."""
         g, conc = self.host.guard, self.host.limits.attack_concurrency
         image, mask, ex_id, model, *rest = controls
+        inputs = [image, mask, ex_id, model, self.attacks, *rest, state]
         outs = [state, *self.outputs]
-        self.events.append(self.run_btn.click(
-            g(self.compare, "compare"), [image, mask, ex_id, model, self.attacks, *rest, state], outs,
-            api_name="compare", concurrency_id="attack", concurrency_limit=conc, show_progress="hidden"))
+        fast = dict(queue=False, show_progress="hidden")
+        self.run_btn.click(g(self.start, "compare_start"), inputs, [*outs, self.timer], api_name="compare_start",
+                           concurrency_id="compare_start", concurrency_limit=conc, show_progress="hidden",
+                           trigger_mode="once")
+        self.timer.tick(g(self.pull, "compare_pull"), [state], [*outs, self.timer], api_visibility="private",
+                        **fast)
+        self.stop_btn.click(g(self.stop, "compare_stop"), [state], [*outs, self.timer], api_name="compare_stop",
+                            **fast)
+        self.events.append(self.api_btn.click(
+            g(self.compare, "compare"), inputs, outs, api_name="compare", concurrency_id="attack",
+            concurrency_limit=conc, show_progress="hidden"))
+        self.tab.select(g(self.show, "compare_show"), [state], outs, api_name="compare_show", **fast)
+        for other in getattr(tabs, "children", []):
+            if other is not self.tab and isinstance(other, gr.Tab):
+                other.select(self._closed, [state], None, api_visibility="private", **fast)
         self.slider.input(g(self.compare_scrub, "compare_scrub"), [self.slider, state], outs,
-                          api_name="compare_scrub", trigger_mode="always_last", queue=False, show_progress="hidden")
+                          api_name="compare_scrub", trigger_mode="always_last", **fast)
 
     # -- values -----------------------------------------------------------------------------------------
-    def values(self, sess: Session, k: int | None, note: str = "") -> list:
-        """Values for :attr:`outputs`: the session's comparison at record ``k`` (default: the last)."""
-        if not sess.compare:
-            return [EMPTY, gr.skip(), None, None, None]
-        if not any(len(t) for t in sess.compare.values()):
-            return [note, gr.skip(), gr.skip(), gr.skip(), gr.skip()]
-        n = max(len(t) for t in sess.compare.values())
-        k = n - 1 if k is None else int(min(max(int(k), 0), n - 1))
-        series = {name: t.scalars("acc") for name, t in sess.compare.items()}
-        df = pd.DataFrame(leaderboard_rows(sess.compare), columns=LEADERBOARD_HEADERS)
-        return [note or f"Record {k}", gr.Slider(minimum=0, maximum=max(n - 1, 1), value=k, step=1),
-                compare_tiles(sess.compare, k), fg.compare_curves_figure(series, k), df]
+    @staticmethod
+    def _key(sess: Session) -> tuple:
+        return id(sess.compare), tuple(len(t) for t in sess.compare.values())
 
-    # -- handlers ---------------------------------------------------------------------------------------
-    def compare(self, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed, sched, state):
-        """Run several attacks on the same input, seed and ε; stream progress and a leaderboard."""
+    def _closed(self, state) -> None:
+        self._open.discard(self.host._session(state))
+
+    def loaded(self, sess: Session, note: str) -> list:
+        """Values for :attr:`outputs` when the session's comparison was replaced (an example loaded).  With the
+        tab closed: the status and slider only, the tiles, leaderboard and chart cleared; they are drawn when the
+        tab is opened (:meth:`show`), so a hidden tab costs the page nothing."""
+        self._shown.pop(sess, None)
+        if sess in self._open:
+            return self.values(sess, None, note)
+        n = max((len(t) for t in sess.compare.values()), default=0)
+        slider = gr.Slider(minimum=0, maximum=max(n - 1, 1), value=max(n - 1, 0), step=1)
+        return [note if sess.compare else EMPTY, slider, None, None, None]
+
+    def show(self, state) -> list:
+        """The tab was opened: draw the comparison if the page does not show it yet (a running one: its newest
+        view)."""
+        sess = self.host._session(state)
+        self._open.add(sess)
+        c = sess.compare_run
+        if c is not None and sess.compare is c.runs and c.active:
+            c.sent = None
+            return [sess, *self._live_values(sess, c, chart=True)]
+        if self._shown.get(sess) == self._key(sess):
+            return [sess, *[gr.skip()] * len(self.outputs)]
+        note = "Precomputed comparison (same config as the shipped run): drag the slider." if sess.compare else ""
+        return [sess, *self.values(sess, None, note)]
+
+    def values(self, sess: Session, k: int | None, note: str = "", chart: bool = True,
+               pending: tuple[str, ...] = ()) -> list:
+        """Values for :attr:`outputs`: the session's comparison at record ``k`` (default: the last); ``chart=False``
+        leaves the accuracy chart as it is; ``pending``: attacks not started yet."""
+        runs = sess.compare
+        if not runs and not pending:
+            return [EMPTY, gr.skip(), None, None, None]
+        if not any(len(t) for t in runs.values()):
+            return [note, gr.skip(), gr.skip(), gr.skip(), gr.skip()]
+        n = max(len(t) for t in runs.values())
+        k = n - 1 if k is None else int(min(max(int(k), 0), n - 1))
+        df = pd.DataFrame(leaderboard_rows(runs), columns=LEADERBOARD_HEADERS)
+        self._shown[sess] = self._key(sess)
+        curves = fg.compare_curves_figure({name: t.scalars("acc") for name, t in runs.items()}, k) if chart \
+            else gr.skip()
+        return [note or f"Record {k}", gr.Slider(minimum=0, maximum=max(n - 1, 1), value=k, step=1),
+                compare_tiles(runs, k, pending), curves, df]
+
+    def _live_values(self, sess: Session, c: Comparison, chart: bool, tiles: bool = True) -> list:
+        """The running comparison's view (newest records unless the slider was moved); ``tiles=False``: the status
+        only."""
+        note = self._status(c)
+        if not tiles:
+            return [note, gr.skip(), gr.skip(), gr.skip(), gr.skip()]
+        started = set(c.runs)
+        pending = () if not c.active else tuple(attack_title(cfg.attack) for cfg in c.cfgs
+                                                if attack_title(cfg.attack) not in started)
+        with c.lock():
+            return self.values(sess, c.view, note, chart=chart, pending=pending)
+
+    def _status(self, c: Comparison) -> str:
+        total = len(c.cfgs)
+        if c.active:
+            name, i = c.running_title(), len(c.runs)
+            cur = c.current
+            if not name or cur is None:
+                nxt = c.preparing or "the first attack"
+                return f"Preparing **{nxt}** ({i + 1} of {total}): the clean prediction…"
+            if cur.state == WAITING:
+                return f"**{name}** ({i} of {total}) is waiting for a free compute slot (other runs are computing)…"
+            return (f"Running **{name}** ({i} of {total}): {len(cur.live.traj)} of "
+                    f"{cur.live.traj.info.expected_records} records. **■ Stop** ends the comparison.")
+        done = sum(1 for t in c.runs.values() if t.finished)
+        msg = {
+            FINISHED: "Comparison finished: drag the shared slider.",
+            **dict.fromkeys((STOPPED, PAUSED), f"Stopped: {done} of {total} attacks finished; the recorded part stays for scrubbing."),
+            TIME_LIMIT: f"Comparison stopped at the time limit of {self.host.limits.time_limit_s:g} s per request: "
+                        "use fewer steps or attacks.",
+            ERROR: "The comparison stopped: something went wrong on the server; it was logged. The recorded part "
+                   "stays.",
+        }.get(c.state, "")
+        return msg + ("  \nInput: " + "; ".join(c.notes) + "." if c.notes else "")
+
+    # -- starting ---------------------------------------------------------------------------------------
+    def _checked(self, sess: Session, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed,
+                 sched) -> tuple[list[str], Any, Any, list]:
+        """(attack names, model, prepared input, configs), all checked and admitted to the memory budget, before
+        anything in the session changes: a refused comparison leaves the previous one in place."""
         host = self.host
-        sess = host._session(state)
-        t0 = time.monotonic()
-        attacks = compare_attacks(attacks)  # each registered attack once, at most one run per attack
-        if not attacks:
+        names = compare_attacks(attacks)  # each registered attack once, at most one run per attack
+        if not names:
             raise InputError("tick at least one attack to compare")
-        # check everything before touching the session: a refused comparison leaves the previous one in place
         checked = [host._inputs(image, mask, ex_id, model_id, a, opt, eps, steps, alpha, seed, sched)
-                   for a in attacks]
+                   for a in names]
         model = checked[0][0]
         prep = host._prepare(model, image, mask, ex_id)
-        host._admit(sess, prep, model, [c for _, c, _ in checked], light=True)
-        sess.compare = {}
-        sess.pause = False
-        sess.active += 1
-        outcome, done_records = "cancelled", 0
-        limit = host.limits.time_limit_s
-        try:
-            for (_, cfg, _) in checked:
-                name = attack_title(cfg.attack)
-                if gpu.zero_gpu():
-                    sess.compare[name] = gpu.gpu_full_run(model.info.id, prep, cfg, light=True)
-                    done_records += len(sess.compare[name])
-                    yield [sess, *self.values(sess, None, f"**{name}** done.")]
-                    continue
-                live = LiveRun(model, prep, cfg, light=True)
-                sess.compare[name] = live.traj
-                while not sess.pause and time.monotonic() - t0 <= limit and live.step():
-                    done_records += 1
-                    n = len(live.traj)
-                    if n % 4 == 0:
-                        yield [sess, f"Running **{name}**: record {n}/{live.traj.info.expected_records}", gr.skip(),
-                               gr.skip(), gr.skip(), gr.skip()]
-                yield [sess, *self.values(sess, None, f"**{name}** done.")]
-                if sess.pause or time.monotonic() - t0 > limit:
-                    break
-            if time.monotonic() - t0 > limit:
-                outcome = "time_limit"
-                msg = (f"Comparison stopped at the time limit of {limit:g} s per request: use fewer steps or "
-                       "attacks.")
-            else:
-                outcome = "paused" if sess.pause else "finished"
-                msg = "Comparison finished: drag the shared slider."
-            if prep.notes:
-                msg += "  \nInput: " + "; ".join(prep.notes) + "."
-            yield [sess, *self.values(sess, None, msg)]
-        except Exception:
-            outcome = "error"
-            raise
-        finally:
+        cfgs = [c for _, c, _ in checked]
+        host._admit(sess, prep, model, cfgs, light=True)
+        return names, model, prep, cfgs
+
+    def _begin(self, sess: Session, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed,
+               sched) -> Comparison:
+        """Check every input, admit the runs, halt what the session computes and start the comparison."""
+        host = self.host
+        t0 = time.monotonic()
+        attacks, model, prep, cfgs = self._checked(sess, image, mask, ex_id, model_id, attacks, opt, eps, steps,
+                                                   alpha, seed, sched)
+        for old in (sess.compare_run, sess.comp):  # one computation per session: the explorer's run pauses
+            if old is not None and old.active:
+                old.halt(PAUSED if old is sess.comp else STOPPED, wait_s=5.0)
+
+        def ended(outcome: str, records: int, seconds: float) -> None:
             sess.active -= 1
-            cfg0 = checked[0][1]
+            cfg0 = cfgs[0]
             event("run", endpoint="compare", session=sess.id, model=model.info.id, attacks=attacks,
                   optimizer=cfg0.optimizer, steps=cfg0.steps, eps255=round(cfg0.eps * 255, 3),
                   source="upload" if prep.source == "upload" else "example", model_hw=list(prep.image.shape[:2]),
-                  records=done_records, duration_s=round(time.monotonic() - t0, 3), outcome=outcome,
+                  records=records, duration_s=round(time.monotonic() - t0, 3), outcome=outcome,
                   session_mb=round(session_nbytes(sess) / 2**20, 2))
 
-    def compare_scrub(self, k, state):
+        c = Comparison(cfgs, lambda cfg: LiveRun(model, prep, cfg, light=True), host.slots,
+                       host.limits.time_limit_s, on_end=ended, notes=tuple(prep.notes))
+        sess.compare, sess.compare_run = c.runs, c
+        sess.active += 1
+        c.charts_at = time.monotonic()
+        return c.start()
+
+    def start(self, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed, sched, state):
+        """The page's ▶ Run comparison: start it in the background and turn on the pull timer; returns at once."""
         sess = self.host._session(state)
+        if gpu.zero_gpu():  # one GPU call per attack, shown when all are done
+            *vals, = list(self.compare(image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed, sched,
+                                       sess))[-1]
+            return [*vals, gr.Timer(active=False)]
+        c = self._begin(sess, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed, sched)
+        return [sess, *self._live_values(sess, c, chart=False, tiles=False), gr.Timer(active=True)]
+
+    def pull(self, state):
+        """Timer tick: the newest tiles and leaderboard of the running comparison, if the page lacks them; the
+        accuracy chart at most every :data:`CHART_EVERY_S`.  The last view (comparison ended) has everything and
+        turns the timer off."""
+        sess = self.host._session(state)
+        c = sess.compare_run
+        skip = [gr.skip()] * len(self.outputs)
+        if c is None or sess.compare is not c.runs:
+            return [sess, *skip, gr.Timer(active=False)]
+        ended = not c.active
+        key = (*c.progress(), c.view)
+        timer = gr.Timer(active=False) if ended else gr.skip()  # re-sending an active timer restarts its interval
+        if key == c.sent:
+            return [sess, *skip, timer]
+        c.sent = key
+        now = time.monotonic()
+        chart = ended or now - c.charts_at >= CHART_EVERY_S
+        if chart:
+            c.charts_at = now
+        return [sess, *self._live_values(sess, c, chart=chart), timer]
+
+    def stop(self, state):
+        """■ Stop: end the running comparison after the record being computed; what was recorded stays."""
+        sess = self.host._session(state)
+        c = sess.compare_run
+        if c is None or sess.compare is not c.runs or not c.active:
+            return [sess, *[gr.skip()] * len(self.outputs), gr.Timer(active=False)]
+        c.halt(STOPPED, wait_s=HALT_WAIT_S)
+        c.sent = None
+        if c.active:  # the record being computed is not done yet: the status says so, the timer brings the end
+            return [sess, "Stopping…", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=True)]
+        return [sess, *self._live_values(sess, c, chart=True), gr.Timer(active=False)]
+
+    def compare(self, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed, sched, state):
+        """API ``/compare``: run the attacks and stream progress, each attack's tiles as it ends, and the final
+        leaderboard.  Cancelling the request stops the comparison."""
+        sess = self.host._session(state)
+        if gpu.zero_gpu():
+            yield from self._compare_zero_gpu(sess, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha,
+                                              seed, sched)
+            return
+        c = self._begin(sess, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed, sched)
+        try:
+            finished, last = 0, 0.0
+            while not c.ended.wait(API_EVERY_S / 5):
+                done = sum(1 for t in c.runs.values() if t.finished)
+                if done != finished or time.monotonic() - last >= API_EVERY_S:
+                    yield [sess, *self._live_values(sess, c, chart=done != finished, tiles=done != finished)]
+                    finished, last = done, time.monotonic()
+            yield [sess, *self._live_values(sess, c, chart=True)]
+        finally:
+            c.halt(STOPPED)  # a cancelled request (GeneratorExit) ends the computation too
+
+    def _compare_zero_gpu(self, sess: Session, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed,
+                          sched):
+        """ZeroGPU: each attack in one GPU call, in order."""
+        t0 = time.monotonic()
+        attacks, model, prep, cfgs = self._checked(sess, image, mask, ex_id, model_id, attacks, opt, eps, steps,
+                                                   alpha, seed, sched)
+        sess.compare, sess.compare_run = {}, None
+        records = 0
+        for cfg in cfgs:
+            name = attack_title(cfg.attack)
+            sess.compare[name] = gpu.gpu_full_run(model.info.id, prep, cfg, light=True)
+            records += len(sess.compare[name])
+            yield [sess, *self.values(sess, None, f"**{name}** done.")]
+        event("run", endpoint="compare", session=sess.id, model=model.info.id, attacks=attacks, records=records,
+              duration_s=round(time.monotonic() - t0, 3), outcome=FINISHED, device="zerogpu")
+        yield [sess, *self.values(sess, None, "Comparison finished: drag the shared slider.")]
+
+    def compare_scrub(self, k, state):
+        """The shared slider: every attack at record ``k`` (while a comparison runs, the view stays there until the
+        slider is back at the newest record)."""
+        sess = self.host._session(state)
+        c = sess.compare_run
+        if c is not None and sess.compare is c.runs and c.active:
+            n = max((len(t) for t in c.runs.values()), default=0)
+            c.view = None if int(k) >= n - 1 else int(k)
+            with c.lock():
+                return [sess, *self.values(sess, k, f"Record {int(k)} (each run clamped to its length)")]
         return [sess, *self.values(sess, k, f"Record {int(k)} (each run clamped to its length)")]
