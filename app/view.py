@@ -220,10 +220,12 @@ def _tile_map(img: Image.Image) -> Image.Image:
 
 def compare_tiles(trajs: dict[str, Trajectory], k: int, pending: tuple[str, ...] = ()) -> Image.Image:
     """Small multiples: per attack, the segmentation and flipped pixels at record ``k`` (clamped per run), each
-    map :data:`TILE_SIDE` px; ``pending``: titles of attacks not started yet (a grey tile each)."""
-    tiles = []
+    map :data:`TILE_SIDE` px; a run without records yet and each of ``pending`` (titles of attacks not started yet)
+    get a grey tile, so the grid keeps its layout while a comparison runs."""
+    tiles, waiting = [], []
     for name, t in trajs.items():
         if not len(t):
+            waiting.append((len(tiles), name))
             continue
         kk = t.clamp(k)
         info = t.info
@@ -232,10 +234,14 @@ def compare_tiles(trajs: dict[str, Trajectory], k: int, pending: tuple[str, ...]
         pair = fg.grid_image([_tile_map(seg), _tile_map(fl)], cols=2, pad=2)
         sub = f"record {kk}: acc {_pct(t.get('acc', kk))}, mIoU {_pct(t.get('miou', kk))}"
         tiles.append(fg.label_tile(pair, name, sub, size=TILE_TITLE_PX))
-    if pending:
-        hw = (tiles[0].height - 2 * TILE_TITLE_PX - 10, tiles[0].width) if tiles else (TILE_SIDE, 2 * TILE_SIDE + 6)
-        tiles += [fg.label_tile(fg.placeholder_image("waiting", hw), name, "not started yet", size=TILE_TITLE_PX)
-                  for name in pending]
+    hw = (tiles[0].height - 2 * TILE_TITLE_PX - 10, tiles[0].width) if tiles else (TILE_SIDE, 2 * TILE_SIDE + 6)
+    for i, name in reversed(waiting):  # started, no record yet: in its place
+        tiles.insert(i, fg.label_tile(fg.placeholder_image("computing", hw), name, "first record coming",
+                                      size=TILE_TITLE_PX))
+    tiles += [fg.label_tile(fg.placeholder_image("waiting", hw), name, "not started yet", size=TILE_TITLE_PX)
+              for name in pending]
+    if not tiles:
+        return fg.placeholder_image("nothing recorded yet")
     return fg.grid_image(tiles, cols=min(3, len(tiles)) if len(tiles) != 4 else 2)
 
 

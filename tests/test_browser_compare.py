@@ -1,0 +1,225 @@
+"""Real-browser tests of the Compare tab (issue 13), on Debian's Chromium via Playwright at 1440×900.
+
+The app is served with the stand-in model on a 384-px synthetic example (maps stored at 384 px, as a live run of
+a real model stores them), with a shipped run and a shipped two-attack comparison.  Each test fails on the code
+before the fix (no Stop, tiles only after each attack ended, titles shrunk to ~6 px, the leaderboard cut, the
+comparison drawn at example load into the hidden tab).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+from _kit import CHROMIUM, LAUNCH_ARGS, SCREENS, loopback, served_demo
+
+import app  # noqa: F401  (offline environment before gradio)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's /usr/bin/chromium (apt-get install -y chromium)"),
+]
+
+STEPS = 20  # PGD steps per attack: 21 records
+ALL = 6
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from app.runner import LiveRun, make_config, prepare
+    from app.sources import ExampleItem
+    from app.standin import register_standin, write_synthetic_example
+    from app.trajectory import save_group
+    from app.ui import build_demo
+    from attack_engine.models import load_model
+
+    folder = tmp_path_factory.mktemp("browser_compare")
+    mid = register_standin()
+    ip, mp = write_synthetic_example(folder, 384)
+    pre = folder / "pre"
+    pre.mkdir()
+    model = load_model(mid)
+    prep = prepare(str(ip), str(mp), model, "synthetic")
+    cfg = make_config("ce", "pgd", 8, 3, 0, 0, None)
+    traj = LiveRun(model, prep, cfg, map_side=64).run_all()
+    traj.save(pre / "synthetic__standin.npz")
+    group = {name: LiveRun(model, prep, make_config(a, "pgd", 8, 3, 0, 0, None), light=True, map_side=64).run_all()
+             for a, name in (("ce", "CE-PGD"), ("tsallis", "TsallisPGD"))}
+    save_group(pre / "compare.npz", group, with_image=False)
+    (pre / "index.json").write_text(json.dumps({"runs": [
+        {"example": "synthetic", "model": mid, "file": "synthetic__standin.npz", "config": cfg.to_dict(),
+         "compare_file": "compare.npz"}]}))
+    demo = build_demo(mid, [ExampleItem("synthetic", "Synthetic disc (with mask)", ip, {2: mp})], pre)
+    with served_demo(demo) as url:
+        yield url, demo.tsallis_app
+
+
+@pytest.fixture()
+def page(served):
+    from playwright.sync_api import sync_playwright
+
+    outside: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        ctx = browser.new_context(viewport={"width": 1440, "height": 900})
+        ctx.route("**/*", lambda r: r.continue_() if loopback(r.request.url) else (outside.append(r.request.url),
+                                                                                   r.abort()))
+        yield ctx.new_page()
+        browser.close()
+    assert not outside, f"requests outside loopback: {outside[:5]}"
+
+
+@pytest.fixture()
+def slow(monkeypatch):
+    """Each record takes ≥ 40 ms more, so an attack lasts about a second on any machine."""
+    from app.runner import LiveRun
+
+    orig = LiveRun.step
+
+    def slow_step(self):
+        time.sleep(0.04)
+        return orig(self)
+
+    monkeypatch.setattr(LiveRun, "step", slow_step)
+
+
+SAMPLE_JS = """() => [document.querySelector('#cmp_status')?.innerText || '',
+                      document.querySelector('#cmp_grid img')?.getAttribute('src') || '',
+                      document.querySelector('#cmp_table')?.innerText || '']"""
+
+
+def _cmp_status(page) -> str:
+    return page.locator("#cmp_status").inner_text()
+
+
+def _wait_cmp(page, pattern: str, timeout_s: float = 60.0) -> str:
+    t_end = time.time() + timeout_s
+    while time.time() < t_end:
+        s = _cmp_status(page)
+        if re.search(pattern, s):
+            return s
+        time.sleep(0.05)
+    raise AssertionError(f"comparison status never matched {pattern!r}; last: {_cmp_status(page)!r}")
+
+
+def _open_compare(page, url: str) -> None:
+    """The page with the shipped example, PGD with :data:`STEPS` steps, on the Compare tab."""
+    page.goto(url + "?example=synthetic")
+    page.wait_for_function("() => /record \\d+ of/.test(document.querySelector('#status')?.innerText || '')",
+                           timeout=30_000)
+    page.get_by_label("PGD", exact=True).check()
+    steps = page.locator("#steps input[type=number]")
+    steps.fill(str(STEPS))
+    steps.press("Enter")
+    time.sleep(0.5)
+    page.get_by_role("tab", name="Compare attacks").click()
+    _wait_cmp(page, "Precomputed comparison", 20)
+
+
+def test_tiles_grow_while_each_attack_runs_and_stay_readable(served, page, slow):
+    url, _ = served
+    _open_compare(page, url)
+    page.locator("#cmp_btn").click()
+    samples, shot = [], False
+    t_end = time.time() + 120
+    while time.time() < t_end:
+        status, src, table = page.evaluate(SAMPLE_JS)
+        samples.append((status, src, table))
+        if not shot and re.search(r"Running \S+ \(3 of 6\)", status):
+            page.screenshot(path=str(SCREENS / "compare_01_running.png"))
+            shot = True
+        if "finished" in status:
+            break
+        time.sleep(0.1)
+    first = [(src, table) for status, src, table in samples if "Running CE-PGD (1 of 6)" in status and src]
+    srcs = {src for src, _ in first}
+    assert len(srcs) >= 2, f"the tiles did not change while the first attack ran ({len(first)} samples)"
+    assert any(re.search(rf"CE-PGD.*\b\d+/{STEPS + 1}\b", table, re.S) for _, table in first), \
+        "the leaderboard had no row for the running attack"
+    assert "finished" in samples[-1][0], samples[-1][0]
+    time.sleep(1.0)
+    page.screenshot(path=str(SCREENS / "compare_02_finished.png"))
+    page.screenshot(path=str(SCREENS / "compare_03_finished_full.png"), full_page=True)
+    # the tile titles are drawn at their size (about 1:1), not shrunk with a 2,300-px grid
+    from app import view
+
+    natural, shown = page.evaluate("() => { const i = document.querySelector('#cmp_grid img'); "
+                                   "return [i.naturalWidth, i.getBoundingClientRect().width]; }")
+    title_px = getattr(view, "TILE_TITLE_PX", 13) * shown / natural
+    assert title_px >= 12, f"tile titles {title_px:.1f} px on screen (grid {natural} px shown at {shown:.0f} px)"
+    # every leaderboard column is inside the table's box and its header text is not cut
+    cut = page.evaluate("""() => { const box = document.querySelector('#cmp_table').getBoundingClientRect();
+        return Array.from(document.querySelectorAll('#cmp_table th[role=columnheader]')).filter(th => {
+            const r = th.getBoundingClientRect(); const t = th.querySelector('.cell-wrap') || th;
+            return r.left < box.left - 1 || r.right > box.right + 1 || t.scrollWidth > t.clientWidth + 1;
+        }).map(th => th.innerText.trim()); }""")
+    n_cols = page.locator("#cmp_table th[role=columnheader]").count()
+    assert n_cols == 7 and not cut, f"leaderboard columns cut at 1440 px: {cut}"
+    rows = page.locator("#cmp_table").inner_text()
+    assert all(name in rows for name in ("CE-PGD", "SegPGD", "CosPGD", "JSPGD", "MaskedPGD", "TsallisPGD"))
+
+
+def test_stop_ends_a_running_comparison(served, page, slow):
+    url, demo_app = served
+    _open_compare(page, url)
+    page.locator("#cmp_btn").click()
+    _wait_cmp(page, r"Running SegPGD \(2 of 6\)", 60)
+    page.locator("#cmp_stop").click()
+    s = _wait_cmp(page, "Stopped", 10)
+    assert "1 of 6 attacks finished" in s, s
+    page.screenshot(path=str(SCREENS / "compare_04_stopped.png"))
+    from app.live import STOPPED
+
+    runs = [sess.compare_run for sess in list(demo_app.store._sessions)
+            if getattr(sess, "compare_run", None) is not None]
+    assert runs and not any(r.active for r in runs)
+    stopped = [r for r in runs if r.state == STOPPED]
+    assert len(stopped) == 1, [r.state for r in runs]
+    c = stopped[0]
+    done = c.progress()[0]
+    time.sleep(1.0)
+    assert c.progress()[0] == done, "the server kept computing after Stop"
+    assert list(c.runs) == ["CE-PGD", "SegPGD"] and not c.runs["SegPGD"].finished
+    # what was recorded stays for the shared slider
+    assert "CE-PGD" in page.locator("#cmp_table").inner_text()
+
+
+def test_the_hidden_tab_is_drawn_when_opened_not_at_load(served, page, monkeypatch):
+    import importlib
+
+    from app import view
+
+    calls: list[float] = []
+    orig = view.compare_tiles
+
+    def counted(*a, **k):
+        calls.append(time.time())
+        return orig(*a, **k)
+
+    for name in ("app.ui", "app.tabs.compare"):  # wherever the tiles are drawn from
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(mod, "compare_tiles"):
+            monkeypatch.setattr(mod, "compare_tiles", counted)
+    url, _ = served
+    page.goto(url + "?example=synthetic")
+    page.wait_for_function("() => /record \\d+ of/.test(document.querySelector('#status')?.innerText || '')",
+                           timeout=30_000)
+    time.sleep(1.5)
+    assert not calls, "the comparison's tiles were drawn for the hidden Compare tab at page load"
+    t0 = time.time()
+    page.get_by_role("tab", name="Compare attacks").click()
+    page.wait_for_function("() => { const i = document.querySelector('#cmp_grid img'); "
+                           "return !!i && i.complete && i.naturalWidth > 0; }", timeout=20_000)
+    page.wait_for_selector("#cmp_curves .main-svg", timeout=20_000)
+    assert len(calls) == 1 and calls[0] >= t0
+    assert "CE-PGD" in page.locator("#cmp_table").inner_text()
+    # opening it again redraws nothing
+    page.get_by_role("tab", name="Explore").click()
+    page.get_by_role("tab", name="Compare attacks").click()
+    time.sleep(1.0)
+    assert len(calls) == 1
