@@ -12,14 +12,20 @@ Scenarios (each on a fresh 40-step run of the default model, the default attack,
   main-thread time of long tasks per painted record.
 * ``pause`` / ``stop`` — the button is clicked 1 s after the first record: time until the status says so, and until the
   server computes no more records.
-* ``tab``     — 1 s after the first record the "Compare attacks" tab is clicked, then "Explore": time until each shows.
+* ``tab``     — 1 s after the first record the "Compare attacks" tab is clicked, then "Explore": time until each shows
+  (and until the Compare tab's content, drawn when it opens, is painted).
+* ``compare_stop`` — on the "Compare attacks" tab, a comparison of all six attacks is started and ■ Stop clicked 1 s
+  after its first record: time until the tab's status says so, and until the server computes no more records.
+* ``compare_live`` — a whole six-attack comparison: when each attack's first tile is painted after its first
+  record, tile images painted per second while computing, how far the painted tiles' record lags the newest
+  computed one, and when the final view is painted after the server finished.
 * ``scrub``   — after a run: ArrowLeft on the record slider 10 times (time until the status and the segmentation
   image show the new record), a mouse drag across the slider (time from release until the shown record is the
   slider's and stays), and ▶ Play (mean interval between records vs the configured one).
 
 Usage::
 
-    python bench/bench_browser.py [--port 7873] [--steps 40] [--json out.json]
+    python bench/bench_browser.py [--port 7873] [--steps 40] [--json out.json] [--only tab compare_stop ...]
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ RECORD = re.compile(r"record (\d+) of (\d+) recorded")
 
 OBSERVER_JS = """
 (() => {
-  window.__obs = []; window.__long = []; window.__segs = [];
+  window.__obs = []; window.__long = []; window.__segs = []; window.__cobs = []; window.__cgrid = [];
   const now = () => performance.timeOrigin + performance.now();
   try { new PerformanceObserver(l => { for (const e of l.getEntries())
         window.__long.push([performance.timeOrigin + e.startTime, e.duration]); })
@@ -64,6 +70,20 @@ OBSERVER_JS = """
         window.__segs.push([now(), e.target.currentSrc]); }, true);
   };
   hook();
+  // the Compare tab is mounted when first opened: its grid images are caught at the document, its status hooked
+  document.addEventListener('load', e => { if (e.target.tagName === 'IMG' && e.target.closest('#cmp_grid'))
+      window.__cgrid.push([now(), e.target.currentSrc]); }, true);
+  window.__hookCompare = () => {
+    const cs = document.querySelector('#cmp_status');
+    if (!cs || cs.__hooked) return !!cs;
+    cs.__hooked = true;
+    let last = null;
+    const note = () => { const t = cs.textContent; if (t === last) return; last = t;
+      requestAnimationFrame(() => window.__cobs.push([now(), t])); };
+    new MutationObserver(note).observe(cs, {subtree: true, childList: true, characterData: true});
+    note();
+    return true;
+  };
 })();
 """
 
@@ -75,6 +95,7 @@ class Tracer:
         from app.runner import LiveRun
 
         self.times: list[tuple[float, int]] = []
+        self.attacks: list[tuple[float, str, int]] = []  # (time, attack, record) of every computed record
         self.lock = threading.Lock()
         orig = LiveRun.step
         tracer = self
@@ -84,6 +105,7 @@ class Tracer:
             if ok and not live.traj.info.source.startswith("_"):
                 with tracer.lock:
                     tracer.times.append((time.time(), len(live.traj) - 1))
+                    tracer.attacks.append((time.time(), live.cfg.attack, len(live.traj) - 1))
             return ok
 
         LiveRun.step = step
@@ -103,7 +125,7 @@ class Tracer:
 
     def reset(self) -> None:
         with self.lock:
-            self.times, self.views = [], []
+            self.times, self.views, self.attacks = [], [], []
 
     def view_ms(self) -> dict:
         with self.lock:
@@ -155,14 +177,16 @@ def _center(page, sel: str) -> tuple[float, float]:
     return b["x"] + b["width"] / 2, b["y"] + b["height"] / 2
 
 
-def _wait_text(page, pattern: str, timeout_s: float = 120.0, after: str | None = None) -> float | None:
-    """Browser time (s) at which the status first matched ``pattern`` (regex), polling the observer log; with
-    ``after``, only texts following one that matched ``after`` count."""
+def _wait_text(page, pattern: str, timeout_s: float = 120.0, after: str | None = None,
+               log: str = "__obs") -> float | None:
+    """Browser time (s) at which the status first matched ``pattern`` (regex), polling the observer log
+    (``__obs``: the explorer's status, ``__cobs``: the Compare tab's); with ``after``, only texts following one
+    that matched ``after`` count."""
     rx, ra = re.compile(pattern), re.compile(after) if after else None
     t_end = time.time() + timeout_s
     while time.time() < t_end:
         armed = ra is None
-        for t, text in page.evaluate("window.__obs"):
+        for t, text in page.evaluate(f"window.{log}"):
             armed = armed or bool(ra.search(text))
             if armed and rx.search(text):
                 return t / 1000.0
@@ -280,10 +304,105 @@ def scenario_tab(browser, url: str, tracer: Tracer, steps: int) -> dict:
                                "return !!e && e.offsetParent !== null && e.getBoundingClientRect().height > 0; }",
                                timeout=120_000, polling="raf")
         out[name] = round(page.evaluate("performance.timeOrigin + performance.now()") / 1000 - t_click, 3)
+        if sel == "#cmp_btn":  # the tab's content (the shipped comparison's tiles), drawn when it opens
+            page.wait_for_function("() => { const i = document.querySelector('#cmp_grid img'); "
+                                   "return !!i && i.complete && i.naturalWidth > 0; }", timeout=120_000,
+                                   polling="raf")
+            out["compare_tiles_painted_s"] = round(
+                page.evaluate("performance.timeOrigin + performance.now()") / 1000 - t_click, 3)
         time.sleep(0.5)
     _wait_text(page, r"finished", 240, after=r"running")
     page.close()
     return out
+
+
+CMP_RUNNING = re.compile(r"Running (\S+) \((\d+) of (\d+)\): (\d+) of (\d+) records")
+
+
+def _open_compare(browser, url: str, steps: int):
+    """A fresh page with the run length set, on the Compare tab (its status hooked)."""
+    page = _open(browser, url, steps)
+    page.get_by_role("tab", name="Compare attacks").click()
+    page.wait_for_function("() => !!window.__hookCompare && window.__hookCompare()", timeout=60_000)
+    page.wait_for_function("() => /Precomputed|No comparison/.test("
+                           "document.querySelector('#cmp_status')?.textContent || '')", timeout=60_000)
+    time.sleep(1.0)
+    page.evaluate("window.__cobs.length = 0; window.__cgrid.length = 0")
+    return page
+
+
+def scenario_compare_stop(browser, url: str, tracer: Tracer, steps: int) -> dict:
+    page = _open_compare(browser, url, steps)
+    tracer.reset()
+    page.mouse.click(*_center(page, "#cmp_btn"))
+    while not tracer.snapshot():
+        time.sleep(0.05)
+    time.sleep(CLICK_AFTER_S)
+    x, y = _center(page, "#cmp_stop")
+    t_click = time.time()
+    n_at_click = len(tracer.snapshot())
+    page.mouse.click(x, y)
+    t_seen = _wait_text(page, "Stopped", 120, log="__cobs")
+    _wait_server_done(tracer)
+    comp = tracer.snapshot()
+    after = [t for t, _ in comp if t > t_click]
+    page.close()
+    return {"shown_s": None if t_seen is None else round(t_seen - t_click, 3),
+            "server_stopped_s": round((after[-1] - t_click) if after else 0.0, 3),
+            "records_after_click": len(comp) - n_at_click, "records_total": len(comp)}
+
+
+def _compare_lags(computed: list[tuple[float, str, int]], shown: list[tuple[float, str, int]],
+                  t_stop: float) -> list[float]:
+    """Every 20 ms until ``t_stop``: how long a record newer than the painted one had been computed (s)."""
+    order = {(a, k): i for i, (_, a, k) in enumerate(computed)}
+    seq = sorted((t, order.get((a, k), -1)) for t, a, k in shown)
+    lags, t, i, cur = [], computed[0][0], 0, -1
+    while t <= t_stop:
+        while i < len(seq) and seq[i][0] <= t:
+            cur = max(cur, seq[i][1])
+            i += 1
+        newer = [tc for j, (tc, _, _) in enumerate(computed) if j > cur and tc <= t]
+        lags.append(t - min(newer) if newer else 0.0)
+        t += 0.02
+    return lags
+
+
+def scenario_compare_live(browser, url: str, tracer: Tracer, steps: int) -> dict:
+    from attack_engine.registry import attack_title
+
+    page = _open_compare(browser, url, steps)
+    tracer.reset()
+    t0 = time.time()
+    page.mouse.click(*_center(page, "#cmp_btn"))
+    t_done = _wait_text(page, r"Comparison finished", 1800, log="__cobs")
+    time.sleep(1.5)
+    with tracer.lock:
+        computed = [(t, attack_title(a), k) for t, a, k in tracer.attacks]
+    cobs, grid = page.evaluate("window.__cobs"), page.evaluate("window.__cgrid")
+    page.close()
+    if not computed or t_done is None:
+        return {"error": "the comparison did not finish"}
+    shown = []
+    for t, text in cobs:
+        m = CMP_RUNNING.search(text)
+        if m and int(m.group(4)) > 0:
+            shown.append((t / 1000.0, m.group(1), int(m.group(4)) - 1))
+    t_last = computed[-1][0]
+    firsts = {}
+    for t, a, _k in computed:
+        firsts.setdefault(a, t)
+    first_shown = {a: min((t for t, sa, _ in shown if sa == a), default=None) for a in firsts}
+    delays = [first_shown[a] - firsts[a] for a in firsts if first_shown[a] is not None]
+    paints = [t / 1000.0 for t, _ in grid if computed[0][0] <= t / 1000.0 <= t_last]
+    lags = _compare_lags(computed, shown, t_last)
+    return {"attacks": len(firsts), "records_computed": len(computed), "server_s": round(t_last - t0, 2),
+            "attacks_with_a_tile_while_running": sum(v is not None for v in first_shown.values()),
+            "first_tile_after_first_record_max_s": round(max(delays), 3) if delays else None,
+            "tile_images_painted_per_s": round(len(paints) / max(t_last - computed[0][0], 1e-6), 2),
+            "max_lag_s": round(max(lags), 3) if lags else None,
+            "p95_lag_s": round(sorted(lags)[int(0.95 * (len(lags) - 1))], 3) if lags else None,
+            "final_view_delay_s": round(t_done - t_last, 3)}
 
 
 def _slider_value(page) -> int:
@@ -364,7 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "7873")))
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--only", nargs="*", default=["stream", "pause", "stop", "tab", "scrub"])
+    ap.add_argument("--only", nargs="*", default=["stream", "pause", "stop", "tab", "scrub", "compare_stop",
+                                                  "compare_live"])
     a = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -385,6 +505,10 @@ def main(argv: list[str] | None = None) -> int:
                     res[sc] = scenario_control(browser, url, tracer, a.steps, sc)
                 elif sc == "tab":
                     res[sc] = scenario_tab(browser, url, tracer, a.steps)
+                elif sc == "compare_stop":
+                    res[sc] = scenario_compare_stop(browser, url, tracer, a.steps)
+                elif sc == "compare_live":
+                    res[sc] = scenario_compare_live(browser, url, tracer, a.steps)
                 elif sc == "scrub":
                     res[sc] = scenario_scrub(browser, url, tracer, a.steps, ui.PLAY_INTERVAL_S)
                 res[sc]["wall_s"] = round(time.time() - t, 1)

@@ -108,7 +108,7 @@ class CompareTab:
     # -- values -----------------------------------------------------------------------------------------
     @staticmethod
     def _key(sess: Session) -> tuple:
-        return id(sess.compare), tuple(len(t) for t in sess.compare.values())
+        return id(sess.compare), tuple(len(t) for t in sess.compare.copy().values())
 
     def _closed(self, state) -> None:
         self._open.discard(self.host._session(state))
@@ -120,7 +120,7 @@ class CompareTab:
         self._shown.pop(sess, None)
         if sess in self._open:
             return self.values(sess, None, note)
-        n = max((len(t) for t in sess.compare.values()), default=0)
+        n = max((len(t) for t in sess.compare.copy().values()), default=0)
         slider = gr.Slider(minimum=0, maximum=max(n - 1, 1), value=max(n - 1, 0), step=1)
         return [note if sess.compare else EMPTY, slider, None, None, None]
 
@@ -142,7 +142,7 @@ class CompareTab:
                pending: tuple[str, ...] = ()) -> list:
         """Values for :attr:`outputs`: the session's comparison at record ``k`` (default: the last); ``chart=False``
         leaves the accuracy chart as it is; ``pending``: attacks not started yet."""
-        runs = sess.compare
+        runs = sess.compare.copy()  # a running comparison adds attacks from its thread
         if not runs and not pending:
             return [EMPTY, gr.skip(), None, None, None]
         if not any(len(t) for t in runs.values()):
@@ -162,7 +162,7 @@ class CompareTab:
         note = self._status(c)
         if not tiles:
             return [note, gr.skip(), gr.skip(), gr.skip(), gr.skip()]
-        started = set(c.runs)
+        started = set(c.runs.copy())
         pending = () if not c.active else tuple(attack_title(cfg.attack) for cfg in c.cfgs
                                                 if attack_title(cfg.attack) not in started)
         with c.lock():
@@ -180,7 +180,7 @@ class CompareTab:
                 return f"**{name}** ({i} of {total}) is waiting for a free compute slot (other runs are computing)…"
             return (f"Running **{name}** ({i} of {total}): {len(cur.live.traj)} of "
                     f"{cur.live.traj.info.expected_records} records. **■ Stop** ends the comparison.")
-        done = sum(1 for t in c.runs.values() if t.finished)
+        done = sum(1 for t in c.runs.copy().values() if t.finished)
         msg = {
             FINISHED: "Comparison finished: drag the shared slider.",
             **dict.fromkeys((STOPPED, PAUSED), f"Stopped: {done} of {total} attacks finished; the recorded part stays for scrubbing."),
@@ -290,7 +290,7 @@ class CompareTab:
         try:
             finished, last = 0, 0.0
             while not c.ended.wait(API_EVERY_S / 5):
-                done = sum(1 for t in c.runs.values() if t.finished)
+                done = sum(1 for t in c.runs.copy().values() if t.finished)
                 if done != finished or time.monotonic() - last >= API_EVERY_S:
                     yield [sess, *self._live_values(sess, c, chart=done != finished, tiles=done != finished)]
                     finished, last = done, time.monotonic()
@@ -321,7 +321,7 @@ class CompareTab:
         sess = self.host._session(state)
         c = sess.compare_run
         if c is not None and sess.compare is c.runs and c.active:
-            n = max((len(t) for t in c.runs.values()), default=0)
+            n = max((len(t) for t in c.runs.copy().values()), default=0)
             c.view = None if int(k) >= n - 1 else int(k)
             with c.lock():
                 return [sess, *self.values(sess, k, f"Record {int(k)} (each run clamped to its length)")]
