@@ -90,7 +90,7 @@ CUSTOM = "your own (edit the text)"
 CONST_PRESET = "constant q (slider)"
 REQUEST_INPUTS = ("image_in", "mask_in", "ex_id", "model", "attack", "opt", "eps", "steps", "alpha", "seed",
                   "sched_text")  # the components of a RunRequest, in app.request.FIELDS order
-COMPARE_OUTPUTS = ("cmp_status", "cmp_slider", "cmp_grid", "cmp_curves", "cmp_table")  # what _compare_values fills
+COMPARE_OUTPUTS = ("cmp_status", "cmp_slider", "cmp_grid", "cmp_curves", "cmp_table")  # what CompareTab.values fills (app.tabs.compare)
 CONTROLS = ("attack", "opt", "eps", "steps", "alpha", "seed", "sched_text")  # what a shared link / example sets
 Q_SLIDER = (-3.0, 1.5)  # range of the constant-q slider
 
