@@ -96,3 +96,27 @@ def test_app_run_uses_the_models_ignore_index(data):
     assert t5.valid_v.shape == lab.shape and not t5.valid_v[lab == TREE].any()
     for col in ("acc", "miou", "loss", "flipped"):
         assert np.array_equal(t5.scalars(col), t255.scalars(col)), col
+
+
+def test_evaluation_uses_the_models_ignore_index(data, tmp_path):
+    from attack_engine.evaluate import main as eval_main
+
+    img, lab, lab255 = data
+    for mid, ii in (("colour-ii5", TREE), ("colour-ii255", 255)):
+        register(ModelEntry(id=mid, title=mid, family="custom", num_classes=6, licence="-", source="tests",
+                            loader=lambda device="cpu", mid=mid, ii=ii: _model(ii, mid)))
+    metrics = {}
+    for mid, labels in (("colour-ii5", lab), ("colour-ii255", lab255)):
+        root = tmp_path / mid
+        (root / "images").mkdir(parents=True)
+        (root / "labels").mkdir()
+        Image.fromarray(img).save(root / "images" / "scene.png")
+        Image.fromarray(labels.astype(np.uint8)).save(root / "labels" / "scene.png")
+        out = tmp_path / f"out-{mid}"
+        assert eval_main(["--model", mid, "--data", f"folder:{root}", "--size", "48", "--steps", "3",
+                          "--attacks", "ce,tsallis", "--eps", "8/255", "--no-progress", "--out", str(out)]) == 0
+        metrics[mid] = json.loads((out / "metrics.json").read_text())
+    a, b = metrics["colour-ii5"], metrics["colour-ii255"]
+    assert a["clean"] == b["clean"] and 0 < a["clean"]["acc"] < 1
+    assert [(s["method"], s["acc"], s["miou"]) for s in a["settings"]] == \
+        [(s["method"], s["acc"], s["miou"]) for s in b["settings"]]
