@@ -174,6 +174,10 @@ def _model_id(d: dict) -> str:
 def _arrays(image_png: str | None, labels_png: str | None) -> tuple[np.ndarray | None, np.ndarray | None]:
     image = None if not image_png else from_png_b64(image_png).astype(np.uint8)
     labels = None if not labels_png else from_png_b64(labels_png).astype(np.int64)
+    if image is not None and (image.ndim != 3 or image.shape[2] != 3):
+        raise ValueError(f"the stored image must be RGB, got shape {image.shape}")
+    if labels is not None and (image is None or labels.shape != image.shape[:2]):
+        raise ValueError("the stored labels must have the image's size")
     return image, labels
 
 
@@ -193,7 +197,7 @@ def _read_v2(d: dict) -> RunFile:
 
 
 def _read_cli_v1(d: dict) -> RunFile:
-    rows = d.get("iterations") or []
+    rows = [dict(r) for r in d.get("iterations") or []]
     for r in rows:  # v1 stored the mass shares as one list
         r.update(zip(("mass_cc", "mass_uc", "mass_wrong"), r.pop("mass", [None] * 3), strict=True))
     clean, adv = d.get("clean") or {}, d.get("adversarial") or {}

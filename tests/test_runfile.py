@@ -178,3 +178,11 @@ def test_labels_above_255_survive_the_png(tmp_path):
     from attack_engine.runfile import from_png_b64
 
     assert np.array_equal(from_png_b64(png_b64(lab)).astype(np.int64), lab)
+
+
+def test_a_grey_image_or_mismatched_labels_are_refused():
+    grey = png_b64(np.zeros((8, 8), np.uint8))
+    rgb = png_b64(np.zeros((8, 8, 3), np.uint8))
+    for inp in ({"image_png": grey}, {"image_png": rgb, "labels_png": png_b64(np.zeros((4, 8), np.uint8))}):
+        with pytest.raises(RunFileError, match="damaged run file"):
+            read_run({"format": FORMAT, "model": "m", "config": {}, "input": inp})
