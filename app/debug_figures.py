@@ -96,6 +96,6 @@ def size_share_figure(bins: Sequence[SizeBin], reference: str, k: int | None = N
                  marker=dict(color=WRONG), customdata=[[b.flipped, b.pixels] for b in bins],
                  hovertemplate="%{x}: %{y:.1%} flipped (%{customdata[0]} of %{customdata[1]} px)<extra></extra>")]
     lay = _layout(f"Flipped share by object size{sub}", 340, hovermode="closest",
-                  xaxis=dict(title=f"object size (connected regions of the {reference}, share of the image)"),
+                  xaxis=dict(title=f"object size (share of the image)<br>objects: connected regions of the {reference}"),
                   yaxis=dict(title="flipped pixels", tickformat=".0%", range=[0, 1.1]))
     return Fig(data, lay)

@@ -544,7 +544,7 @@ def schedule_preview_figure(attack: str, schedule: str | None, steps: int, optim
             lab += f", {spec.param}={spec.param_at(s, n0, sched):.2f}"
         data.append(dict(type="scatter", x=finite_list(p, 4), y=finite_list(np.maximum(w, 1e-6), 7), name=lab,
                          line=dict(color="rgb({},{},{})".format(*c)), xaxis="x2", yaxis="y2"))
-    lay = _layout(f"{spec.title}: {pname} over iterations | weight w(p) at stage points t", 400, hovermode="closest",
+    lay = _layout(f"{spec.title}: {pname} per iteration | weight w(p) at t", 400, hovermode="closest",
                   xaxis=dict(domain=[0, 0.42], title="iteration", anchor="y"),
                   yaxis=dict(title=pname, anchor="x"),
                   xaxis2=dict(domain=[0.56, 1.0], title="p_y", anchor="y2", range=[0, 1]),

@@ -165,6 +165,12 @@ def test_legends_and_stage_labels_do_not_overlap(served, browser):
             for i, a in enumerate(ticks):
                 for b in ticks[i + 1:]:
                     assert not _overlap(a, b, tol=1.0), f"#{el}: {ax} labels overlap ({a} vs {b})"
+    for el in (*PLOTS, "preview_plot"):  # titles fit in their figure (not cut at its edges)
+        fig = page.locator(f"#{el}").bounding_box()  # the block: what is not inside it is cut off
+        for part in (".gtitle", ".g-xtitle", ".g-x2title"):
+            for t in _boxes(page, el, part):
+                assert fig["x"] - 1 <= t["left"] and t["right"] <= fig["x"] + fig["width"] + 1, \
+                    f"#{el}: {part} runs past the figure ({t} vs {fig})"
     labels = _boxes(page, "curves", ".annotation")
     assert len(labels) >= 2, "the metrics plot lost its APGD stage labels"
     for a, b in zip(labels, labels[1:], strict=False):
