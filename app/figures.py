@@ -564,6 +564,5 @@ def compare_curves_figure(series: dict[str, np.ndarray], k: int | None = None, m
                          line=dict(color=colours.get(name, COLORWAY[i % len(COLORWAY)]),
                                    width=3 if name == "TsallisPGD" else 1.8)))
     lay = _layout(f"{metric} over iterations, all attacks", 340, shapes=_vline(k),
-                  xaxis=dict(title="record"), yaxis=dict(tickformat=".0%", title=metric),
-                  legend=dict(orientation="h", y=-0.3, x=0))  # below the x-axis title, not over it
+                  xaxis=dict(title="record"), yaxis=dict(tickformat=".0%", title=metric))  # legend: LEGEND_BELOW
     return Fig(data, lay)
