@@ -141,7 +141,8 @@ class CompareTab:
     def values(self, sess: Session, k: int | None, note: str = "", chart: bool = True,
                pending: tuple[str, ...] = ()) -> list:
         """Values for :attr:`outputs`: the session's comparison at record ``k`` (default: the last); ``chart=False``
-        leaves the accuracy chart as it is; ``pending``: attacks not started yet."""
+        leaves the accuracy chart as it is; ``pending``: attacks not started yet.  Notes that the page now shows
+        this comparison (so opening the tab again redraws nothing)."""
         runs = sess.compare.copy()  # a running comparison adds attacks from its thread
         if not runs and not pending:
             return [EMPTY, gr.skip(), None, None, None]
@@ -181,9 +182,11 @@ class CompareTab:
             return (f"Running **{name}** ({i} of {total}): {len(cur.live.traj)} of "
                     f"{cur.live.traj.info.expected_records} records. **■ Stop** ends the comparison.")
         done = sum(1 for t in c.runs.copy().values() if t.finished)
+        stopped = f"Stopped: {done} of {total} attacks finished; the recorded part stays for scrubbing."
         msg = {
             FINISHED: "Comparison finished: drag the shared slider.",
-            **dict.fromkeys((STOPPED, PAUSED), f"Stopped: {done} of {total} attacks finished; the recorded part stays for scrubbing."),
+            STOPPED: stopped,
+            PAUSED: stopped,
             TIME_LIMIT: f"Comparison stopped at the time limit of {self.host.limits.time_limit_s:g} s per request: "
                         "use fewer steps or attacks.",
             ERROR: "The comparison stopped: something went wrong on the server; it was logged. The recorded part "
