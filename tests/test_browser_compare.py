@@ -175,6 +175,10 @@ def test_stop_ends_a_running_comparison(served, page, slow):
     url, demo_app = served
     _open_compare(page, url)
     page.locator("#cmp_btn").click()
+    _wait_cmp(page, r"Running\W+CE-PGD\b", 60)
+    page.get_by_role("tab", name="Explore").click()  # the comparison goes on behind another tab
+    time.sleep(0.5)
+    page.get_by_role("tab", name="Compare attacks").click()
     _wait_cmp(page, r"Running\W+SegPGD\b", 60)
     page.locator("#cmp_stop").click()
     s = _wait_cmp(page, "Stopped", 10)

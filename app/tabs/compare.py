@@ -72,8 +72,6 @@ class CompareTab:
             self.table = gr.Dataframe(headers=LEADERBOARD_HEADERS, interactive=False, elem_id="cmp_table",
                                       label="Leaderboard: each attack's best iterate (lowest accuracy), lowest first")
             self.curves = gr.Plot(label="Pixel accuracy, all attacks", elem_id="cmp_curves")
-            self.timer = gr.Timer(PULL_S, active=False)
-            self.api_btn = gr.Button(visible=False)
 
     @property
     def outputs(self) -> list:
@@ -84,6 +82,10 @@ class CompareTab:
         """``controls``: image, mask, example id, model, optimiser, ε, steps, step size, seed, schedule text (the
         explorer's inputs, minus the attack); ``tabs``: the app's tabs (opening another one closes this)."""
         g, conc = self.host.guard, self.host.limits.attack_concurrency
+        # outside the tab, so the pull goes on while another tab is shown (wire is called in the Blocks, after
+        # the tabs)
+        self.timer = gr.Timer(PULL_S, active=False)
+        self.api_btn = gr.Button(visible=False)
         image, mask, ex_id, model, *rest = controls
         inputs = [image, mask, ex_id, model, self.attacks, *rest, state]
         outs = [state, *self.outputs]
