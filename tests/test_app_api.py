@@ -45,7 +45,7 @@ def server(tmp_path_factory):
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield {"url": f"http://127.0.0.1:{port}/", "model": mid, "image": ip, "mask": mp,
-           "outputs": demo.tsallis_app.api_outputs}
+           "outputs": demo.tsallis_app.api_outputs, "app": demo.tsallis_app}
     demo.close()
 
 
@@ -181,6 +181,32 @@ def test_compare_and_shared_slider(server, client):
     assert all(r[3] >= 0 for r in table["data"])  # best record index
     cs = client.predict(1, api_name="/compare_scrub")
     assert "Record 1" in cs[0] and '"x0":1' in cs[3]["plot"]
+
+
+def test_compare_start_and_stop(server, client, monkeypatch):
+    """What the page does: /compare_start returns at once, the comparison computes in the background, /compare_stop
+    ends it after the record being computed; the recorded part stays for the shared slider."""
+    from app.runner import LiveRun
+
+    orig = LiveRun.step
+    monkeypatch.setattr(LiveRun, "step", lambda self: (time.sleep(0.01), orig(self))[1])  # ≥ 4 s per attack
+    args = (None, None, "synthetic", server["model"], ["ce", "tsallis", "js"], "pgd", 8, 400, 0, 0, "")
+    t0 = time.perf_counter()
+    started = client.predict(*args, api_name="/compare_start")
+    assert time.perf_counter() - t0 < 10 and ("Preparing" in started[0] or "Running" in started[0]), started[0]
+    time.sleep(1.0)
+    stop = client.predict(api_name="/compare_stop")
+    assert "Stopped: 0 of 3 attacks finished" in stop[0] or "Stopping" in stop[0], stop[0]
+    time.sleep(1.0)
+    sess = [s for s in server["app"].store._sessions if s.compare_run is not None and s.compare_run.state == "stopped"]
+    assert len(sess) == 1 and not sess[0].compare_run.active
+    c = sess[0].compare_run
+    n = c.progress()[0]
+    assert 1 <= n < 401 and list(c.runs) == ["CE-PGD"] and not c.runs["CE-PGD"].finished, (n, list(c.runs))
+    time.sleep(0.5)
+    assert c.progress()[0] == n  # nothing computed after Stop
+    cs = client.predict(0, api_name="/compare_scrub")
+    assert "Record 0" in cs[0] and [r[0] for r in cs[4]["data"]] == ["CE-PGD"]
 
 
 def test_export_files_and_link(server, client):

@@ -279,9 +279,10 @@ class CompareTab:
             return [sess, *[gr.skip()] * len(self.outputs), gr.Timer(active=False)]
         c.halt(STOPPED, wait_s=HALT_WAIT_S)
         c.sent = None
-        if c.active:  # the record being computed is not done yet: the status says so, the timer brings the end
-            return [sess, "Stopping…", gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.Timer(active=True)]
-        return [sess, *self._live_values(sess, c, chart=True), gr.Timer(active=False)]
+        # the status at once (the page paints it before any image or chart); the timer's next pull brings the last
+        # tiles, leaderboard and chart
+        return [sess, "Stopping…" if c.active else self._status(c), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
+                gr.Timer(active=True)]
 
     def compare(self, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed, sched, state):
         """API ``/compare``: run the attacks and stream progress, each attack's tiles as it ends, and the final
