@@ -1,6 +1,7 @@
 """Run every CPU benchmark and regenerate ``BENCHMARKS.md`` (``python -m bench`` or ``python bench/run_all.py``).
 
-Target: under 5 minutes on 2 CPU cores.  Raw numbers go to ``bench/results/run_all.json``.
+About 6-11 minutes on the shared 2 CPU cores (the SegFormer-B0 cases are most of it).  Raw numbers go to
+``bench/results/run_all.json``.
 
     python -m bench                   # everything, writes BENCHMARKS.md
     python -m bench --quick           # smoke test (tiny sizes, a few seconds per part; writes to bench/results/)
@@ -133,7 +134,7 @@ def render(res: dict, argv: list[str]) -> str:
         "```bash",
         ". .venv/bin/activate",
         "pip install --no-deps -r bench/requirements.txt   # torchattacks (peer comparison); optional",
-        "python -m bench                                   # all CPU parts, rewrites BENCHMARKS.md (< 5 min, 2 cores)",
+        "python -m bench                                   # all CPU parts, rewrites BENCHMARKS.md (6-11 min, 2 cores)",
         "python -m bench.bench_overhead --case selfie-256  # one part / one case; each module has --help",
         "python bench/gpu_bench.py                         # GPU machine only (see the GPU section)",
         "```",
