@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     Takes the CLI's model flags: ``python app.py --model FILE --arch … --classes … [--trusted]`` opens the
     explorer on your checkpoint (``--model <zoo id>`` on that model).
     """
+    from app.launch import main as _main
     from app.own_model import model_id_from_argv
-    from app.ui import main as _main
 
     _main(model_id_from_argv(argv))
 

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from app import figures as fg
+from app.panels import panels
 from app.trajectory import SCALARS, Trajectory
 from app.view import render_main, render_static
 from attack_engine.registry import attack_names, attack_title, takes_schedule
@@ -99,23 +100,27 @@ def _line_chart(series: dict[str, tuple[np.ndarray, tuple[int, int, int]]], n: i
     return img
 
 
-def panels_png(traj: Trajectory, k: int | None = None, probe_yx: tuple[int, int] | None = None) -> bytes:
-    """The image panels at record ``k`` with captions, plus accuracy curves, as one PNG."""
-    k = traj.clamp(k)
-    st, mn = render_static(traj), render_main(traj, k, probe_yx)
-    names = [("clean", "clean image", st), ("adv", "adversarial", mn), ("pert", "perturbation (amplified)", mn),
-             ("clean_seg", "clean segmentation", st), ("seg", "current segmentation", mn), ("gt", "ground truth", st),
-             ("flipped", "flipped pixels", mn), ("firstflip", "first-flip record", mn), ("weight", "weight vs CE", mn),
-             ("grad", "|dL/dz|", mn)]
+def panel_tiles(traj: Trajectory, k: int, probe_yx: tuple[int, int] | None = None) -> list[tuple[str, Image.Image]]:
+    """(caption, image) of every exported image panel of the table (``export``), in table order, at record ``k``,
+    scaled to the view's longer side."""
+    drawn = {**render_static(traj), **render_main(traj, k, probe_yx)}
     side = max(traj.hw)
     tiles = []
-    for key, title, src in names:
-        if key in src:
-            im = src[key]
+    for p in panels():
+        im = drawn.get(p.name)
+        if p.export and p.kind == "image" and im is not None:
             if max(im.size) != side:
                 s = side / max(im.size)
                 im = im.resize((round(im.width * s), round(im.height * s)), Image.NEAREST)
-            tiles.append(fg.label_tile(im, title))
+            tiles.append((p.export, im))
+    return tiles
+
+
+def panels_png(traj: Trajectory, k: int | None = None, probe_yx: tuple[int, int] | None = None) -> bytes:
+    """The exported image panels at record ``k`` with captions, plus accuracy curves, as one PNG."""
+    k = traj.clamp(k)
+    side = max(traj.hw)
+    tiles = [fg.label_tile(im, title) for title, im in panel_tiles(traj, k, probe_yx)]
     chart = _line_chart({"pixel acc": (traj.scalars("acc"), (44, 160, 44)), "mIoU": (traj.scalars("miou"), (148, 103, 189))},
                         max(len(traj), traj.info.expected_records), k, size=(max(side, 300), max(side * 2 // 3, 200)),
                         title="accuracy over records")
@@ -146,7 +151,7 @@ def evolution_gif(traj: Trajectory, max_frames: int = 48, side: int = 192, ms: i
     frames = []
     for k in ks:
         mn = render_main(traj, k)
-        tiles = [mn["seg"], mn["flipped"]] + ([mn["weight"]] if "weight" in mn else [])
+        tiles = [mn[p.name] for p in panels("main") if p.gif and p.kind == "image" and p.name in mn]
         tiles = [t.resize((max(1, round(t.width * side / max(t.size))), max(1, round(t.height * side / max(t.size)))),
                           Image.NEAREST) for t in tiles]
         row = fg.grid_image(tiles, cols=len(tiles), pad=3)

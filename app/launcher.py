@@ -23,8 +23,8 @@ def explore(model: torch.nn.Module, class_names: Sequence[str] | None = None,
     :class:`SegModel`), with its class names, palette and optional images (paths, PIL, arrays, or
     ``(image, mask)`` pairs); the bundled examples are offered too. Returns the Gradio Blocks; with
     ``launch=True`` it is served first (``launch_kw`` go to ``launch``: ``server_port``, ``inbrowser`` …)."""
+    from app.launch import build_demo, launch_kwargs
     from app.sources import bundled_examples
-    from app.ui import build_demo, launch_kwargs
     from attack_engine.models.custom import wrap_module
 
     seg = wrap_module(model, class_names=class_names, palette=palette, mean=mean, std=std, model_id=model_id,

@@ -1,6 +1,6 @@
 """The served process's log output: JSON lines only.
 
-:func:`configure` (called by :func:`app.ui.main` and any script that serves the app):
+:func:`configure` (called by :func:`app.launch.main` and any script that serves the app):
 
 * the loggers of the libraries underneath (uvicorn, Gradio, httpx, asyncio, warnings) write JSON lines
   ``{"event": "library", "logger": ..., "message": ...}``: the message cut to 300 characters, an exception as

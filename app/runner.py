@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from app import limits as lm
+from app.panels import recorders as panel_recorders
 from app.trajectory import RunInfo, Trajectory, probe_grid, probe_topk
 from attack_engine import AttackConfig, AttackRun, determinism
 from attack_engine.attack import apgd_stages
@@ -191,7 +192,8 @@ class LiveRun:
                                                **({} if target is None else {"target_class": int(target)})},
         )
         self.traj = Trajectory(rinfo, prep.image, self.run.labels[0].cpu().numpy(),
-                               self.run.clean_pred[0].cpu().numpy(), light=light, map_side=map_side)
+                               self.run.clean_pred[0].cpu().numpy(), light=light, map_side=map_side,
+                               recorders=panel_recorders())
         self._it: Iterator | None = iter(self.run)
         self.lock = threading.RLock()  # held while a record is added: readers (views) take it to see whole records
 

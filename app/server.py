@@ -2,7 +2,7 @@
 itself turned into one readable message and one ``rejected`` log line.
 
 :class:`EdgeGuard` (an ASGI middleware, installed through ``launch(app_kwargs=...)`` by
-:func:`app.ui.launch_kwargs`):
+:func:`app.launch.launch_kwargs`):
 
 * in hosted mode refuses, before any route runs, every path by which Gradio would fetch, resolve or proxy an
   address a request names: ``/file=<url>`` (and ``/file/<url>``, percent-encoded or not, any scheme) and

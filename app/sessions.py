@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from app.limits import Limits
+from app.panels import record_bytes as panel_record_bytes
 from app.trajectory import HIST_BINS, MAP_SIDE, PROBE_SIDE, SCALARS, TOPK, Trajectory, view_size
 from attack_engine.qlens import SUMMARY_BINS
 
@@ -86,6 +87,7 @@ def traj_nbytes(t: Trajectory | None) -> int:
     for lst in (t.delta, t.pred, t.p_true, t.weight, t.grad, t.topk_cls, t.topk_p, t.hist, t.margin, t.log_ceg,
                 t.qsum):
         n += sum(a.nbytes for a in lst if isinstance(a, np.ndarray))
+    n += sum(a.nbytes for lst in getattr(t, "panel_maps", {}).values() for a in lst)  # the panel table's own data
     return n + len(t) * len(SCALARS) * _SCALAR_BYTES
 
 
@@ -144,6 +146,7 @@ def estimate_run_bytes(model_hw: tuple[int, int], num_classes: int, records: int
     if not light:
         ph, pw = view_size((vh, vw), PROBE_SIDE)
         per += v * (3 + 3 + 3) + 2 * HIST_BINS * 4 + 3 * SUMMARY_BINS * 3 * 4 + (ph * pw * TOPK * 3 if num_classes > 2 else 0)
+        per += panel_record_bytes((vh, vw))  # what the panel table's entries record besides the Trajectory
     return base + records * per
 
 

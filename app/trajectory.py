@@ -23,6 +23,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,8 @@ class Trajectory:
     """
 
     def __init__(self, info: RunInfo, image: np.ndarray, labels: np.ndarray, clean_pred: np.ndarray,
-                 light: bool = False, map_side: int | None = None) -> None:
+                 light: bool = False, map_side: int | None = None,
+                 recorders: dict[str, Callable[[Any, Trajectory], np.ndarray]] | None = None) -> None:
         self.info = info
         self.light = light
         self.image = np.ascontiguousarray(image, dtype=np.uint8)
@@ -215,6 +217,9 @@ class Trajectory:
         self.first_flip = np.full((vh, vw), -1, dtype=np.int32)
         self.finished = False
         self.view_cache: dict[str, Any] = {}  # drawings the views derive once per run (app.figures.background)
+        # per-record data of panels that need more than the above (app.panels: an entry's ``record``); not saved
+        self.recorders = dict(recorders or {}) if not light else {}
+        self.panel_maps: dict[str, list[np.ndarray]] = {name: [] for name in self.recorders}
 
     # -- filling ----------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -256,6 +261,8 @@ class Trajectory:
             pv = _nearest(rec.topk_p[0, :k].detach().float().cpu(), self.probe_hw)
             self.topk_cls.append(cls.numpy().astype(np.uint16))
             self.topk_p.append(np.clip(np.rint(pv.numpy() * 255.0), 0, 255).astype(np.uint8))
+        for name, record in self.recorders.items():
+            self.panel_maps[name].append(np.asarray(record(rec, self)))
 
     def _view(self, maps: list[np.ndarray]) -> list[np.ndarray]:
         """Full-resolution float64 maps at the view resolution (area average; as they are when the sizes agree)."""

@@ -8,11 +8,9 @@ Public API endpoints (``gradio_client``): ``/run`` (streams every record), ``/st
 
 import contextlib
 import functools
-import hashlib
 import inspect
 import json
 import logging
-import os
 import shutil
 import tempfile
 import threading
@@ -24,34 +22,20 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from app import components as cp
-from app import figures as fg
 from app import gpu
-from app.disk import DiskBudget, app_root, clean_at_start, gradio_cache_dir, own_gradio_cache
+from app.disk import DiskBudget, app_root, gradio_cache_dir
 from app.export import config_query, evolution_gif, panels_png, parse_query, records_csv, run_card
+from app.figures import schedule_preview_figure
+from app.frames import FrameStore
 from app.inputs import gallery_index, probe_coords, scrub_paths
-from app.janitor import Janitor
-from app.limits import (
-    MAX_ALPHA255,
-    MAX_EPS255,
-    MAX_SEED,
-    MAX_TEXT,
-    MIN_EPS255,
-    Limits,
-    LimitsError,
-    allowed_models,
-    apply_hosted_environment,
-    get_limits,
-)
+from app.limits import MAX_ALPHA255, MAX_EPS255, MIN_EPS255, Limits, allowed_models, get_limits
 from app.links import share_link
 from app.live import ERROR, FINISHED, PAUSED, STOPPED, TIME_LIMIT, Computation
-from app.logs import configure as configure_logging
-from app.memory import tune_malloc
 from app.model_menu import model_choices as menu_choices
 from app.observe import event
+from app.panels import EXPLAIN, get_panel, main_names, panels, static_names
 from app.request import RunRequest, takes_request
 from app.runner import InputError, LiveRun, Prepared, check_schedule, prepare
-from app.server import edge_middleware, install_refusal_hooks
 from app.sessions import (
     BudgetError,
     Session,
@@ -62,115 +46,32 @@ from app.sessions import (
     traj_nbytes,
 )
 from app.sources import PRECOMPUTED_DIR, ExampleItem, bundled_examples, load_precomputed, load_precomputed_compare
+from app.tabs import about, controls, explore, share
 from app.tabs import qlens as qlens_tab
 from app.tabs.compare import CompareTab
 from app.tabs.debug import DebugTab
 from app.tabs.own_model import OwnModelBox
-from app.theme import CSS
 from app.trajectory import Trajectory
-from app.view import (
-    MAIN_PANELS,
-    STATIC_PANELS,
-    panel_to_view,
-    render_main,
-    render_static,
-)
+from app.view import panel_to_view, render_main, render_static
 from attack_engine import determinism
 from attack_engine.models import DEFAULT_MODEL, ModelUnavailable, load_model
-from attack_engine.registry import attack_specs, attack_title, get_attack, takes_schedule
-from attack_engine.schedules import PRESETS, ScheduleError, parse_schedule
+from attack_engine.registry import attack_title, get_attack, takes_schedule
+from attack_engine.schedules import ScheduleError
 
-DEFAULT_STEPS = 30
+HEADER = ("## TsallisPGD Explorer — watch an adversarial attack on segmentation, pixel by pixel\n"
+          "Pick an example (or upload an image), choose an attack and press **Run**: every iteration streams in. "
+          "Drag the record slider to scrub, click a pixel to probe it.")
 PLAY_INTERVAL_S = 0.35
 LIVE_PULL_S = 0.1  # the live view timer: the page asks for the newest record this often (one request at a time)
 CHARTS_EVERY_S = 1.0  # while a run streams or replays, the whole-run charts are redrawn at most this often
 HIST_EVERY_S = 0.5  # ... and the confidence histogram at most this often (Plotly redraws cost the page most)
 HALT_WAIT_S = 0.3  # Pause/Stop wait this long for the computing thread to finish its record before answering
-CUSTOM = "your own (edit the text)"
-CONST_PRESET = "constant q (slider)"
 REQUEST_INPUTS = ("image_in", "mask_in", "ex_id", "model", "attack", "opt", "eps", "steps", "alpha", "seed",
                   "sched_text")  # the components of a RunRequest, in app.request.FIELDS order
 COMPARE_OUTPUTS = ("cmp_status", "cmp_slider", "cmp_grid", "cmp_curves", "cmp_table")  # what CompareTab.values fills (app.tabs.compare)
 CONTROLS = ("attack", "opt", "eps", "steps", "alpha", "seed", "sched_text")  # what a shared link / example sets
-Q_SLIDER = (-3.0, 1.5)  # range of the constant-q slider
-
-EXPLAIN = {
-    "clean": "The input the model sees (resized to the model's input size).",
-    "adv": "Clean image + perturbation δ at this record: it should look unchanged.",
-    "pert": "δ amplified to full contrast: grey = 0, saturated colours = ±ε in a channel.",
-    "clean_seg": "The model's prediction on the clean image.",
-    "seg": "The prediction on the adversarial image at this record (click a pixel to probe it).",
-    "gt": "Ground-truth labels, when the example or your upload has them.",
-    "flipped": "Changed vs the clean prediction: vermillion (orange-red) = became wrong, blue = became right, "
-               "yellow = wrong→other wrong.",
-    "firstflip": "When each pixel first flipped (colour bar: the record); grey = not (yet).",
-    "weight": "Gradient weight relative to CE: the attack's |∂L/∂z| divided by CE's at this pixel. For TsallisPGD "
-              "w = p_y^(1−q) (≤ 1 for q ≤ 1, smallest on wrong pixels). Colour bar: log scale; the dark swatch = 0.",
-    "grad": "|∂L/∂z| = weight × |∂CE/∂z|: the gradient each pixel's logits actually receive (log scale; "
-            "the dark swatch = 0).",
-    "hist": "**The core picture.** Bars: pixels by their true-class confidence p_y (green = still correct, vermillion "
-            "(orange-red) = already wrong). Solid line: the weight relative to CE at that confidence (right axis); dotted: the "
-            "gradient size a pixel gets (two classes, scaled), which for TsallisPGD peaks at p* = (1−q)/(2−q) "
-            "(dashed). A lower q moves that peak towards confident pixels (p* = 0.75 at q = −2) and starves the "
-            "already-wrong ones; q = 1 is plain CE, whose gradient 1−p is largest on pixels that are already wrong. "
-            "The **q-lens** tab shows several q at this very record.",
-    "curves": "Pixel accuracy, mIoU, loss, q (or λ) and step size over records; ★ = best iterate (lowest accuracy). "
-              "Dashed lines: APGD stage boundaries. APGD's stages use ε ×2 and ×1.5 before the final ε; each new "
-              "stage restarts from the best iterate, projected to its smaller ε, so accuracy and q jump back there.",
-    "mass": "Share of the total gradient Σ|∂L/∂z| that goes to confident-correct (p_y ≥ 0.9), uncertain-correct and "
-            "already-wrong pixels.",
-    "probe": "Click any pixel in an image panel: its class probabilities, weight and gradient over all records.",
-}
 
 # -- encoded panel images -------------------------------------------------------------------------------
-class FrameStore:
-    """Encodes panel images once, under content-hash names, written atomically.
-
-    Handing Gradio a finished file (instead of a PIL image) means an identical panel rendered again (scrubbing
-    back, replay, two sessions on one example) is never rewritten while a browser is still downloading it, and
-    lets us pick the JPEG quality.  Gradio copies each file into its own cache; ours are pruned after a while.
-    """
-
-    def __init__(self, quality: int = 82, keep_s: float = 600.0) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="frames_", dir=app_root()))
-        self.quality = quality
-        self.keep_s = keep_s
-        self._writes = 0
-        self._lock = threading.Lock()
-
-    def put(self, img: Image.Image) -> str:
-        import io
-
-        buf = io.BytesIO()
-        img.convert("RGB").save(buf, "JPEG", quality=self.quality)
-        data = buf.getvalue()
-        path = self.dir / f"{hashlib.sha1(data).hexdigest()}.jpeg"
-        # a file handed out again is touched, so neither prune() nor the disk budget (app.disk) deletes it
-        with self._lock:
-            try:
-                os.utime(path)
-            except FileNotFoundError:
-                tmp = path.with_suffix(f".{threading.get_ident()}.part")
-                tmp.write_bytes(data)
-                os.replace(tmp, path)
-            self._writes += 1
-            prune = self._writes % 500 == 0
-        if prune:
-            self.prune()
-        return str(path)
-
-    def prune(self) -> None:
-        """Delete the files not handed out for ``keep_s`` seconds."""
-        with self._lock:
-            cutoff = time.time() - self.keep_s
-            for p in self.dir.glob("*.jpeg"):
-                try:
-                    if p.stat().st_mtime < cutoff:
-                        p.unlink()
-                except OSError:
-                    pass
-
-
 # -- per-session state (app.sessions.Session) -------------------------------------------------------
 def _sess(s: Any) -> Session:
     return s if isinstance(s, Session) else Session()
@@ -192,15 +93,6 @@ def _where(e: BaseException) -> str:
 def model_choices(allowed: list[str] | None = None) -> list[tuple[str, str]]:
     """The dropdown: offered models (present / downloaded on first use, with size), then those not offered here."""
     return menu_choices(allowed)
-
-
-def _schedule_preset_for(text: str | None) -> str:
-    for name, t in PRESETS.items():
-        if text and parse_schedule(t).text() == parse_schedule(text).text():
-            return name
-    if text and text.startswith("const:"):
-        return CONST_PRESET
-    return CUSTOM
 
 
 class App:
@@ -455,17 +347,16 @@ class App:
         if not panels:
             return {"status": render_main(t, k, None, live, note, charts=False)["status"], "slider": slider}
         out = render_main(t, k, sess.probe, live, note, charts=charts, hist=hist)
-        vals = {name: self.frames.put(v) if isinstance(v, Image.Image) else v
-                for name, v in out.items() if name in MAIN_PANELS}
+        vals = {name: self.frames.put(v) if isinstance(v, Image.Image) else v for name, v in out.items()}
         if sess.probe is None:
             vals.update(probe_plot=None, probe_md=EXPLAIN["probe"])
         return {**vals, "slider": slider}
 
     def _static_values(self, sess: Session) -> dict[str, Any]:
         if sess.traj is None:
-            return {"clean": None, "clean_seg": None, "gt": None, "legend": ""}
+            return {n: "" if get_panel(n).kind == "markdown" else None for n in static_names()}
         st = render_static(sess.traj)
-        return {n: self.frames.put(st[n]) if isinstance(st[n], Image.Image) else st[n] for n in STATIC_PANELS}
+        return {n: self.frames.put(v) if isinstance(v, Image.Image) else v for n, v in st.items()}
 
     # -- event handlers -----------------------------------------------------------------------------------
     def start(self, req: RunRequest, state):
@@ -681,7 +572,7 @@ class App:
         sess = self._session(state)
         sess.pause = True
         sess.halt(STOPPED)
-        cleared = {name: None for name in (*MAIN_PANELS, *STATIC_PANELS)}
+        cleared = {name: None for name in (*main_names(), *static_names())}
         return {**cleared, "state": Session(), "legend": "",
                 "status": "Reset. Pick an example or upload an image, then press **Run**.",
                 "probe_md": EXPLAIN["probe"], "slider": gr.Slider(minimum=0, maximum=1, value=0, step=1, label="Record"),
@@ -779,7 +670,7 @@ class App:
             sess.compare = {}
             sess.traj, sess.live, sess.key, sess.probe = None, None, None, None
             main = self._main_values(sess, note=f"Example **{ex.title}** selected: press **Run** or **Step**.")
-            static = {"clean": str(ex.image), "clean_seg": None, "gt": None, "legend": ""}
+            static = {**self._static_values(Session()), "clean": str(ex.image)}
         cmp = self.compare_tab.loaded(sess, "Precomputed comparison (same config as the shipped run): drag the "
                                             "slider.")
         return {"state": sess, "ex_id": ex.id, "image_in": str(ex.image), **ctl, **static, **main, "mask_in": None,
@@ -850,7 +741,7 @@ class App:
             msg = f"The schedule box is empty: runs use the default `{get_attack(attack).schedule}`."
         else:
             msg = f"Schedule `{s}`" if s else f"{attack_title(attack)} has no q-schedule."
-        return [fg.schedule_preview_figure(attack, s, n, opt), msg]
+        return [schedule_preview_figure(attack, s, n, opt), msg]
 
     def on_load(self, request: gr.Request):
         """Restore the controls from URL query parameters (the shareable link)."""
@@ -871,232 +762,129 @@ class App:
 
     # -- layout -------------------------------------------------------------------------------------------
     def build(self) -> gr.Blocks:
+        """The page: the controls column and the tabs (Explore, q-lens, Compare, Debug, Export, About); every
+        component lands in :attr:`ui` by name, then the ``_wire_*`` methods connect them."""
         choices = model_choices(self.models)
         ids = [c[1] for c in choices]
         default_model = self.model_id if self.model_id in ids else (ids[0] if ids else None)
+        ui = self.ui
         with gr.Blocks(title="TsallisPGD Explorer", delete_cache=(900, 3600)) as demo:
-            state = gr.State(Session(), time_to_live=self.limits.session_ttl_s)  # deep-copied per session -> a fresh Session
-            gr.Markdown("## TsallisPGD Explorer — watch an adversarial attack on segmentation, pixel by pixel\n"
-                        "Pick an example (or upload an image), choose an attack and press **Run**: every iteration "
-                        "streams in. Drag the record slider to scrub, click a pixel to probe it.")
+            ui["state"] = gr.State(Session(), time_to_live=self.limits.session_ttl_s)  # deep-copied per session
+            gr.Markdown(HEADER)
             with gr.Row():
-                # ---------------- left: inputs and controls ----------------
                 with gr.Column(scale=1, min_width=330):
-                    gallery = gr.Gallery(value=[(str(e.image), e.title) for e in self.examples], label="Examples",
-                                         columns=3, height=250, allow_preview=False, object_fit="cover",
-                                         elem_id="examples")
-                    ex_id = cp.Text(value="", visible=False, label="example id", max_length=MAX_TEXT)
-                    image_in = cp.UploadImage(type="filepath", label="Image (upload, paste, or pick an example)",
-                                        sources=["upload", "clipboard"], height=200, elem_id="image_in")
-                    mask_in = cp.MaskFile(label="Ground-truth mask (optional): PNG of class ids", file_types=[".png"], elem_id="mask_in",
-                                      type="filepath", height=70)
-                    model_dd = gr.Dropdown(choices, value=default_model, label="Model", elem_id="model")
-                    own_box = None if self.limits.hosted else OwnModelBox(self.offer_model, self.guard)
-                    if own_box is not None:
-                        own_box.build()
-                    attack_dd = gr.Dropdown([(s.title, s.name) for s in attack_specs()], value="tsallis", label="Attack", elem_id="attack")
-                    opt_radio = gr.Radio([("APGD", "apgd"), ("PGD", "pgd")], value="apgd", label="Optimiser")
-                    with gr.Row():
-                        eps = cp.Slider(MIN_EPS255, MAX_EPS255, value=8, step=0.5, label="ε (/255)", elem_id="eps")
-                        steps = cp.Slider(1, self.limits.max_steps, value=min(DEFAULT_STEPS, self.limits.max_steps),
-                                          step=1, label="Steps", elem_id="steps")
-                    with gr.Row():
-                        alpha = cp.Slider(0, MAX_ALPHA255, value=0, step=0.25, label="PGD step size (/255, 0 = ε/4)",
-                                          interactive=False, scale=3)
-                        seed = cp.Number(0, precision=0, label="Seed", minimum=0, maximum=MAX_SEED, scale=1,
-                                         min_width=80)
-                    with gr.Group(visible=True) as sched_group:
-                        preset = gr.Dropdown([*PRESETS.keys(), CONST_PRESET, CUSTOM], value=next(iter(PRESETS)),
-                                             label="q-schedule preset")
-                        q_slider = cp.Slider(*Q_SLIDER, value=0.5, step=0.05, label="constant q", visible=False,
-                                             elem_id="q_slider")
-                        sched_text = cp.Text("linear:-2:1", label="q-schedule text", max_length=MAX_TEXT,
-                                             elem_id="sched_text",
-                                             info="const:Q · linear:A:B · cosine:A:B · plinear:P0:P1 · "
-                                                  "points:t0:q0,t1:q1,…")
-                    sched_msg = gr.Markdown("Schedule `linear:-2:1`", elem_id="sched_msg")
-                    preview_plot = gr.Plot(fg.schedule_preview_figure("tsallis", "linear:-2:1", DEFAULT_STEPS),
-                                           label="Schedule preview", show_label=False, elem_id="preview_plot")
-                # ---------------- right: panels ----------------
-                with gr.Column(scale=3), gr.Tabs() as tabs:
+                    ui.update(controls.build(self.examples, choices, default_model))
+                    self.own_box = None if self.limits.hosted else OwnModelBox(self.offer_model, self.guard)
+                    if self.own_box is not None:
+                        self.own_box.build()
+                    ui.update(controls.build_attack(self.limits.max_steps))
+                with gr.Column(scale=3), gr.Tabs() as self.tabs:
                     with gr.Tab("Explore", id="explore"):
-                        with gr.Row(elem_id="controls"):
-                            run_btn = gr.Button("▶ Run", variant="primary", elem_id="run_btn", min_width=90)
-                            step_btn = gr.Button("Step +1", elem_id="step_btn", min_width=90)
-                            pause_btn = gr.Button("Pause", elem_id="pause_btn", min_width=90)
-                            stop_btn = gr.Button("■ Stop", elem_id="stop_btn", min_width=90)
-                            reset_btn = gr.Button("↺ Reset", elem_id="reset_btn", min_width=90)
-                        status = gr.Markdown("No run yet: pick an example or upload an image, then press "
-                                             "**Run** or **Step**.", elem_id="status")
-                        with gr.Row(equal_height=True, elem_id="scrub_row"):  # sticky on phones (app.theme)
-                            slider = cp.Slider(0, 1, value=0, step=1, label="Record", scale=5, elem_id="scrub")
-                            play_btn = gr.Button("▶ Play", scale=1, min_width=90, elem_id="play_btn")
-                            best_btn = gr.Button("★ Best iterate", scale=1, min_width=90, elem_id="best_btn")
-                        legend = gr.Markdown("")
-                        panels: dict[str, gr.Image] = {}
-
-                        def panel(name: str, label: str, fmt: str = "jpeg", smooth: bool = False) -> gr.Image:
-                            with gr.Column(min_width=160):
-                                img = gr.Image(label=label, type="pil", format=fmt, interactive=False, height=240,
-                                               buttons=["download", "fullscreen"], elem_id=f"panel_{name}",
-                                               elem_classes=["panel", "smooth"] if smooth else ["panel"])
-                                gr.Markdown(EXPLAIN[name], elem_classes=["explain"])
-                            panels[name] = img
-                            return img
-
-                        with gr.Row():
-                            panel("clean", "Clean image", smooth=True)
-                            panel("adv", "Adversarial image", smooth=True)
-                            panel("pert", "Perturbation (amplified)")
-                        with gr.Row():
-                            panel("clean_seg", "Clean segmentation", smooth=True)
-                            panel("seg", "Current segmentation", smooth=True)
-                            panel("gt", "Ground truth", smooth=True)
-                        with gr.Row():
-                            panel("flipped", "Flipped pixels")
-                            panel("firstflip", "First-flip record")
-                            panel("weight", "Gradient weight vs CE")
-                            panel("grad", "|∂L/∂z|")
-                        with gr.Row():
-                            with gr.Column(scale=3):
-                                hist = gr.Plot(label="Confidence histogram and weight curve", elem_id="hist")
-                                gr.Markdown(EXPLAIN["hist"], elem_classes=["explain"])
-                            with gr.Column(scale=2):
-                                probe_md = gr.Markdown(EXPLAIN["probe"], elem_id="probe_md")
-                                probe_plot = gr.Plot(label="Pixel probe", elem_id="probe_plot")
-                        with gr.Row():
-                            with gr.Column(scale=3):
-                                curves = gr.Plot(label="Metrics over iterations", elem_id="curves")
-                                gr.Markdown(EXPLAIN["curves"], elem_classes=["explain"])
-                            with gr.Column(scale=2):
-                                mass = gr.Plot(label="Gradient mass", elem_id="mass")
-                                gr.Markdown(EXPLAIN["mass"], elem_classes=["explain"])
-                        with gr.Row(visible=False):
-                            probe_x = cp.Number(0, precision=0, label="probe x", minimum=0, maximum=1e6)
-                            probe_y = cp.Number(0, precision=0, label="probe y", minimum=0, maximum=1e6)
-                            probe_btn = gr.Button("probe")
-                    with gr.Tab(qlens_tab.TAB_LABEL, id="qlens") as lens_tab:
-                        lens = qlens_tab.QLensTab()
-                        lens.layout()
+                        ui.update(explore.build())
+                    with gr.Tab(qlens_tab.TAB_LABEL, id="qlens") as self.lens_tab:
+                        self.lens = qlens_tab.QLensTab()
+                        self.lens.layout()
                     self.compare_tab.build()
-                    debug_tab = DebugTab(self._session, self.guard)
-                    debug_tab.build()
-                    with gr.Tab("Export & share", id="export"):
-                        gr.Markdown("Download the recorded run. The **run card** holds the exact input, model and "
-                                    "config: `app.runner.rerun_card(card)` reproduces it. The **link** restores "
-                                    "these controls (and the example) in a new tab.")
-                        export_btn = gr.Button("⬇ Export current run", variant="primary", elem_id="export_btn")
-                        share = gr.Textbox(label="Shareable link", buttons=["copy"], elem_id="share_link")
-                        with gr.Row():
-                            f_card = gr.File(label="Run card (JSON)")
-                            f_csv = gr.File(label="Per-record CSV")
-                        with gr.Row():
-                            f_png = gr.File(label="Panels (PNG)")
-                            f_gif = gr.File(label="Evolution (GIF)")
-                    with gr.Tab("About", id="about"):
-                        gr.Markdown(ABOUT)
-            timer = gr.Timer(PLAY_INTERVAL_S, active=False)
-            live_timer = gr.Timer(LIVE_PULL_S, active=False)
-            api_run_btn = gr.Button(visible=False)
-            for c in (image_in, mask_in):  # what the upload components enforce (see app.components)
+                    self.debug_tab = DebugTab(self._session, self.guard)
+                    self.debug_tab.build()
+                    ui.update(share.build())
+                    about.build()
+            ui.update(timer=gr.Timer(PLAY_INTERVAL_S, active=False), live_timer=gr.Timer(LIVE_PULL_S, active=False),
+                      api_run_btn=gr.Button(visible=False), api_ex_btn=gr.Button(visible=False))
+            ui.update(zip(COMPARE_OUTPUTS, self.compare_tab.outputs, strict=True))
+            for c in (ui["image_in"], ui["mask_in"]):  # what the upload components enforce (see app.components)
                 c.hosted = self.limits.hosted
                 c.max_upload_mb = self.limits.max_upload_mb
-
-            # ---------------- wiring (components by name) ----------------
-            self.ui = {"state": state, "ex_id": ex_id, "image_in": image_in, "mask_in": mask_in, "model": model_dd,
-                       "attack": attack_dd, "opt": opt_radio, "eps": eps, "steps": steps, "alpha": alpha, "seed": seed,
-                       "sched_text": sched_text, "preset": preset, "q_slider": q_slider, "sched_msg": sched_msg,
-                       "preview_plot": preview_plot, "status": status, "legend": legend, "slider": slider,
-                       "play_btn": play_btn, "timer": timer, "live_timer": live_timer, "hist": hist, "curves": curves,
-                       "mass": mass, "probe_plot": probe_plot, "probe_md": probe_md, "probe_x": probe_x,
-                       "probe_y": probe_y, "f_card": f_card, "f_csv": f_csv, "f_png": f_png, "f_gif": f_gif,
-                       "share": share, **panels, **dict(zip(COMPARE_OUTPUTS, self.compare_tab.outputs, strict=True))}
-            static_out = list(STATIC_PANELS)
-            main_out = [*MAIN_PANELS, "slider"]
-            fast = dict(queue=False, show_progress="hidden")
-            g = self.guard
-            conc = self.limits.attack_concurrency
-            on = self.on
-            req = takes_request
-            self.compare_tab.wire(state, [image_in, mask_in, ex_id, model_dd, opt_radio, eps, steps, alpha, seed,
-                                          sched_text], tabs)
-            cmp_evts = self.compare_tab.events
-
-            # the page's Run starts a background computation and pulls views with the live timer; /run (the API,
-            # a hidden button) streams every record to API clients
-            on(run_btn.click, g(req(self.start), "start"), [*REQUEST_INPUTS, "state"],
-               ["state", *static_out, *main_out, "live_timer"], api_name="start", concurrency_id="start",
-               concurrency_limit=conc, show_progress="hidden", trigger_mode="once")
-            on(live_timer.tick, g(self.pull, "pull"), ["state"], ["state", "live_timer", *main_out],
-               api_visibility="private", **fast)
-            run_evt = on(api_run_btn.click, g(req(self.run), "run"), [*REQUEST_INPUTS, "state"],
-                         ["state", *static_out, *main_out], api_name="run", concurrency_id="attack",
-                         concurrency_limit=conc, show_progress="hidden", trigger_mode="once")
-            on(step_btn.click, g(req(self.step), "step"), [*REQUEST_INPUTS, "state"], ["state", *static_out, *main_out],
-               api_name="step", concurrency_id="attack", concurrency_limit=conc, show_progress="minimal")
-            halts = ["state", *main_out, "live_timer"]
-            on(pause_btn.click, g(self.pause, "pause"), ["state"], halts, api_name="pause", cancels=[run_evt, *cmp_evts],
-               **fast)
-            on(stop_btn.click, g(self.stop, "stop"), ["state"], halts, api_name="stop", cancels=[run_evt, *cmp_evts],
-               **fast)
-            on(reset_btn.click, g(self.reset, "reset"), ["state"], ["state", *static_out, *main_out, "live_timer"],
-               api_name="reset", cancels=[run_evt, *cmp_evts], **fast)
-            view_out = ["state", *main_out]
-            on(slider.input, g(self.scrub_drag, "scrub"), ["slider", "state"], view_out, api_visibility="private",
-               trigger_mode="always_last", **fast)
-            on(slider.release, g(self.scrub, "scrub"), ["slider", "state"], view_out, api_name="scrub",
-               trigger_mode="always_last", **fast)
-            on(best_btn.click, g(self.goto_best, "goto_best"), ["state"], view_out, api_visibility="private", **fast)
-            on(probe_btn.click, g(self.probe, "probe"), ["probe_x", "probe_y", "state"], view_out, api_name="probe",
-               **fast)
-            for name in ("clean", "adv", "seg", "clean_seg", "gt", "flipped", "firstflip", "weight", "grad"):
-                on(panels[name].select, g(self.make_select(name), "select"), ["state"], view_out,
-                   api_visibility="private", **fast)
-            on(play_btn.click, g(self.play, "play"), ["state"], ["state", "timer", "play_btn"],
-               api_visibility="private", **fast)
-            on(timer.tick, g(self.tick, "tick"), ["state"], ["state", "timer", "play_btn", *main_out],
-               api_visibility="private", show_progress="hidden", concurrency_limit=None, concurrency_id="view")
-            on(export_btn.click, g(self.export, "export"), [*REQUEST_INPUTS[2:], "state"],
-               ["f_card", "f_csv", "f_png", "f_gif", "share"], api_name="export", concurrency_id="export")
-
-            debug_tab.wire(state)
-            if own_box is not None:
-                own_box.wire(model_dd)
-            ex_names = ["state", "ex_id", "image_in", *CONTROLS, *static_out, *main_out, *COMPARE_OUTPUTS, "mask_in"]
-            ex_out = [self.ui[n] for n in ex_names]
-            hidden_ex_btn = gr.Button(visible=False)
-            on(hidden_ex_btn.click, g(self.load_example, "load_example"), ["ex_id", "model", "state"], ex_names,
-               api_name="load_example", **fast)
-
-            def gallery_pick(model_id, state, evt: gr.SelectData):
-                return self.load_example(self.examples[gallery_index(evt.index, len(self.examples))].id, model_id, state)
-
-            on(gallery.select, g(gallery_pick, "gallery"), ["model", "state"], ex_names, api_visibility="private",
-               **fast)
-            lens.wire(self, state=state, model_dd=model_dd, slider=slider, tabs=tabs, tab=lens_tab, ex_out=ex_out,
-                      main_out=[self.ui[n] for n in main_out], guard=g)
-            image_in.upload(lambda: "", None, [ex_id], api_visibility="private", **fast).then(
-                g(self.check_image, "upload"), [image_in], None, api_visibility="private", show_progress="hidden",
-                concurrency_id="decode", concurrency_limit=2)  # the sandboxed decode, off the attack queue
-            image_in.clear(lambda: "", None, [ex_id], api_visibility="private", **fast)
-
-            # schedule editor
-            preset.input(on_preset, [preset, q_slider], [sched_text, q_slider], api_visibility="private", **fast)
-            q_slider.input(lambda q: f"const:{q:g}", [q_slider], [sched_text], api_visibility="private", **fast)
-            edit = dict(show_progress="hidden", concurrency_id="edit", concurrency_limit=2)  # queued: text parsing
-            sched_text.change(g(on_schedule_text, "schedule_text"), [sched_text], [preset, q_slider],
-                              api_visibility="private", **edit)
-            gr.on([sched_text.change, attack_dd.change, steps.change, opt_radio.change], g(self.preview, "preview"),
-                  [attack_dd, sched_text, steps, opt_radio], [preview_plot, sched_msg], api_name="preview", **edit)
-            attack_dd.change(lambda a: gr.Group(visible=takes_schedule(a)), [attack_dd], [sched_group],
-                             api_visibility="private", **fast)
-            opt_radio.change(lambda o: gr.Slider(interactive=o == "pgd"), [opt_radio], [alpha],
-                             api_visibility="private", **fast)
-            on(demo.load, g(self.on_load, "on_load"), [], ["model", *CONTROLS, "ex_id", "image_in"],
-               api_visibility="private", **fast).then(
-                self.by_name(g(self.load_linked_example, "load_linked_example"), ex_out), [ex_id, model_dd, state], ex_out,
-                api_visibility="private", **fast)
+            self._wire_runs()
+            self._wire_views()
+            self._wire_inputs(demo)
         return demo
+
+    def _wire_runs(self) -> None:
+        """Run, Step, Pause, Stop, Reset, the live pull, the API's ``/run`` and the comparison."""
+        ui, on, g, req = self.ui, self.on, self.guard, takes_request
+        conc = self.limits.attack_concurrency
+        fast = dict(queue=False, show_progress="hidden")
+        static_out, main_out = list(static_names()), [*main_names(), "slider"]
+        ins = [*REQUEST_INPUTS, "state"]
+        self.compare_tab.wire(ui["state"], [ui[n] for n in REQUEST_INPUTS if n != "attack"], self.tabs)
+        # the page's Run starts a background computation and pulls views with the live timer; /run (the API,
+        # a hidden button) streams the records to API clients
+        on(ui["run_btn"].click, g(req(self.start), "start"), ins, ["state", *static_out, *main_out, "live_timer"],
+           api_name="start", concurrency_id="start", concurrency_limit=conc, show_progress="hidden",
+           trigger_mode="once")
+        on(ui["live_timer"].tick, g(self.pull, "pull"), ["state"], ["state", "live_timer", *main_out],
+           api_visibility="private", **fast)
+        run_evt = on(ui["api_run_btn"].click, g(req(self.run), "run"), ins, ["state", *static_out, *main_out],
+                     api_name="run", concurrency_id="attack", concurrency_limit=conc, show_progress="hidden",
+                     trigger_mode="once")
+        on(ui["step_btn"].click, g(req(self.step), "step"), ins, ["state", *static_out, *main_out], api_name="step",
+           concurrency_id="attack", concurrency_limit=conc, show_progress="minimal")
+        cancels = [run_evt, *self.compare_tab.events]
+        halts = ["state", *main_out, "live_timer"]
+        on(ui["pause_btn"].click, g(self.pause, "pause"), ["state"], halts, api_name="pause", cancels=cancels, **fast)
+        on(ui["stop_btn"].click, g(self.stop, "stop"), ["state"], halts, api_name="stop", cancels=cancels, **fast)
+        on(ui["reset_btn"].click, g(self.reset, "reset"), ["state"], ["state", *static_out, *main_out, "live_timer"],
+           api_name="reset", cancels=cancels, **fast)
+
+    def _wire_views(self) -> None:
+        """The slider, Play, Best iterate, the probe (every clickable panel of the table) and the exports."""
+        ui, on, g = self.ui, self.on, self.guard
+        fast = dict(queue=False, show_progress="hidden")
+        main_out = [*main_names(), "slider"]
+        view_out = ["state", *main_out]
+        on(ui["slider"].input, g(self.scrub_drag, "scrub"), ["slider", "state"], view_out, api_visibility="private",
+           trigger_mode="always_last", **fast)
+        on(ui["slider"].release, g(self.scrub, "scrub"), ["slider", "state"], view_out, api_name="scrub",
+           trigger_mode="always_last", **fast)
+        on(ui["best_btn"].click, g(self.goto_best, "goto_best"), ["state"], view_out, api_visibility="private", **fast)
+        on(ui["probe_btn"].click, g(self.probe, "probe"), ["probe_x", "probe_y", "state"], view_out, api_name="probe",
+           **fast)
+        for p in panels():
+            if p.clickable:
+                on(ui[p.name].select, g(self.make_select(p.name), "select"), ["state"], view_out,
+                   api_visibility="private", **fast)
+        on(ui["play_btn"].click, g(self.play, "play"), ["state"], ["state", "timer", "play_btn"],
+           api_visibility="private", **fast)
+        on(ui["timer"].tick, g(self.tick, "tick"), ["state"], ["state", "timer", "play_btn", *main_out],
+           api_visibility="private", show_progress="hidden", concurrency_limit=None, concurrency_id="view")
+        on(ui["export_btn"].click, g(self.export, "export"), [*REQUEST_INPUTS[2:], "state"], list(share.OUTPUTS),
+           api_name="export", concurrency_id="export")
+        self.lens.wire(self, state=ui["state"], model_dd=ui["model"], slider=ui["slider"], tabs=self.tabs,
+                       tab=self.lens_tab, ex_out=[ui[n] for n in self._example_outputs()],
+                       main_out=[ui[n] for n in main_out], guard=g)
+
+    def _example_outputs(self) -> list[str]:
+        """What loading an example sets: the controls, the static and main panels, the comparison, the mask."""
+        return ["state", "ex_id", "image_in", *CONTROLS, *static_names(), *main_names(), "slider", *COMPARE_OUTPUTS,
+                "mask_in"]
+
+    def _wire_inputs(self, demo: gr.Blocks) -> None:
+        """Examples (gallery, API ``/load_example``, a shared link), uploads, the model box and the schedule."""
+        ui, on, g = self.ui, self.on, self.guard
+        fast = dict(queue=False, show_progress="hidden")
+        ex_names = self._example_outputs()
+        self.debug_tab.wire(ui["state"])
+        if self.own_box is not None:
+            self.own_box.wire(ui["model"])
+        on(ui["api_ex_btn"].click, g(self.load_example, "load_example"), ["ex_id", "model", "state"], ex_names,
+           api_name="load_example", **fast)
+
+        def gallery_pick(model_id, state, evt: gr.SelectData):
+            return self.load_example(self.examples[gallery_index(evt.index, len(self.examples))].id, model_id, state)
+
+        on(ui["gallery"].select, g(gallery_pick, "gallery"), ["model", "state"], ex_names, api_visibility="private",
+           **fast)
+        ui["image_in"].upload(lambda: "", None, [ui["ex_id"]], api_visibility="private", **fast).then(
+            g(self.check_image, "upload"), [ui["image_in"]], None, api_visibility="private", show_progress="hidden",
+            concurrency_id="decode", concurrency_limit=2)  # the sandboxed decode, off the attack queue
+        ui["image_in"].clear(lambda: "", None, [ui["ex_id"]], api_visibility="private", **fast)
+        controls.wire_schedule(ui, g, self.preview)
+        on(demo.load, g(self.on_load, "on_load"), [], ["model", *CONTROLS, "ex_id", "image_in"],
+           api_visibility="private", **fast).then(
+            self.by_name(g(self.load_linked_example, "load_linked_example"), [ui[n] for n in ex_names]),
+            [ui[n] for n in ("ex_id", "model", "state")], [ui[n] for n in ex_names], api_visibility="private",
+            **fast)
 
     def on(self, trigger: Callable, fn: Callable, inputs: list[str], outputs: list[str], **kw: Any):
         """Connect ``trigger`` (e.g. ``button.click``) to ``fn`` with components given by name; an API endpoint's
@@ -1125,117 +913,3 @@ def _made_with(traj: Trajectory, linked: dict) -> bool:
     return True
 
 
-def on_preset(name: str, q: float):
-    """Preset picked: its text (constant q: the slider's value, and the slider shown)."""
-    if name in PRESETS:
-        return PRESETS[name], gr.Slider(visible=False)
-    if name == CONST_PRESET:
-        return f"const:{q:g}", gr.Slider(visible=True)
-    return gr.skip(), gr.Slider(visible=False)
-
-
-def on_schedule_text(text: str):
-    """Schedule text typed: the matching preset, and a ``const:Q`` text moves the constant-q slider to Q."""
-    name = _safe_preset(text)
-    try:
-        sched = parse_schedule(text) if text and text.strip() else None
-    except ScheduleError:
-        sched = None
-    if sched is not None and sched.kind == "const":
-        lo, hi = Q_SLIDER
-        q = float(sched.values(1)[0])
-        return gr.Dropdown(value=name), gr.Slider(value=min(max(q, lo), hi), visible=True)
-    return gr.Dropdown(value=name), gr.Slider(visible=name == CONST_PRESET)
-
-
-def _safe_preset(text: str) -> str:
-    try:
-        return _schedule_preset_for(text)
-    except ScheduleError:
-        return CUSTOM
-
-
-ABOUT = """
-### What this app shows
-An L∞ adversarial attack on a segmentation model changes every pixel of the image by at most ε and tries to make
-as many pixels as possible wrong. All six attacks here take the same signed-gradient steps (PGD, or APGD with its
-step-size control) and differ only in **how much each pixel's loss counts**:
-
-| attack | per-pixel weight relative to CE |
-|---|---|
-| CE-PGD | 1 for every pixel |
-| SegPGD | 1−λ on correct, λ on wrong pixels, λ growing over the run |
-| CosPGD | cosine between the softmax and the one-hot label |
-| JSPGD | derivative of the Jensen–Shannon divergence |
-| MaskedPGD | 1 on correct pixels, 0 on wrong ones |
-| TsallisPGD | p_y^(1−q) (≤ 1, smallest on wrong pixels): the gradient size peaks at p* = (1−q)/(2−q), so a low q focuses on uncertain-correct pixels and q = 1 is CE; the schedule moves q from −2 to 1 |
-
-The **confidence histogram** with the weight curve is the heart of it: it shows where the attack puts its effort
-and how pixels move from "confident and correct" to "wrong" as the iterations go.
-
-Runs are recorded on the server per session (for a limited time and memory, see the README's limits); scrubbing and replay never recompute.
-The examples come with precomputed runs (and attack comparisons) so they play instantly.
-
-### Models
-The bundled MediaPipe selfie models always work offline. The model list says for each model whether it is
-*present*, would be *downloaded* on first use (and how large), is *not here* (downloads are off: the app starts with
-`TSALLIS_OFFLINE=1`, analytics and telemetry off; `TSALLIS_OFFLINE=0` lets the zoo fetch weights), or is *not
-offered on this host*. The hosted demo preloads the Hugging Face SegFormers (ADE20K, Cityscapes) at build time.
-The **Debug classes** tab shows, for multi-class models, which classes fall first, which classes turn into which,
-and how the flipped share depends on object size.
-"""
-
-
-def build_demo(model_id: str | None = None, examples: list[ExampleItem] | None = None,
-               precomputed_dir: Path = PRECOMPUTED_DIR, limits: Limits | None = None) -> gr.Blocks:
-    """The app's Blocks, queued with the limits' queue size and concurrency (serve it with ``launch_kwargs()``)."""
-    lim = limits or get_limits()
-    app = App(model_id, examples, precomputed_dir, lim)
-    demo = app.build()
-    demo.queue(default_concurrency_limit=lim.concurrency, max_size=lim.queue_size)
-    install_refusal_hooks(demo)
-    demo.tsallis_app = app  # the App behind the page (main() and tests read it)
-    app.disk.protect_before = time.time()  # what building copied into Gradio's cache (the gallery) stays
-    demo.tsallis_janitor = Janitor(app, lim.janitor_s).start()
-    return demo
-
-
-def launch_kwargs(limits: Limits | None = None) -> dict[str, Any]:
-    """Settings that Gradio 6 takes in ``launch()``: theme, CSS, server name/port (env respected), upload size and
-    session capacity from the limits."""
-    lim = limits or get_limits()
-    return {
-        "server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-        "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        "theme": gr.themes.Default(primary_hue="indigo"),
-        "css": CSS,
-        "footer_links": ["api", "gradio"],
-        "show_error": True,
-        "max_file_size": int(lim.max_upload_mb * 2**20),
-        "state_session_capacity": lim.max_sessions,
-        "app_kwargs": {"middleware": edge_middleware(lim)},
-    }
-
-
-def main(model_id: str | None = None) -> None:
-    """``python app.py`` / ``python -m app``: start with the limits from the environment (one log line);
-    ``model_id`` (from ``--model``) is the model the app opens on."""
-    configure_logging()
-    try:
-        lim = get_limits()
-    except LimitsError as e:
-        raise SystemExit(f"TsallisPGD Explorer cannot start: {e}") from None
-    changed = apply_hosted_environment(lim)
-    own_gradio_cache()
-    cleaned = clean_at_start()
-    tune_malloc()
-    demo = build_demo(model_id, limits=lim)
-    app = demo.tsallis_app
-    if gpu.zero_gpu():  # ZeroGPU wants models on CUDA at start-up, outside the GPU calls
-        try:
-            load_model(app.model_id, device="cuda")
-        except Exception as e:  # the CPU path still works
-            event("error", logging.WARNING, endpoint="startup", error=f"cuda preload: {type(e).__name__}: {e}")
-    event("start", hosted=lim.hosted, models=app.models, limits=lim.summary(), hosted_env_changes=changed,
-          zero_gpu=gpu.zero_gpu(), cleaned_at_start=cleaned)
-    demo.launch(**launch_kwargs(lim))

@@ -14,198 +14,55 @@ import numpy as np
 from PIL import Image
 
 from app import figures as fg
-from app.colour_bars import BAR_PANELS, with_bar
+from app.panels import (  # noqa: F401  (the geometry is also read from here)
+    DISPLAY_SIDE,
+    MIN_PANEL_SIDE,
+    PERTURBATION_SIDE,
+    Panel,
+    View,
+    draw,
+    fit,
+    main_names,
+    panel_hw,
+    panel_to_view,
+    panels,
+    static_names,
+    view_to_panel,
+)
+from app.texts import _pct, legend_markdown, probe_markdown, status_markdown  # noqa: F401
 from app.trajectory import Trajectory
-from attack_engine.registry import attack_title, param_symbol
-
-DISPLAY_SIDE = 384  # panels are sent at most this size per side (they are ~300 CSS px on screen)
-PERTURBATION_SIDE = 256  # noise-like panels (perturbation, |dL/dz|) are shown at most this size (noise does not compress)
-
-MAIN_PANELS = ("status", "adv", "pert", "seg", "flipped", "firstflip", "weight", "grad", "hist", "curves", "mass",
-               "probe_plot", "probe_md")
-STATIC_PANELS = ("clean", "clean_seg", "gt", "legend")
 
 
-def _pct(v: float) -> str:
-    return "–" if v is None or not math.isfinite(v) else f"{100 * v:.1f}%"
-
-
-def status_markdown(traj: Trajectory, k: int, live: bool = False, note: str = "") -> str:
-    """One line: where we are in the run and the current metrics."""
-    info = traj.info
-    cfg = info.config
-    n = len(traj)
-    if n == 0:
-        return "No record yet."
-    g = lambda name: traj.get(name, k)  # noqa: E731
-    stage = f" · stage {int(g('stage')) + 1}" if cfg.get("optimizer") == "apgd" else ""
-    par = g("param")
-    pname = param_symbol(cfg.get("attack", ""))
-    ptxt = f" · {pname} = {par:.2f}" if math.isfinite(par) else ""
-    bi = traj.best_index()
-    best = f" · best iterate: record {bi} ({_pct(traj.get('acc', bi))})" if bi >= 0 else ""
-    state = "▶ running" if live else ("✓ finished" if traj.finished else "⏸ paused")
-    title = attack_title(cfg.get("attack", ""))
-    dev = info.extra.get("device")
-    state += f" on {_device_label(dev)}" if dev else ""
-    eps = g("eps") if math.isfinite(g("eps")) else cfg.get("eps", 0)
-    eps_txt = f"ε = {255 * eps:.3g}/255"
-    if cfg.get("optimizer") == "apgd" and abs(eps - cfg.get("eps", eps)) > 1e-6:
-        eps_txt += f" in this stage (the final stage uses {255 * cfg.get('eps', 0):.3g}/255)"
-    return (f"**{title}** ({cfg.get('optimizer', '').upper()}, {eps_txt}) — {state} · "
-            f"record **{k}** of {n} recorded / {info.expected_records} · iteration {int(g('iteration'))}{stage}{ptxt}  \n"
-            f"pixel acc **{_pct(g('acc'))}** (clean {_pct(info.clean_acc)}) · mIoU **{_pct(g('miou'))}** "
-            f"(clean {_pct(info.clean_miou)}) · flipped {_pct(g('flipped'))}{best}"
-            + (f"  \n{note}" if note else ""))
-
-
-def _device_label(dev: str) -> str:
-    """``cuda:0`` -> ``GPU (cuda:0)``, ``cpu`` -> ``CPU``."""
-    d = str(dev)
-    return f"GPU ({d})" if d.startswith("cuda") else d.upper() if d in ("cpu", "mps") else d
-
-
-def legend_markdown(traj: Trajectory) -> str:
-    info = traj.info
-    items = []
-    for name, col in list(zip(info.class_names, info.palette, strict=False))[:24]:
-        items.append(f"<span style='display:inline-block;width:.8em;height:.8em;background:rgb({col[0]},{col[1]},{col[2]});"
-                     f"border:1px solid #888;margin-right:.25em'></span>{name}")
-    more = " …" if len(info.class_names) > 24 else ""
-    src = f"example `{info.source}`" if info.source != "upload" else "your upload"
-    gt = "ground truth" if info.has_gt else "the clean prediction (no ground truth given)"
-    h, w = info.model_hw
-    return (f"Classes: {' &nbsp; '.join(items)}{more}  \nImage: {src}, attacked at {w}×{h} (model input); "
-            f"labels = {gt}.")
-
-
-def probe_markdown(traj: Trajectory, probe: dict, k: int) -> str:
-    names = traj.info.class_names
-    nm = lambda c: names[c] if 0 <= c < len(names) else ("ignored" if c == traj.info.ignore_index else str(c))  # noqa: E731
-    k = min(k, len(probe["pred"]) - 1)
-    ff = probe["first_flip"]
-    flip = (f"first flipped at record **{ff}** → {nm(int(probe['pred'][ff]))}" if ff >= 0 else "never flipped so far")
-    extra = ""
-    if "p_true" in probe:
-        extra = (f" · p_y = {probe['p_true'][k]:.3f} · weight {probe['weight'][k]:.3g} · "
-                 f"|∂L/∂z| {probe['grad'][k]:.3g}")
-    return (f"Pixel (x={probe['x']}, y={probe['y']}): label **{nm(probe['label'])}**, clean prediction "
-            f"**{nm(probe['clean'])}**, now **{nm(int(probe['pred'][k]))}**{extra} · {flip}")
-
-
-CAPPED = {"pert"}  # the noise-like perturbation (not clickable), shown at most PERTURBATION_SIDE per side
-MIN_PANEL_SIDE = 384  # clickable panels are sent at least this large (they are at most ~350 CSS px on screen)
-SMOOTH = {"clean", "adv", "clean_seg", "seg", "gt"}  # photo-like panels, resized bilinearly
-
-
-def panel_hw(traj: Trajectory, name: str) -> tuple[int, int]:
-    """(H, W) of panel ``name``'s map as sent to the browser (a colour-bar panel adds its strip below): the display
-    size capped at :data:`DISPLAY_SIDE`
-    (:data:`PERTURBATION_SIDE` for the perturbation), and small runs (the 128-px shipped ones) enlarged to :data:`MIN_PANEL_SIDE`.
-
-    The browser must never show a clickable panel larger than it was sent: Gradio maps a click to image pixels
-    assuming the image is not enlarged (its scale is capped at 1), so an enlarged panel probes the wrong pixel.
-    """
-    h, w = traj.display_hw
-    cap = PERTURBATION_SIDE if name in CAPPED else DISPLAY_SIDE
-    if max(h, w) > cap:
-        s = cap / max(h, w)
-        return max(1, round(h * s)), max(1, round(w * s))
-    if name not in CAPPED and max(h, w) < MIN_PANEL_SIDE:
-        s = MIN_PANEL_SIDE / max(h, w)
-        return max(1, round(h * s)), max(1, round(w * s))
-    return h, w
-
-
-def _fit(img: Image.Image, traj: Trajectory, name: str) -> Image.Image:
-    h, w = panel_hw(traj, name)
-    if img.size == (w, h):
-        return img
-    return img.resize((w, h), Image.BILINEAR if name in SMOOTH else Image.NEAREST)
-
-
-def view_to_panel(traj: Trajectory, name: str, yx: tuple[int, int]) -> tuple[int, int]:
-    """View-map pixel (y, x) -> pixel centre (x, y) on panel ``name``."""
-    h, w = panel_hw(traj, name)
-    hv, wv = traj.hw
-    return int((yx[1] + 0.5) * w / wv), int((yx[0] + 0.5) * h / hv)
-
-
-def panel_to_view(traj: Trajectory, name: str, xy: tuple[float, float]) -> tuple[int, int] | None:
-    """A click at (x, y) on panel ``name`` -> view-map pixel (y, x); None for a click on the panel's colour bar
-    (drawn below the map, :mod:`app.colour_bars`)."""
-    h, w = panel_hw(traj, name)
-    if name in BAR_PANELS and xy[1] >= h:
-        return None
-    hv, wv = traj.hw
-    y = min(max(int(xy[1] * hv / h), 0), hv - 1)
-    x = min(max(int(xy[0] * wv / w), 0), wv - 1)
-    return y, x
+def __getattr__(name: str):
+    """``MAIN_PANELS`` / ``STATIC_PANELS``: the panel table's names now (panels registered later included)."""
+    if name == "MAIN_PANELS":
+        return main_names()
+    if name == "STATIC_PANELS":
+        return static_names()
+    raise AttributeError(name)
 
 
 def render_static(traj: Trajectory) -> dict[str, Any]:
-    """Clean image, clean segmentation, ground truth (or a placeholder) and the class legend."""
-    info = traj.info
-    out: dict[str, Any] = {
-        "clean": fg.to_pil(traj.image_v),
-        "clean_seg": fg.seg_overlay(traj.image_v, traj.clean_pred_v, info.palette, ignore_index=info.ignore_index),
-    }
-    if info.has_gt:
-        out["gt"] = fg.seg_overlay(traj.image_v, traj.labels_v, info.palette, ignore_index=info.ignore_index)
-    else:
-        out["gt"] = fg.placeholder_image("No ground-truth mask: the attack uses the clean prediction as labels.",
-                                         traj.hw)
-    out = {k: _fit(v, traj, k) for k, v in out.items()}
-    out["legend"] = legend_markdown(traj)
-    return out
+    """Every per-run panel of the table (clean image, clean segmentation, ground truth or a placeholder, legend)."""
+    v = View(traj, traj.clamp(None))
+    return {p.name: draw(p, v) for p in panels("static")}
 
 
 def render_main(traj: Trajectory, k: int | None = None, probe_yx: tuple[int, int] | None = None,
                 live: bool = False, note: str = "", charts: bool = True, hist: bool = True) -> dict[str, Any]:
-    """Every per-record panel at record ``k`` (default: the last one); ``probe_yx`` is a view pixel.
+    """Every per-record panel of the table at record ``k`` (default: the last one); ``probe_yx`` is a view pixel.
     ``charts=False`` leaves out the whole-run charts (metrics, gradient mass), ``hist=False`` the confidence
-    histogram: Plotly redraws are what costs the browser most per view."""
-    k = traj.clamp(k)
-    info = traj.info
-    cfg = info.config
-    pred = traj.pred[k]
-    imgs: dict[str, Image.Image] = {}
-    if traj.delta:
-        dk = traj.delta_key(k)
-        imgs["adv"] = fg.adversarial_image(traj.image_v, traj.delta[dk], info.dmax)
-        imgs["pert"] = fg.perturbation_image(traj.delta[dk])
-        if dk != k:
-            note = (note + "  \n" if note else "") + (f"_This shipped run keeps the perturbation of every few records: "
-                                                     f"the adversarial image and δ shown are from record {dk}._")
-    imgs["seg"] = fg.seg_overlay(traj.image_v, pred, info.palette, ignore_index=info.ignore_index)
-    imgs["flipped"] = fg.flipped_image(fg.background(traj), pred, traj.clean_pred_v, traj.labels_v, traj.valid_v)
-    imgs["firstflip"] = fg.first_flip_image(fg.background(traj), traj.first_flip_at(k),
-                                            max(info.expected_records, len(traj)))
-    if traj.has_telemetry:
-        imgs["weight"] = fg.weight_image(traj.weight[k])
-        imgs["grad"] = fg.grad_image(traj.grad[k])
-    out: dict[str, Any] = {"status": status_markdown(traj, k, live, note)}
-    for name, im in imgs.items():
-        im = _fit(im, traj, name)
-        if probe_yx is not None and name in ("seg", "flipped", "weight", "grad", "adv"):
-            im = fg.with_marker(im, view_to_panel(traj, name, probe_yx))
-        if name in BAR_PANELS:
-            im = with_bar(im, name, max(info.expected_records, len(traj)))
-        out[name] = im
-    attack = cfg.get("attack", "ce")
-    par = traj.get("param", k)
-    if traj.has_telemetry and hist:
-        out["hist"] = fg.histogram_figure(traj.hist[k], attack, int(traj.get("stage_step", k)),
-                                          int(traj.get("stage_total", k)), cfg.get("schedule"),
-                                          None if not math.isfinite(par) else par, k)
-    if charts:
-        out["curves"] = fg.curves_figure(traj, k)
-        out["mass"] = fg.mass_figure(traj, k)
-    if probe_yx is not None:
-        y, x = probe_yx
-        pr = traj.probe(min(y, traj.hw[0] - 1), min(x, traj.hw[1] - 1))
-        out["probe_plot"] = fg.probe_figure(pr, info.class_names, info.palette, k)
-        out["probe_md"] = probe_markdown(traj, pr, k)
+    histogram: Plotly redraws are what costs the browser most per view.  A panel whose renderer has nothing to
+    show (no telemetry, no probe) is left out."""
+    v = View(traj, traj.clamp(k), probe_yx, live, note)
+    skip = {c for c, on in (("charts", charts), ("hist", hist)) if not on}
+    out = {}
+    for p in panels("main"):
+        if p.cost in skip:
+            continue
+        val = draw(p, v)
+        if val is not None:
+            out[p.name] = val
     return out
 
 

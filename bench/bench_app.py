@@ -77,7 +77,7 @@ def _setup(size: int, steps: int, folder: Path):
 def bench_inprocess(size: int, steps: int, folder: Path) -> dict:
     from gradio.state_holder import SessionState
 
-    from app.ui import Session
+    from app.sessions import Session
 
     application, demo, mid, _, _ = _setup(size, steps, folder)
     block_fn = next(f for f in demo.fns.values() if f.api_name == "run")
@@ -121,7 +121,7 @@ def bench_inprocess(size: int, steps: int, folder: Path) -> dict:
 def bench_wire(size: int, steps: int, folder: Path) -> dict:
     import httpx
 
-    from app.ui import build_demo
+    from app.launch import build_demo
 
     _, demo, mid, ip, mp = _setup(size, steps, folder)
     demo.close()

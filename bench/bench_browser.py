@@ -141,7 +141,7 @@ class Tracer:
 
 
 def _serve(port: int):
-    from app.ui import build_demo, launch_kwargs
+    from app.launch import build_demo, launch_kwargs
 
     demo = build_demo()
     kw = launch_kwargs()

@@ -67,8 +67,8 @@ def _values(n: int) -> list[float]:
 def run(port: int, n: int) -> dict:
     from playwright.sync_api import sync_playwright
 
+    from app.launch import build_demo, launch_kwargs
     from app.sources import PRECOMPUTED_DIR
-    from app.ui import build_demo, launch_kwargs
     from attack_engine import qlens
 
     demo = build_demo(precomputed_dir=PRECOMPUTED_DIR)

@@ -70,8 +70,8 @@ def main() -> int:
     a = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
+    from app.launch import build_demo, launch_kwargs
     from app.sources import PRECOMPUTED_DIR
-    from app.ui import build_demo, launch_kwargs
 
     a.out.mkdir(parents=True, exist_ok=True)
     demo = build_demo(precomputed_dir=PRECOMPUTED_DIR)

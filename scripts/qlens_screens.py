@@ -39,8 +39,8 @@ def main() -> int:
     from playwright.sync_api import expect, sync_playwright
     from test_qlens_browser import LAUNCH_ARGS, click_tallest_bar, open_lens, set_whatif
 
+    from app.launch import build_demo, launch_kwargs
     from app.sources import PRECOMPUTED_DIR
-    from app.ui import build_demo, launch_kwargs
 
     a.out.mkdir(parents=True, exist_ok=True)
     demo = build_demo(precomputed_dir=PRECOMPUTED_DIR)

@@ -35,7 +35,7 @@ def loopback(url: str) -> bool:
 @contextmanager
 def served_demo(demo: Any) -> Iterator[str]:
     """Launch a built Blocks on a free loopback port with the app's launch settings; yield its URL, close after."""
-    from app.ui import launch_kwargs
+    from app.launch import launch_kwargs
 
     port = free_port()
     kw = launch_kwargs()

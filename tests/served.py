@@ -58,7 +58,7 @@ from app.limits import get_limits
 from app.logs import configure
 from app.sources import ExampleItem
 from app.standin import register_standin, write_synthetic_example
-from app.ui import build_demo, launch_kwargs
+from app.launch import build_demo, launch_kwargs
 configure()
 from app.disk import clean_at_start
 from app.memory import tune_malloc

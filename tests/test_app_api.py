@@ -20,11 +20,11 @@ ARGS = dict(eps=8, alpha=0, seed=0, sched="linear:-2:1")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    from app.launch import build_demo
     from app.runner import LiveRun, make_config, prepare
     from app.sources import ExampleItem
     from app.standin import TinySeg, register_standin, write_synthetic_example
     from app.trajectory import save_group
-    from app.ui import build_demo
 
     folder = tmp_path_factory.mktemp("api")
     mid = register_standin()

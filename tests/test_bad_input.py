@@ -179,10 +179,10 @@ RAW_CASES = [  # (name, JSON text of the changed control, position in /step's da
 # -- server ---------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
+    from app.launch import build_demo, launch_kwargs
     from app.limits import Limits
     from app.sources import ExampleItem
     from app.standin import register_standin, write_synthetic_example
-    from app.ui import build_demo, launch_kwargs
 
     folder = tmp_path_factory.mktemp("bad_input")
     mid = register_standin()

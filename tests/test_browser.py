@@ -25,9 +25,9 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
+    from app.launch import build_demo
     from app.sources import ExampleItem
     from app.standin import register_standin, write_synthetic_example
-    from app.ui import build_demo
 
     folder = tmp_path_factory.mktemp("browser")
     mid = register_standin()

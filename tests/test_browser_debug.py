@@ -24,8 +24,8 @@ MODEL_ID = "colour-seg-browser"
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
+    from app.launch import build_demo
     from app.sources import ExampleItem
-    from app.ui import build_demo
     from attack_engine.models.registry import ModelEntry, register
 
     register(ModelEntry(id=MODEL_ID, title="Colour classifier (6 classes, test)", family="custom", num_classes=6,

@@ -29,10 +29,10 @@ PLOTS = ("hist", "curves", "mass")
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
+    from app.launch import build_demo
     from app.runner import LiveRun, make_config, prepare
     from app.sources import ExampleItem
     from app.standin import register_standin, write_synthetic_example
-    from app.ui import build_demo
     from attack_engine.models import load_model
 
     folder = tmp_path_factory.mktemp("browser_looks")

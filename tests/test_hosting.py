@@ -214,11 +214,11 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def hosted(tmp_path_factory):
+    from app.launch import build_demo, launch_kwargs
     from app.limits import Limits
     from app.observe import JsonFormatter, logger
     from app.sources import ExampleItem
     from app.standin import register_standin, write_synthetic_example
-    from app.ui import build_demo, launch_kwargs
 
     folder = tmp_path_factory.mktemp("hosted")
     mid = register_standin()

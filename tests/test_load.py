@@ -41,7 +41,7 @@ import app
 from app.limits import get_limits
 from app.sources import ExampleItem
 from app.standin import register_standin, write_synthetic_example
-from app.ui import build_demo, launch_kwargs
+from app.launch import build_demo, launch_kwargs
 folder, port = sys.argv[1], int(sys.argv[2])
 mid = register_standin()
 ip, mp = write_synthetic_example(folder, 64)

@@ -33,7 +33,7 @@ from app.standin import register_standin, synthetic_image, write_synthetic_examp
 from app.request import RunRequest
 from app.ui import App
 folder, mode, n, side, total_mb = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-tune_malloc()  # what app.ui.main does at start
+tune_malloc()  # what app.launch.main does at start
 mid = register_standin()
 ip, mp = write_synthetic_example(folder, 64)
 a = App(mid, [ExampleItem("synthetic", "S", ip, {2: mp})], None, Limits(max_steps=100, total_mb=total_mb,

@@ -123,8 +123,8 @@ def test_route_2_explore_an_nn_module(tmp_path):
 
 @pytest.fixture(scope="module")
 def local_server(tmp_path_factory):
+    from app.launch import build_demo
     from app.sources import ExampleItem
-    from app.ui import build_demo
 
     folder = tmp_path_factory.mktemp("own_model")
     ip, mp = write_scene(folder, 96)
@@ -187,7 +187,7 @@ def test_route_3_refusals_are_one_message_and_change_nothing(local_server, tmp_p
 
 
 def test_hosted_mode_has_no_model_upload():
-    from app.ui import build_demo
+    from app.launch import build_demo
 
     demo = build_demo(None, [], limits=Limits(hosted=True))
     names = {fn.api_name for fn in demo.fns.values()} if isinstance(demo.fns, dict) else {fn.api_name for fn in demo.fns}

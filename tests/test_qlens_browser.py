@@ -22,7 +22,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def served():
-    from app.ui import build_demo
+    from app.launch import build_demo
 
     with served_demo(build_demo(precomputed_dir=PRECOMPUTED_DIR)) as url:
         yield url

@@ -103,9 +103,9 @@ def test_cli_runs_it(focal_registered, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def server(focal_registered, tmp_path_factory):
+    from app.launch import build_demo
     from app.sources import ExampleItem
     from app.standin import register_standin, write_synthetic_example
-    from app.ui import build_demo
 
     folder = tmp_path_factory.mktemp("registry")
     mid = register_standin()
