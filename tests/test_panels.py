@@ -140,5 +140,5 @@ def test_a_click_on_the_new_panel_probes_the_pixel(built):
     assert probe_md in selects[0].outputs
     sess, _ = _run(application, mid)
     evt = gr.SelectData(comp, {"index": [96, 288], "value": None})  # (x, y) on the 384-px panel of a 64-px run
-    out = selects[0].fn(sess, evt)
-    assert sess.probe == (48, 16) and str(out[probe_md]).startswith("Pixel (x=16, y=48)")
+    out = dict(zip(map(id, selects[0].outputs), selects[0].fn(sess, evt), strict=True))  # in the outputs' order
+    assert sess.probe == (48, 16) and str(out[id(probe_md)]).startswith("Pixel (x=16, y=48)")
