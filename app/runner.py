@@ -163,6 +163,24 @@ def prepare(image, mask, model: SegModel, source: str = "upload", limits: lm.Lim
     return Prepared(x8, labels, source, info.id, tuple(img.shape[:2]), tuple(loaded.notes))
 
 
+def clean_preview(model: SegModel, prep: Prepared) -> Trajectory:
+    """The prepared input and the model's clean prediction as a record-less (light) :class:`Trajectory`: what the
+    static panels draw before a run (an upload is shown with its clean prediction at once)."""
+    x = torch.from_numpy(prep.image).permute(2, 0, 1)[None].float().div(255.0)
+    device = getattr(model, "device", None)
+    if device is not None:
+        x = x.to(device)
+    with torch.no_grad():
+        pred = model.logits(x).argmax(1)[0].cpu().numpy()
+    info = model.info
+    rinfo = RunInfo(model_id=info.id, class_names=list(info.class_names), palette=[list(c) for c in info.palette],
+                    config={}, ignore_index=info.ignore_index, source=prep.source, has_gt=prep.labels is not None,
+                    model_hw=tuple(prep.image.shape[:2]),
+                    extra={"source_hw": list(prep.source_hw or prep.image.shape[:2])})
+    labels = prep.labels if prep.labels is not None else pred
+    return Trajectory(rinfo, prep.image, labels, pred, light=True)
+
+
 class LiveRun:
     """A started attack whose records land in ``traj`` one :meth:`step` at a time."""
 

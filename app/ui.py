@@ -35,7 +35,7 @@ from app.model_menu import model_choices as menu_choices
 from app.observe import event
 from app.panels import EXPLAIN, get_panel, main_names, panels, static_names
 from app.request import RunRequest, takes_request
-from app.runner import InputError, LiveRun, Prepared, check_schedule, prepare
+from app.runner import InputError, LiveRun, Prepared, check_schedule, clean_preview, prepare
 from app.sessions import (
     BudgetError,
     Session,
@@ -65,6 +65,7 @@ PLAY_INTERVAL_S = 0.35
 LIVE_PULL_S = 0.1  # the live view timer: the page asks for the newest record this often (one request at a time)
 CHARTS_EVERY_S = 1.0  # while a run streams or replays, the whole-run charts are redrawn at most this often
 HIST_EVERY_S = 0.5  # ... and the confidence histogram at most this often (Plotly redraws cost the page most)
+API_VIEW_S = 0.25  # the API's /run sends the newest record at most this often (a slow client gets no backlog)
 HALT_WAIT_S = 0.3  # Pause/Stop wait this long for the computing thread to finish its record before answering
 REQUEST_INPUTS = ("image_in", "mask_in", "ex_id", "model", "attack", "opt", "eps", "steps", "alpha", "seed",
                   "sched_text")  # the components of a RunRequest, in app.request.FIELDS order
@@ -144,9 +145,13 @@ class App:
         """The request's session, registered with the store (its runs dropped here if it expired)."""
         return self.store.touch(_sess(state))
 
-    def guard(self, fn: Callable, name: str) -> Callable:
+    def guard(self, fn: Callable, name: str, page: bool = False) -> Callable:
         """Wrap a handler: refusals become one ``gr.Error`` (and a ``rejected`` log line), anything unexpected
-        an ``error`` log line and a short ``gr.Error``; the session and the server carry on either way."""
+        an ``error`` log line and a short ``gr.Error``; the session and the server carry on either way.
+
+        ``page=True`` (events only the page sends): the message is one warning toast and every output stays as
+        it was; an error raised out of an event marks each of its outputs with an "Error" badge.  API endpoints
+        keep raising, so a client gets the message as its error."""
 
         def fail(e: BaseException) -> gr.Error:
             if isinstance(e, (gr.Error, InputError, BudgetError, ScheduleError, ModelUnavailable)):
@@ -158,6 +163,13 @@ class App:
             return gr.Error(f"something went wrong on the server ({type(e).__name__}); it was logged. "
                             "Your recorded run is unchanged: try again or press Reset.", print_exception=False)
 
+        def answer(e: BaseException) -> dict:
+            err = fail(e)
+            if not page:
+                raise err from None
+            gr.Warning(err.message)
+            return {}  # nothing changes (App.components: an empty answer skips every output)
+
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)
             def gen(*a, **k):
@@ -166,7 +178,7 @@ class App:
                 except GeneratorExit:
                     raise
                 except Exception as e:
-                    raise fail(e) from None
+                    yield answer(e)
 
             return gen
 
@@ -175,7 +187,7 @@ class App:
             try:
                 return fn(*a, **k)
             except Exception as e:
-                raise fail(e) from None
+                return answer(e)
 
         return plain
 
@@ -188,6 +200,27 @@ class App:
             check_upload(image, self.limits)
         except ValueError as e:
             raise InputError(f"image: {e}") from None
+
+    def preview_upload(self, image, mask, model_id, state) -> dict:
+        """On upload: check the file as Run does (the sandboxed decode, the size limits, the mask against the
+        image) and show it with the model's clean prediction at once; the session's previous run gives way."""
+        sess = self._session(state)
+        if image is None:
+            return {}
+        self.check_image(image)
+        model = self._model(model_id)
+        prep = self._prepare(model, RunRequest(image, mask, None, model_id))
+        clean = clean_preview(model, prep)
+        sess.halt(STOPPED)
+        sess.traj, sess.live, sess.key, sess.probe, sess.playing = None, None, None, None, False
+        sess.input_notes = list(prep.notes)
+        st = render_static(clean)
+        static = {n: self.frames.put(v) if isinstance(v, Image.Image) else v for n, v in st.items()}
+        note = self._note(sess, "Your image is checked and ready: its clean prediction is shown. Press **Run** or "
+                                "**Step** to attack it.")
+        return {"state": sess, **{n: None for n in main_names()}, **static, "status": note,
+                "probe_md": EXPLAIN["probe"], "slider": gr.Slider(minimum=0, maximum=1, value=0, step=1,
+                                                                  label="Record")}
 
     # -- inputs -> a started run ------------------------------------------------------------------------
     def _source(self, req: RunRequest, info) -> tuple[Any, Any, str]:
@@ -439,53 +472,33 @@ class App:
         }.get(comp.state, "")
 
     def run(self, req: RunRequest, state):
-        """API ``/run``: stream the attack's records (resumes a paused run with the same inputs).  The page
-        itself uses :meth:`start` + :meth:`pull` instead."""
+        """API ``/run``: the attack computed in the background (as the page's Run), streamed as the newest record
+        at most every :data:`API_VIEW_S` (resumes a paused run with the same inputs).
+
+        A client that reads slower than the run computes is never sent a backlog: each update is the latest record
+        when it is made, and the last one is the final record.  Every record is still recorded (``/scrub``,
+        Best iterate and ``/export`` reach all of them); ``/pause`` and ``/stop`` halt the computation at once."""
         sess = self._session(state)
-        t0 = time.monotonic()
         if gpu.zero_gpu():
-            yield from self._run_zero_gpu(sess, req, t0)
+            yield from self._run_zero_gpu(sess, req, time.monotonic())
             return
-        live, new = self._start(sess, req)
-        sess.active += 1
-        outcome, n0 = "cancelled", len(live.traj)
-        try:
-            sess.pause = False
-            static = self._static_values(sess) if new else {}
-            if len(live.traj) == 0:
-                with sess.lock:
-                    live.step()
-            sess.view = len(live.traj) - 1 if sess.follow else sess.view
-            yield dict(state=sess, **static, **self._main_values(sess, live=not live.done))
-            timed_out = False
-            while not sess.pause and sess.live is live:
-                if time.monotonic() - t0 > self.limits.time_limit_s:
-                    timed_out = True
-                    break
-                with sess.lock:
-                    ok = live.step()
-                if not ok:
-                    break
-                if sess.follow:
-                    sess.view = len(live.traj) - 1
-                yield self.main_outputs(sess, live=not live.done, panels=sess.follow)
-            if live.done:
-                outcome, note = "finished", ""
-            elif timed_out:
-                outcome = "time_limit"
-                note = (f"Paused: this request reached the time limit of {self.limits.time_limit_s:g} s. **Run** "
-                        "continues this run.")
-            else:
-                outcome, note = "paused", "Paused: **Run** or **Step** continues this run."
-            if sess.follow:
-                sess.view = len(live.traj) - 1
-            yield self.main_outputs(sess, note=note)
-        except Exception:
-            outcome = "error"
-            raise
-        finally:
-            sess.active -= 1
-            self._log_run("run", sess, live.traj, live.cfg, t0, outcome, len(live.traj) - n0)
+        first = self.start(req, sess)
+        first.pop("live_timer", None)
+        comp = sess.comp
+        yield first
+        sent = None
+        while comp is not None and sess.comp is comp and sess.traj is comp.live.traj:
+            ended = comp.ended.wait(API_VIEW_S)
+            n = len(comp.live.traj)
+            if sess.follow and n:
+                sess.view = n - 1
+            if ended:
+                yield self.main_outputs(sess, note=self._end_note(comp))
+                return
+            if n != sent:
+                sent = n
+                charts, hist = self._chart_turn(sess, False)
+                yield self.main_outputs(sess, live=True, panels=sess.follow, charts=charts, hist=hist)
 
     def _run_zero_gpu(self, sess: Session, req: RunRequest, t0: float):
         """ZeroGPU: compute the whole run in one GPU call, then show it (scrub / replay as usual)."""
@@ -790,7 +803,8 @@ class App:
                     ui.update(share.build())
                     about.build()
             ui.update(timer=gr.Timer(PLAY_INTERVAL_S, active=False), live_timer=gr.Timer(LIVE_PULL_S, active=False),
-                      api_run_btn=gr.Button(visible=False), api_ex_btn=gr.Button(visible=False))
+                      api_run_btn=gr.Button(visible=False), api_ex_btn=gr.Button(visible=False),
+                      api_step_btn=gr.Button(visible=False), api_export_btn=gr.Button(visible=False))
             ui.update(zip(COMPARE_OUTPUTS, self.compare_tab.outputs, strict=True))
             for c in (ui["image_in"], ui["mask_in"]):  # what the upload components enforce (see app.components)
                 c.hosted = self.limits.hosted
@@ -810,16 +824,18 @@ class App:
         self.compare_tab.wire(ui["state"], [ui[n] for n in REQUEST_INPUTS if n != "attack"], self.tabs)
         # the page's Run starts a background computation and pulls views with the live timer; /run (the API,
         # a hidden button) streams the records to API clients
-        on(ui["run_btn"].click, g(req(self.start), "start"), ins, ["state", *static_out, *main_out, "live_timer"],
-           api_name="start", concurrency_id="start", concurrency_limit=conc, show_progress="hidden",
-           trigger_mode="once")
+        on(ui["run_btn"].click, g(req(self.start), "start", page=True), ins,
+           ["state", *static_out, *main_out, "live_timer"], api_visibility="private", concurrency_id="start",
+           concurrency_limit=conc, show_progress="hidden", trigger_mode="once")
         on(ui["live_timer"].tick, g(self.pull, "pull"), ["state"], ["state", "live_timer", *main_out],
            api_visibility="private", **fast)
         run_evt = on(ui["api_run_btn"].click, g(req(self.run), "run"), ins, ["state", *static_out, *main_out],
                      api_name="run", concurrency_id="attack", concurrency_limit=conc, show_progress="hidden",
                      trigger_mode="once")
-        on(ui["step_btn"].click, g(req(self.step), "step"), ins, ["state", *static_out, *main_out], api_name="step",
-           concurrency_id="attack", concurrency_limit=conc, show_progress="minimal")
+        for btn, page in (("api_step_btn", False), ("step_btn", True)):  # /step raises, the page's Step warns (API first: it keeps the name)
+            on(ui[btn].click, g(req(self.step), "step", page=page), ins, ["state", *static_out, *main_out],
+               concurrency_id="attack", concurrency_limit=conc, show_progress="minimal",
+               **({"api_visibility": "private"} if page else {"api_name": "step"}))
         cancels = [run_evt, *self.compare_tab.events]
         halts = ["state", *main_out, "live_timer"]
         on(ui["pause_btn"].click, g(self.pause, "pause"), ["state"], halts, api_name="pause", cancels=cancels, **fast)
@@ -848,8 +864,9 @@ class App:
            api_visibility="private", **fast)
         on(ui["timer"].tick, g(self.tick, "tick"), ["state"], ["state", "timer", "play_btn", *main_out],
            api_visibility="private", show_progress="hidden", concurrency_limit=None, concurrency_id="view")
-        on(ui["export_btn"].click, g(self.export, "export"), [*REQUEST_INPUTS[2:], "state"], list(share.OUTPUTS),
-           api_name="export", concurrency_id="export")
+        for btn, page in (("api_export_btn", False), ("export_btn", True)):
+            on(ui[btn].click, g(self.export, "export", page=page), [*REQUEST_INPUTS[2:], "state"], list(share.OUTPUTS),
+               concurrency_id="export", **({"api_visibility": "private"} if page else {"api_name": "export"}))
         self.lens.wire(self, state=ui["state"], model_dd=ui["model"], slider=ui["slider"], tabs=self.tabs,
                        tab=self.lens_tab, ex_out=[ui[n] for n in self._example_outputs()],
                        main_out=[ui[n] for n in main_out], guard=g)
@@ -875,9 +892,10 @@ class App:
 
         on(ui["gallery"].select, g(gallery_pick, "gallery"), ["model", "state"], ex_names, api_visibility="private",
            **fast)
-        ui["image_in"].upload(lambda: "", None, [ui["ex_id"]], api_visibility="private", **fast).then(
-            g(self.check_image, "upload"), [ui["image_in"]], None, api_visibility="private", show_progress="hidden",
-            concurrency_id="decode", concurrency_limit=2)  # the sandboxed decode, off the attack queue
+        up = ui["image_in"].upload(lambda: "", None, [ui["ex_id"]], api_visibility="private", **fast)
+        on(up.then, g(self.preview_upload, "upload", page=True), ["image_in", "mask_in", "model", "state"],
+           ["state", *static_names(), *main_names(), "slider"], api_visibility="private", show_progress="hidden",
+           concurrency_id="decode", concurrency_limit=2)  # the sandboxed decode and the clean prediction
         ui["image_in"].clear(lambda: "", None, [ui["ex_id"]], api_visibility="private", **fast)
         controls.wire_schedule(ui, g, self.preview)
         on(demo.load, g(self.on_load, "on_load"), [], ["model", *CONTROLS, "ex_id", "image_in"],
