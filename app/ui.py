@@ -1,9 +1,12 @@
-"""The Gradio app: layout and wiring.  All computing happens in :mod:`attack_engine`; all drawing in
-:mod:`app.figures` / :mod:`app.view`; this module only connects them to components and per-session state.
+"""The explorer's :class:`App`: the page (the tabs' modules under :mod:`app.tabs` build the components), the
+handlers and their wiring.  All computing happens in :mod:`attack_engine`; all drawing in the panel table
+(:mod:`app.panels`) and :mod:`app.view`; handlers answer by output name (``{"status": ..., "seg": ...}``) and
+:meth:`App.on` connects names to components.  Serving it: :mod:`app.launch`.
 
-Public API endpoints (``gradio_client``): ``/run`` (streams every record), ``/step``, ``/pause``, ``/stop``,
+Public API endpoints (``gradio_client``): ``/run`` (streams the newest record), ``/step``, ``/pause``, ``/stop``,
 ``/reset``, ``/scrub``, ``/probe``, ``/load_example``, ``/compare`` (streams), ``/compare_start``,
-``/compare_stop``, ``/compare_show``, ``/compare_scrub`` (see :mod:`app.tabs.compare`), ``/export``, ``/preview``.
+``/compare_stop``, ``/compare_show``, ``/compare_scrub`` (see :mod:`app.tabs.compare`), ``/export``, ``/preview``;
+``App.api_outputs`` names each endpoint's outputs in order.
 """
 
 import contextlib
