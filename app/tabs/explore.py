@@ -63,7 +63,7 @@ def build() -> dict[str, Any]:
                                    ("reset_btn", "↺ Reset", {})):
             ui[name] = gr.Button(label, elem_id=name, min_width=90, **extra)
     _text_slot("status", ui, NO_RUN)
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_id="scrub_row"):  # sticky on phones (app.theme)
         ui["slider"] = cp.Slider(0, 1, value=0, step=1, label="Record", scale=5, elem_id="scrub")
         ui["play_btn"] = gr.Button("▶ Play", scale=1, min_width=90, elem_id="play_btn")
         ui["best_btn"] = gr.Button("★ Best iterate", scale=1, min_width=90, elem_id="best_btn")
