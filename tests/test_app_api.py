@@ -115,7 +115,7 @@ def test_step_then_run_continues_and_scrub_is_instant(server, client):
     assert "CE-PGD" in _status(out) and "record **0** of 1" in _status(out)
 
 
-def test_pause_cancels_between_records_and_step_resumes(server, client):
+def test_pause_cancels_between_records_and_step_resumes(server, client, report_figure):
     LONG = 500  # the most steps allowed: a run that cannot finish before the checks below on a fast machine
     job = client.submit(*_run_args(server, opt="pgd", steps=LONG), api_name="/run")
     for seen, _ in enumerate(job, 1):
@@ -134,12 +134,14 @@ def test_pause_cancels_between_records_and_step_resumes(server, client):
     while not job.done() and time.perf_counter() - t_pause < 30:
         time.sleep(0.05)
     done_after = time.perf_counter() - t_pause
-    assert job.done() and done_after < 5.0, f"the stream ended {done_after:.1f} s after Pause"
+    assert job.done() and done_after < 10.0, f"the stream ended {done_after:.1f} s after Pause"  # ~2 s at load 12
     time.sleep(0.5)
     n_paused = int(_status(client.predict(0, api_name="/scrub"), "scrub").split(" of ")[1].split(" recorded")[0])
     assert 3 <= n_paused < LONG + 1
     updates = len(job.outputs())
     assert updates < n_paused, f"{updates} updates for {n_paused} records: the stream was not coalesced"
+    report_figure(f"API /run: {updates} updates for {n_paused} computed records; the stream ended {done_after:.2f} s "
+                  "after /pause")
     out = client.predict(*_run_args(server, opt="pgd", steps=LONG), api_name="/step")
     assert f"record **{n_paused}** of {n_paused + 1}" in _status(out)
     stop = client.predict(api_name="/stop")

@@ -32,7 +32,7 @@ def served(tmp_path_factory):
     from app.sources import ExampleItem
     from app.standin import register_standin, write_synthetic_example
     from app.trajectory import save_group
-    from app.ui import build_demo
+    from app.launch import build_demo
     from attack_engine.models import load_model
 
     folder = tmp_path_factory.mktemp("browser_compare")
