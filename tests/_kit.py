@@ -45,3 +45,31 @@ def served_demo(demo: Any) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/"
     finally:
         demo.close()
+
+
+@contextmanager
+def loopback_page(url: str, width: int = 1440, height: int = 900) -> Iterator[Any]:
+    """A Chromium page (Playwright) at ``url`` whose requests may only go to this machine; fails afterwards if the
+    page tried to reach anything else."""
+    from playwright.sync_api import sync_playwright
+
+    outside: list[str] = []
+
+    def route(r: Any) -> None:
+        if loopback(r.request.url):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        ctx = browser.new_context(viewport={"width": width, "height": height})
+        ctx.route("**/*", route)
+        page = ctx.new_page()
+        page.goto(url)
+        try:
+            yield page
+        finally:
+            browser.close()
+    assert not outside, f"requests outside loopback: {outside[:5]}"

@@ -28,11 +28,11 @@ ALL = 6
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
+    from app.launch import build_demo
     from app.runner import LiveRun, make_config, prepare
     from app.sources import ExampleItem
     from app.standin import register_standin, write_synthetic_example
     from app.trajectory import save_group
-    from app.launch import build_demo
     from attack_engine.models import load_model
 
     folder = tmp_path_factory.mktemp("browser_compare")

@@ -11,7 +11,7 @@ import contextlib
 import time
 
 import pytest
-from _kit import CHROMIUM, LAUNCH_ARGS, SCREENS, loopback, served_demo
+from _kit import CHROMIUM, SCREENS, loopback_page, served_demo
 
 import app  # noqa: F401  (offline environment before gradio)
 
@@ -39,20 +39,9 @@ def served(tmp_path_factory):
 
 @pytest.fixture()
 def page(served):
-    from playwright.sync_api import sync_playwright
-
-    outside: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        ctx = browser.new_context(viewport={"width": 1440, "height": 900})
-        ctx.route("**/*", lambda r: r.continue_() if loopback(r.request.url) else (outside.append(r.request.url),
-                                                                                   r.abort()))
-        pg = ctx.new_page()
-        pg.goto(served["url"])
+    with loopback_page(served["url"]) as pg:
         pg.wait_for_selector("#image_in input[type=file]", state="attached", timeout=60_000)
         yield pg
-        browser.close()
-    assert not outside, f"requests outside loopback: {outside[:5]}"
 
 
 def _badges(page) -> int:
