@@ -206,7 +206,9 @@ def shares_table_html(traj: Trajectory, k: int, qs) -> str:
                     f"data-wrong='{s[2]:.6f}'><td>{html.escape(title)}</td>"
                     + "".join(f"<td style='text-align:right'>{100 * v:.1f}%</td>" for v in s) + "</tr>")
     head = ("<tr><th style='text-align:left'>gradient mass Σ|∂L/∂z| at this iterate</th>"
-            + "".join(f"<th style='color:{col}'>{g}</th>" for g, col in zip(qlens.GROUPS, GROUP_COLOURS, strict=True))
+            + "".join(f"<th><span style='display:inline-block;width:.8em;height:.8em;background:{col};"
+                      f"margin-right:.3em;vertical-align:-0.1em'></span>{g}</th>"
+                      for g, col in zip(qlens.GROUPS, GROUP_COLOURS, strict=True))
             + "</tr>")
     return f"<table id='qlens_shares_table' style='font-size:0.85em;width:100%'>{head}{''.join(rows)}</table>"
 
