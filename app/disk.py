@@ -1,8 +1,9 @@
 """The app's disk use under one budget (``TSALLIS_DISK_MB``): Gradio's file cache (``GRADIO_TEMP_DIR``, which
 holds uploads and every file sent to a browser), the encoded panels and the exports.
 
-* :func:`app_root` is one folder per process under ``<temp>/tsallis_app/``, and :func:`own_gradio_cache` puts
-  Gradio's cache there too (unless ``GRADIO_TEMP_DIR`` is set); :func:`clean_at_start` removes the folders of
+* :func:`app_root` is one folder per process under ``<temp>/tsallis_app/``, and :func:`own_gradio_cache` (called
+  by ``build_demo``) puts Gradio's cache there too (unless ``GRADIO_TEMP_DIR`` is set): in the shared
+  ``<temp>/gradio`` a copy is named by its content hash, and another Gradio app closing deletes the same path; :func:`clean_at_start` removes the folders of
   processes that are gone and, in an operator-chosen ``GRADIO_TEMP_DIR``, the files older than this process
   (nothing in them is reachable after a restart: sessions do not survive one).
 * :meth:`DiskBudget.enforce` deletes files older than their keep time, then the oldest files until the folders
@@ -34,7 +35,9 @@ def gradio_cache_dir() -> Path | None:
 
 def own_gradio_cache() -> Path:
     """Point Gradio's cache at a folder of this process (``<temp>/tsallis_app/<pid>/gradio``) unless the operator
-    chose one; call before the app is built."""
+    chose one; call before the app is built (``build_demo`` does).  It sets the process's environment once, so
+    every Blocks built and served later in the process agrees on the folder (Gradio reads it when a component is
+    made and when the server starts)."""
     if not os.environ.get("GRADIO_TEMP_DIR"):
         os.environ["GRADIO_TEMP_DIR"] = str(app_root() / "gradio")
     return Path(os.environ["GRADIO_TEMP_DIR"])

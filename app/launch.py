@@ -30,7 +30,14 @@ from attack_engine.models import load_model
 
 def build_demo(model_id: str | None = None, examples: list[ExampleItem] | None = None,
                precomputed_dir: Path = PRECOMPUTED_DIR, limits: Limits | None = None) -> gr.Blocks:
-    """The app's Blocks, queued with the limits' queue size and concurrency (serve it with ``launch_kwargs()``)."""
+    """The app's Blocks, queued with the limits' queue size and concurrency (serve it with ``launch_kwargs()``).
+
+    Gradio's file cache is this process's own folder (:func:`app.disk.own_gradio_cache`, unless the operator set
+    ``GRADIO_TEMP_DIR``): Gradio names a cached copy by its content hash, so in the machine-wide ``<temp>/gradio``
+    another Gradio app handing out the same picture deletes our copy when it shuts down (a 403 in the browser).
+    Set before any component exists, so the Blocks' cache and the served file route agree.
+    """
+    own_gradio_cache()
     lim = limits or get_limits()
     app = App(model_id, examples, precomputed_dir, lim)
     demo = app.build()
