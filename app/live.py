@@ -11,11 +11,14 @@ a run started while all are busy waits for one, and says so.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from app.inputs import scrub_paths
+from app.observe import event
 from app.runner import LiveRun
 
 WAITING, RUNNING, PAUSED, STOPPED, FINISHED, TIME_LIMIT, ERROR = (
@@ -34,7 +37,7 @@ class Computation:
     time_limit_s: float
     on_end: Callable[[str, int, float], None] | None = None
     state: str = WAITING
-    error: str = ""
+    error: str = ""  # what ended the run in ERROR (server paths scrubbed); also logged as an ``error`` event
     ended: threading.Event = field(default_factory=threading.Event)
     _halt: str = ""
     _thread: threading.Thread | None = None
@@ -68,8 +71,9 @@ class Computation:
                 outcome = self._compute(t0)
             finally:
                 self.slots.release()
-        except Exception as e:  # reported to the page by the next view request; the recorded part stays
-            outcome, self.error = ERROR, f"{type(e).__name__}: {e}"
+        except Exception as e:  # the page's next view says the run stopped; the recorded part stays
+            outcome, self.error = ERROR, scrub_paths(f"{type(e).__name__}: {e}")
+            event("error", logging.ERROR, endpoint="live_run", error=self.error, records=len(self.live.traj))
         finally:
             self.state = outcome
             self.ended.set()

@@ -445,11 +445,11 @@ class App:
         timer = {"live_timer": gr.Timer(active=False)} if ended else {}  # re-sending an active timer restarts it
         if key == sess.sent:
             return dict(state=sess, **timer)
-        sess.sent = key
         charts, hist = self._chart_turn(sess, ended)
         vals = self._main_values(sess, live=not ended, note=self._end_note(comp) if ended else "",
                                  panels=sess.follow or ended, move_slider=sess.follow or ended, charts=charts,
                                  hist=hist)
+        sess.sent = key  # only a rendered view counts as sent: one that raised is rendered again next tick
         return dict(state=sess, **timer, **vals)
 
     def _chart_turn(self, sess: Session, final: bool) -> tuple[bool, bool]:

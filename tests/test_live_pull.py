@@ -1,0 +1,134 @@
+"""The live view's pull (``App.pull``, the page's timer tick) always ends a run on its final record.
+
+Called directly, without a browser: the run's end is forced into the worst moments (while a pull renders an
+older record; a final view that fails to render), and the last view before the timer goes off must show the
+finished run's last record.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import app  # noqa: F401  (offline environment before gradio)
+
+STEPS = 5
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    from app.launch import build_demo
+    from app.sources import ExampleItem
+    from app.standin import register_standin, write_synthetic_example
+
+    folder = tmp_path_factory.mktemp("pull")
+    mid = register_standin()
+    ip, mp = write_synthetic_example(folder, 48)
+    demo = build_demo(mid, [ExampleItem("synthetic", "Synthetic", ip, {2: mp})], folder / "none")
+    yield demo.tsallis_app, mid
+    demo.tsallis_janitor.stop()
+    demo.close()
+
+
+def _start(application, mid):
+    from app.request import RunRequest
+    from app.sessions import Session
+
+    sess = Session()
+    application.store.touch(sess)
+    application.start(RunRequest(None, None, "synthetic", mid, "ce", "pgd", 8, STEPS, 0, 0, ""), sess)
+    return sess
+
+
+def _pull_until_off(application, sess, limit: int = 2000) -> list[dict]:
+    """Tick the pull until it turns the timer off; every answer, in order (a raised tick is recorded as {})."""
+    answers = []
+    for _ in range(limit):
+        try:
+            a = application.pull(sess)
+        except RuntimeError:
+            a = {}
+        answers.append(a)
+        timer = a.get("live_timer")
+        if timer is not None and not timer.active:
+            return answers
+    raise AssertionError("the pull never turned the timer off")
+
+
+def _last_painted(answers: list[dict]) -> str:
+    painted = [a["status"] for a in answers if "status" in a]
+    assert painted, "no view was sent"
+    return painted[-1]
+
+
+def test_run_ending_while_a_pull_renders(built, monkeypatch):
+    """The run ends after a pull read 'still running' and before it rendered: the next tick sends the end."""
+    application, mid = built
+    real = application._main_values
+    held = {"done": False}
+
+    def render_after_the_end(sess, *a, **k):
+        if k.get("live") and not held["done"] and sess.comp is not None:
+            held["done"] = True
+            assert sess.comp.ended.wait(60), "the run did not end"
+        return real(sess, *a, **k)
+
+    monkeypatch.setattr(application, "_main_values", render_after_the_end)
+    sess = _start(application, mid)
+    answers = _pull_until_off(application, sess)
+    assert held["done"]
+    last = _last_painted(answers)
+    assert f"record **{STEPS}** of {STEPS + 1}" in last and "finished" in last, last
+
+
+def test_final_view_failing_once_is_sent_again(built, monkeypatch):
+    """A final view that fails to render (the page keeps its outputs) is not taken as sent: the next tick
+    renders it again instead of switching the timer off over an older record."""
+    application, mid = built
+    real = application._main_values
+    failed = {"n": 0}
+
+    def fail_first_final(sess, *a, **k):
+        if not k.get("live", True) and failed["n"] == 0:
+            failed["n"] += 1
+            raise RuntimeError("render failed")
+        return real(sess, *a, **k)
+
+    sess = _start(application, mid)
+    assert sess.comp.ended.wait(60)
+    monkeypatch.setattr(application, "_main_values", fail_first_final)
+    answers = _pull_until_off(application, sess)
+    assert failed["n"] == 1 and answers[0] == {}
+    last = _last_painted(answers)
+    assert f"record **{STEPS}** of {STEPS + 1}" in last and "finished" in last, last
+
+
+def test_a_run_ending_in_error_is_logged_without_server_paths():
+    import logging
+    import threading
+
+    from app.live import ERROR, Computation
+    from app.observe import LOGGER_NAME, logger
+
+    class Failing:  # a live run whose second record fails to compute
+        def __init__(self) -> None:
+            self.traj: list[int] = []
+            self.done = False
+
+        def step(self) -> bool:
+            if self.traj:
+                raise OSError("cannot read /home/alice/.cache/torch/hub/checkpoints/weights.pth")
+            self.traj.append(0)
+            return True
+
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    logger().addHandler(handler)
+    try:
+        c = Computation(Failing(), threading.Semaphore(1), 60.0).start()
+        assert c.ended.wait(10)
+    finally:
+        logging.getLogger(LOGGER_NAME).removeHandler(handler)
+    assert c.state == ERROR and c.error == "OSError: cannot read weights.pth"
+    errors = [r.fields for r in seen if getattr(r, "event", "") == "error"]
+    assert errors == [{"endpoint": "live_run", "error": "OSError: cannot read weights.pth", "records": 1}]
