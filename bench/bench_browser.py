@@ -512,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
                 elif sc == "scrub":
                     res[sc] = scenario_scrub(browser, url, tracer, a.steps, ui.PLAY_INTERVAL_S)
                 res[sc]["wall_s"] = round(time.time() - t, 1)
+                res.setdefault("all_runs", []).append({"scenario": sc, **res[sc]})  # a repeated scenario: every run
                 print(sc, json.dumps(res[sc]), flush=True)
             browser.close()
     finally:
