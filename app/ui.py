@@ -824,7 +824,7 @@ class App:
         fast = dict(queue=False, show_progress="hidden")
         static_out, main_out = list(static_names()), [*main_names(), "slider"]
         ins = [*REQUEST_INPUTS, "state"]
-        self.compare_tab.wire(ui["state"], [ui[n] for n in REQUEST_INPUTS if n != "attack"], self.tabs)
+        self.compare_tab.wire(ui["state"], [ui[n] for n in REQUEST_INPUTS if n != "attack"])
         # the page's Run starts a background computation and pulls views with the live timer; /run (the API,
         # a hidden button) streams the records to API clients
         on(ui["run_btn"].click, g(req(self.start), "start", page=True), ins,

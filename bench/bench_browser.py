@@ -266,17 +266,21 @@ def scenario_stream(browser, url: str, tracer: Tracer, steps: int) -> dict:
 
 def scenario_control(browser, url: str, tracer: Tracer, steps: int, which: str) -> dict:
     page = _open(browser, url, steps)
-    sel = {"pause": "#pause_btn", "stop": "#stop_btn"}[which]
-    x, y = _center(page, sel)
+    x, y = _center(page, {"pause": "#pause_btn", "stop": "#stop_btn"}[which])
     _start_run(page, tracer)
+    return _click_to_halt(page, tracer, (x, y), {"pause": "Paused", "stop": "Stopped"}[which], "__obs")
+
+
+def _click_to_halt(page, tracer: Tracer, xy: tuple[float, float], word: str, log: str) -> dict:
+    """Click ``xy`` :data:`CLICK_AFTER_S` after the first computed record; time until the status (``log``) says
+    ``word`` and until the server computes no more records.  Closes the page."""
     while not tracer.snapshot():
         time.sleep(0.05)
     time.sleep(CLICK_AFTER_S)
     t_click = time.time()
     n_at_click = len(tracer.snapshot())
-    page.mouse.click(x, y)
-    word = {"pause": "Paused", "stop": "Stopped"}[which]
-    t_seen = _wait_text(page, word, 120)
+    page.mouse.click(*xy)
+    t_seen = _wait_text(page, word, 120, log=log)
     _wait_server_done(tracer)
     comp = tracer.snapshot()
     after = [t for t, _ in comp if t > t_click]
@@ -334,22 +338,9 @@ def _open_compare(browser, url: str, steps: int):
 def scenario_compare_stop(browser, url: str, tracer: Tracer, steps: int) -> dict:
     page = _open_compare(browser, url, steps)
     tracer.reset()
+    stop = _center(page, "#cmp_stop")
     page.mouse.click(*_center(page, "#cmp_btn"))
-    while not tracer.snapshot():
-        time.sleep(0.05)
-    time.sleep(CLICK_AFTER_S)
-    x, y = _center(page, "#cmp_stop")
-    t_click = time.time()
-    n_at_click = len(tracer.snapshot())
-    page.mouse.click(x, y)
-    t_seen = _wait_text(page, "Stopped", 120, log="__cobs")
-    _wait_server_done(tracer)
-    comp = tracer.snapshot()
-    after = [t for t, _ in comp if t > t_click]
-    page.close()
-    return {"shown_s": None if t_seen is None else round(t_seen - t_click, 3),
-            "server_stopped_s": round((after[-1] - t_click) if after else 0.0, 3),
-            "records_after_click": len(comp) - n_at_click, "records_total": len(comp)}
+    return _click_to_halt(page, tracer, stop, "Stopped", "__cobs")
 
 
 def _compare_lags(computed: list[tuple[float, str, int]], shown: list[tuple[float, str, int]],

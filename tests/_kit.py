@@ -1,8 +1,11 @@
-"""What the served-app tests share: a free loopback port, Debian's Chromium, and serving a demo on loopback."""
+"""What the served-app tests share: a free loopback port, Debian's Chromium, serving a demo on loopback, a page
+whose requests stay on loopback, and waiting for an element's text."""
 
 from __future__ import annotations
 
+import re
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,9 +51,9 @@ def served_demo(demo: Any) -> Iterator[str]:
 
 
 @contextmanager
-def loopback_page(url: str, width: int = 1440, height: int = 900) -> Iterator[Any]:
-    """A Chromium page (Playwright) at ``url`` whose requests may only go to this machine; fails afterwards if the
-    page tried to reach anything else."""
+def loopback_page(url: str | None, width: int = 1440, height: int = 900) -> Iterator[Any]:
+    """A Chromium page (Playwright) at ``url`` (``None``: blank, the test goes where it wants) whose requests may
+    only go to this machine; fails afterwards if the page tried to reach anything else."""
     from playwright.sync_api import sync_playwright
 
     outside: list[str] = []
@@ -67,9 +70,23 @@ def loopback_page(url: str, width: int = 1440, height: int = 900) -> Iterator[An
         ctx = browser.new_context(viewport={"width": width, "height": height})
         ctx.route("**/*", route)
         page = ctx.new_page()
-        page.goto(url)
+        if url is not None:
+            page.goto(url)
         try:
             yield page
         finally:
             browser.close()
     assert not outside, f"requests outside loopback: {outside[:5]}"
+
+
+def wait_text(page: Any, selector: str, pattern: str, timeout_s: float = 30.0, poll_s: float = 0.1) -> str:
+    """The text of ``selector`` once it matches the regex ``pattern``; an AssertionError (with the last text)
+    after ``timeout_s``."""
+    t_end = time.time() + timeout_s
+    while time.time() < t_end:
+        s = page.locator(selector).inner_text()
+        if re.search(pattern, s):
+            return s
+        time.sleep(poll_s)
+    raise AssertionError(f"{selector} never matched {pattern!r}; last: {page.locator(selector).inner_text()!r}")
+

@@ -2,8 +2,8 @@
 
 The app is served with the stand-in model on a 384-px synthetic example (maps stored at 384 px, as a live run of
 a real model stores them), with a shipped run and a shipped two-attack comparison.  Each test fails on the code
-before the fix (no Stop, tiles only after each attack ended, titles shrunk to ~6 px, the leaderboard cut, the
-comparison drawn at example load into the hidden tab).
+before the fix (no Stop, tiles only after each attack ended, titles shrunk to ~5 px, three leaderboard columns
+cut).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 import time
 
 import pytest
-from _kit import CHROMIUM, LAUNCH_ARGS, SCREENS, loopback, served_demo
+from _kit import CHROMIUM, SCREENS, loopback_page, served_demo, wait_text
 
 import app  # noqa: F401  (offline environment before gradio)
 
@@ -58,17 +58,8 @@ def served(tmp_path_factory):
 
 @pytest.fixture()
 def page(served):
-    from playwright.sync_api import sync_playwright
-
-    outside: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        ctx = browser.new_context(viewport={"width": 1440, "height": 900})
-        ctx.route("**/*", lambda r: r.continue_() if loopback(r.request.url) else (outside.append(r.request.url),
-                                                                                   r.abort()))
-        yield ctx.new_page()
-        browser.close()
-    assert not outside, f"requests outside loopback: {outside[:5]}"
+    with loopback_page(None) as pg:  # fails afterwards if the page reached outside loopback
+        yield pg
 
 
 @pytest.fixture()
@@ -90,18 +81,8 @@ SAMPLE_JS = """() => [document.querySelector('#cmp_status')?.innerText || '',
                       document.querySelector('#cmp_table')?.innerText || '']"""
 
 
-def _cmp_status(page) -> str:
-    return page.locator("#cmp_status").inner_text()
-
-
 def _wait_cmp(page, pattern: str, timeout_s: float = 60.0) -> str:
-    t_end = time.time() + timeout_s
-    while time.time() < t_end:
-        s = _cmp_status(page)
-        if re.search(pattern, s):
-            return s
-        time.sleep(0.05)
-    raise AssertionError(f"comparison status never matched {pattern!r}; last: {_cmp_status(page)!r}")
+    return wait_text(page, "#cmp_status", pattern, timeout_s, poll_s=0.05)
 
 
 def _open_compare(page, url: str) -> None:
@@ -198,42 +179,3 @@ def test_stop_ends_a_running_comparison(served, page, slow):
     assert list(c.runs) == ["CE-PGD", "SegPGD"] and not c.runs["SegPGD"].finished
     # what was recorded stays for the shared slider
     assert "CE-PGD" in page.locator("#cmp_table").inner_text()
-
-
-def test_the_hidden_tab_is_drawn_when_opened_not_at_load(served, page, monkeypatch):
-    import importlib
-
-    from app import view
-
-    calls: list[float] = []
-    orig = view.compare_tiles
-
-    def counted(*a, **k):
-        calls.append(time.time())
-        return orig(*a, **k)
-
-    for name in ("app.ui", "app.tabs.compare"):  # wherever the tiles are drawn from
-        try:
-            mod = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(mod, "compare_tiles"):
-            monkeypatch.setattr(mod, "compare_tiles", counted)
-    url, _ = served
-    page.goto(url + "?example=synthetic")
-    page.wait_for_function("() => /record \\d+ of/.test(document.querySelector('#status')?.innerText || '')",
-                           timeout=30_000)
-    time.sleep(1.5)
-    assert not calls, "the comparison's tiles were drawn for the hidden Compare tab at page load"
-    t0 = time.time()
-    page.get_by_role("tab", name="Compare attacks").click()
-    page.wait_for_function("() => { const i = document.querySelector('#cmp_grid img'); "
-                           "return !!i && i.complete && i.naturalWidth > 0; }", timeout=20_000)
-    page.wait_for_selector("#cmp_curves .main-svg", timeout=20_000)
-    assert len(calls) == 1 and calls[0] >= t0
-    assert "CE-PGD" in page.locator("#cmp_table").inner_text()
-    # opening it again redraws nothing
-    page.get_by_role("tab", name="Explore").click()
-    page.get_by_role("tab", name="Compare attacks").click()
-    time.sleep(1.0)
-    assert len(calls) == 1

@@ -12,7 +12,7 @@ import re
 import time
 
 import pytest
-from _kit import CHROMIUM, LAUNCH_ARGS, SCREENS, loopback, served_demo
+from _kit import CHROMIUM, SCREENS, loopback_page, served_demo, wait_text
 
 import app  # noqa: F401  (offline environment before gradio)
 
@@ -51,18 +51,8 @@ def served(tmp_path_factory):
 
 @pytest.fixture()
 def page(served):
-    from playwright.sync_api import sync_playwright
-
-    outside: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
-        ctx = browser.new_context(viewport={"width": 1440, "height": 900})
-        ctx.route("**/*", lambda r: r.continue_() if loopback(r.request.url) else (outside.append(r.request.url),
-                                                                                   r.abort()))
-        pg = ctx.new_page()
+    with loopback_page(None) as pg:  # fails afterwards if the page reached outside loopback
         yield pg
-        browser.close()
-    assert not outside, f"requests outside loopback: {outside[:5]}"
 
 
 def _status(page) -> str:
@@ -70,13 +60,7 @@ def _status(page) -> str:
 
 
 def _wait_status(page, pattern: str, timeout_s: float = 30.0) -> str:
-    t_end = time.time() + timeout_s
-    while time.time() < t_end:
-        s = _status(page)
-        if re.search(pattern, s):
-            return s
-        time.sleep(0.1)
-    raise AssertionError(f"status never matched {pattern!r}; last: {_status(page)!r}")
+    return wait_text(page, "#status", pattern, timeout_s)
 
 
 def _open_shipped(page, url: str) -> None:
