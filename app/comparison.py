@@ -8,12 +8,15 @@ dict as its comparison.  Only one attack's state is alive at a time (the memory 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from app.inputs import scrub_paths
 from app.live import ERROR, FINISHED, STOPPED, TIME_LIMIT, WAITING, Computation
+from app.observe import event
 from app.runner import LiveRun
 from app.trajectory import Trajectory
 from attack_engine.registry import attack_title
@@ -90,8 +93,9 @@ class Comparison:
                 outcome = self._one(cfg, t0)
                 if outcome != FINISHED:
                     break
-        except Exception as e:  # reported in the status; the recorded part stays
-            outcome, self.error = ERROR, f"{type(e).__name__}: {e}"
+        except Exception as e:  # the status says the comparison stopped; the recorded part stays
+            outcome, self.error = ERROR, scrub_paths(f"{type(e).__name__}: {e}")
+            event("error", logging.ERROR, endpoint="compare_run", error=self.error, records=self.records)
         finally:
             self.state = outcome
             self.ended.set()
