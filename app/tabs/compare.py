@@ -24,6 +24,7 @@ from app.comparison import Comparison
 from app.inputs import compare_attacks
 from app.live import ERROR, FINISHED, PAUSED, STOPPED, TIME_LIMIT, WAITING
 from app.observe import event
+from app.panels import EXPLAIN
 from app.runner import InputError, LiveRun
 from app.sessions import Session, session_nbytes
 from app.view import LEADERBOARD_HEADERS, compare_tiles, leaderboard_rows
@@ -64,8 +65,8 @@ class CompareTab:
                     self.stop_btn = gr.Button("■ Stop", elem_id="cmp_stop")
             self.status = gr.Markdown(EMPTY, elem_id="cmp_status")
             self.slider = cp.Slider(0, 1, value=0, step=1, label="Shared record slider", elem_id="cmp_slider")
-            gr.Markdown("**Per attack:** segmentation | flipped pixels (red = became wrong, blue = became right, "
-                        "yellow = wrong → other wrong) at the slider's record.", elem_classes=["explain"])
+            gr.Markdown("**Per attack:** segmentation | flipped pixels at the slider's record. Flipped: "
+                        + EXPLAIN["flipped"], elem_classes=["explain"])
             self.grid = gr.Image(label="Segmentation | flipped pixels, per attack", show_label=False, type="pil",
                                  format="jpeg", interactive=False, elem_id="cmp_grid")
             self.table = gr.Dataframe(headers=LEADERBOARD_HEADERS, interactive=False, elem_id="cmp_table",
