@@ -225,6 +225,19 @@ class App:
                 "probe_md": EXPLAIN["probe"], "slider": gr.Slider(minimum=0, maximum=1, value=0, step=1,
                                                                   label="Record")}
 
+    def preview_example(self, ex_id, model_id, state) -> dict:
+        """After an example was selected without a shipped run for this model: its clean prediction (queued, as
+        it runs the model; a session that has a run by now is left alone)."""
+        sess = self._session(state)
+        if sess.traj is not None or not ex_id or ex_id not in self.ex_by_id:
+            return {}
+        model = self._model(model_id)
+        clean = clean_preview(model, self._prepare(model, RunRequest(None, None, ex_id, model_id)))
+        if sess.traj is not None:  # a run started while the model computed
+            return {}
+        st = render_static(clean)
+        return {n: self.frames.put(v) if isinstance(v, Image.Image) else v for n, v in st.items()}
+
     # -- inputs -> a started run ------------------------------------------------------------------------
     def _source(self, req: RunRequest, info) -> tuple[Any, Any, str]:
         ex_id = req.example
@@ -887,14 +900,18 @@ class App:
         self.debug_tab.wire(ui["state"])
         if self.own_box is not None:
             self.own_box.wire(ui["model"])
-        on(ui["api_ex_btn"].click, g(self.load_example, "load_example"), ["ex_id", "model", "state"], ex_names,
-           api_name="load_example", **fast)
+        preview = dict(fn=g(self.preview_example, "preview_example", page=True), inputs=["ex_id", "model", "state"],
+                       outputs=static_names(), api_visibility="private", show_progress="hidden",
+                       concurrency_id="decode", concurrency_limit=2)  # an example without a shipped run: clean prediction
+        ex_evt = on(ui["api_ex_btn"].click, g(self.load_example, "load_example"), ["ex_id", "model", "state"],
+                    ex_names, api_name="load_example", **fast)
+        on(ex_evt.then, **preview)
 
         def gallery_pick(model_id, state, evt: gr.SelectData):
             return self.load_example(self.examples[gallery_index(evt.index, len(self.examples))].id, model_id, state)
 
-        on(ui["gallery"].select, g(gallery_pick, "gallery"), ["model", "state"], ex_names, api_visibility="private",
-           **fast)
+        on(on(ui["gallery"].select, g(gallery_pick, "gallery"), ["model", "state"], ex_names,
+              api_visibility="private", **fast).then, **preview)
         up = ui["image_in"].upload(lambda: "", None, [ui["ex_id"]], api_visibility="private", **fast)
         on(up.then, g(self.preview_upload, "upload", page=True), ["image_in", "mask_in", "model", "state"],
            ["state", *static_names(), *main_names(), "slider"], api_visibility="private", show_progress="hidden",
@@ -905,7 +922,9 @@ class App:
            api_visibility="private", **fast).then(
             self.by_name(g(self.load_linked_example, "load_linked_example"), [ui[n] for n in ex_names]),
             [ui[n] for n in ("ex_id", "model", "state")], [ui[n] for n in ex_names], api_visibility="private",
-            **fast)
+            **fast).then(self.by_name(preview["fn"], [ui[n] for n in static_names()]),
+                         [ui[n] for n in preview["inputs"]], [ui[n] for n in static_names()],
+                         **{k: v for k, v in preview.items() if k not in ("fn", "inputs", "outputs")})
 
     def on(self, trigger: Callable, fn: Callable, inputs: list[str], outputs: list[str], **kw: Any):
         """Connect ``trigger`` (e.g. ``button.click``) to ``fn`` with components given by name; an API endpoint's

@@ -125,3 +125,19 @@ def test_an_upload_is_checked_and_shows_its_clean_prediction_before_run(page, se
     assert "your upload" in page.locator("body").inner_text()
     report_figure(f"upload (browser): the clean image and its clean prediction shown {dt:.1f} s after the upload, "
                   "before Run; Run then attacked it")
+
+
+def test_an_example_without_a_shipped_run_shows_its_clean_prediction(served, report_figure):
+    """A shared link (or a gallery pick) of an example that has no shipped run for the model: the clean image and
+    the model's clean prediction appear without Run (before, the clean-segmentation panel stayed empty)."""
+    with loopback_page(served["url"] + "?example=synthetic&attack=ce&steps=3") as page:
+        t0 = time.perf_counter()
+        page.wait_for_selector("#status", timeout=60_000)
+        assert _wait(lambda: page.locator("#panel_clean_seg img").count() > 0
+                     and page.locator("#panel_clean img").count() > 0, 60.0), page.locator("#status").inner_text()
+        dt = time.perf_counter() - t0
+        assert "selected" in page.locator("#status").inner_text()  # no run was started
+        assert page.locator("#panel_seg img").count() == 0  # nothing attacked yet
+        assert _badges(page) == 0 and not _toasts(page)
+    report_figure(f"shared link to an example without a shipped run: its clean prediction shown {dt:.1f} s after "
+                  "the page opened, before Run")
