@@ -55,6 +55,7 @@ class Session:
         self.comp = None  # the background computation of a live run (app.live.Computation), if one was started
         self.compare_run = None  # the background attack comparison (app.comparison.Comparison), if one was started
         self.sent: tuple | None = None  # what the live view pull last sent (record, records, probe, ended)
+        self.final_resends = 0  # how often the pull sent the ended run's final view again (the page lacked it)
         self.charts_at = 0.0  # when the heavy charts (metrics, gradient mass) were last sent (monotonic s)
         self.hist_at = 0.0  # when the confidence histogram was last sent (monotonic s)
 

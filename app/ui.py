@@ -65,6 +65,7 @@ HEADER = ("## TsallisPGD Explorer — watch an adversarial attack on segmentatio
           "Pick an example (or upload an image), choose an attack and press **Run**: every iteration streams in. "
           "Drag the record slider to scrub, click a pixel to probe it.")
 PLAY_INTERVAL_S = 0.35
+FINAL_RESENDS = 3  # how often the live pull sends a run's final view again while the page does not show it
 LIVE_PULL_S = 0.1  # the live view timer: the page asks for the newest record this often (one request at a time)
 CHARTS_EVERY_S = 1.0  # while a run streams or replays, the whole-run charts are redrawn at most this often
 HIST_EVERY_S = 0.5  # ... and the confidence histogram at most this often (Plotly redraws cost the page most)
@@ -79,6 +80,14 @@ CONTROLS = ("attack", "opt", "eps", "steps", "alpha", "seed", "sched_text")  # w
 # -- per-session state (app.sessions.Session) -------------------------------------------------------
 def _sess(s: Any) -> Session:
     return s if isinstance(s, Session) else Session()
+
+
+def _record_index(v: Any) -> int | None:
+    """The slider's value as a record index (None when it is none)."""
+    try:
+        return round(float(v))
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _where(e: BaseException) -> str:
@@ -439,12 +448,15 @@ class App:
         return dict(state=sess, **static, **self._main_values(sess, live=True, note=note, charts=True),
                         live_timer=gr.Timer(active=True))
 
-    def pull(self, state):
+    def pull(self, shown, state):
         """Live timer tick: the newest record of the computing run, if the page does not show it yet.
 
         One tick is in flight at a time (the timer's ``trigger_mode="once"``), so the page asks for the next view
         only after it received this one: it shows the latest record instead of working through a backlog.  The
         heavy charts go at most every :data:`CHARTS_EVERY_S`; the last view (run ended) has everything.
+        ``shown`` is the record the page's slider holds: the timer goes off only once the page holds the final
+        view (a final view lost on its way, e.g. an answer that failed after this handler, is sent again, at most
+        :data:`FINAL_RESENDS` times).
         """
         sess = self._session(state)
         comp = sess.comp
@@ -455,15 +467,20 @@ class App:
         if sess.follow and n:
             sess.view = n - 1
         key = (sess.view, n, sess.probe, ended, sess.follow)
-        timer = {"live_timer": gr.Timer(active=False)} if ended else {}  # re-sending an active timer restarts it
         if key == sess.sent:
-            return dict(state=sess, **timer)
+            if not ended:
+                return dict(state=sess)  # re-sending an active timer restarts it
+            if _record_index(shown) == sess.view or sess.final_resends >= FINAL_RESENDS:
+                return dict(state=sess, live_timer=gr.Timer(active=False))
+            sess.final_resends += 1
+        elif ended:
+            sess.final_resends = 0
         charts, hist = self._chart_turn(sess, ended)
         vals = self._main_values(sess, live=not ended, note=self._end_note(comp) if ended else "",
                                  panels=sess.follow or ended, move_slider=sess.follow or ended, charts=charts,
                                  hist=hist)
         sess.sent = key  # only a rendered view counts as sent: one that raised is rendered again next tick
-        return dict(state=sess, **timer, **vals)
+        return dict(state=sess, **vals)
 
     def _chart_turn(self, sess: Session, final: bool) -> tuple[bool, bool]:
         """Whether this streamed view redraws the whole-run charts / the histogram (at most every
@@ -843,7 +860,7 @@ class App:
         on(ui["run_btn"].click, g(req(self.start), "start", page=True), ins,
            ["state", *static_out, *main_out, "live_timer"], api_visibility="private", concurrency_id="start",
            concurrency_limit=conc, show_progress="hidden", trigger_mode="once")
-        on(ui["live_timer"].tick, g(self.pull, "pull"), ["state"], ["state", "live_timer", *main_out],
+        on(ui["live_timer"].tick, g(self.pull, "pull"), ["slider", "state"], ["state", "live_timer", *main_out],
            api_visibility="private", **fast)
         run_evt = on(ui["api_run_btn"].click, g(req(self.run), "run"), ins, ["state", *static_out, *main_out],
                      api_name="run", concurrency_id="attack", concurrency_limit=conc, show_progress="hidden",

@@ -41,13 +41,15 @@ def _start(application, mid):
 
 def _pull_until_off(application, sess, limit: int = 2000) -> list[dict]:
     """Tick the pull until it turns the timer off; every answer, in order (a raised tick is recorded as {})."""
-    answers = []
+    answers, shown = [], 0
     for _ in range(limit):
         try:
-            a = application.pull(sess)
+            a = application.pull(shown, sess)
         except RuntimeError:
             a = {}
         answers.append(a)
+        if a.get("slider") is not None and a["slider"].value is not None:  # the page's slider takes the view
+            shown = a["slider"].value
         timer = a.get("live_timer")
         if timer is not None and not timer.active:
             return answers
@@ -132,3 +134,23 @@ def test_a_run_ending_in_error_is_logged_without_server_paths():
     assert c.state == ERROR and c.error == "OSError: cannot read weights.pth"
     errors = [r.fields for r in seen if getattr(r, "event", "") == "error"]
     assert errors == [{"endpoint": "live_run", "error": "OSError: cannot read weights.pth", "records": 1}]
+
+
+def test_final_view_lost_on_its_way_is_sent_again(built):
+    """The final view left the handler but the page never got it (its slider still holds an older record): the
+    pull sends it again instead of switching the timer off, a bounded number of times."""
+    from app.ui import FINAL_RESENDS
+
+    application, mid = built
+    sess = _start(application, mid)
+    assert sess.comp.ended.wait(60)
+    answers = [application.pull(1, sess) for _ in range(FINAL_RESENDS + 3)]  # the page stays on record 1
+    finals = [a for a in answers if "status" in a]
+    assert len(finals) == 1 + FINAL_RESENDS
+    assert all(f"record **{STEPS}** of {STEPS + 1}" in a["status"] for a in finals)
+    off = [i for i, a in enumerate(answers) if a.get("live_timer") is not None and not a["live_timer"].active]
+    assert off and off[0] == FINAL_RESENDS + 1  # then it gives up: no endless re-sending
+    sess = _start(application, mid)
+    assert sess.comp.ended.wait(60)
+    first, second = application.pull(0, sess), application.pull(STEPS, sess)  # the page got it: timer off
+    assert "status" in first and "status" not in second and not second["live_timer"].active
