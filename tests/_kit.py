@@ -1,8 +1,9 @@
 """What the served-app tests share: a free loopback port, Debian's Chromium, serving a demo on loopback, a page
-whose requests stay on loopback, and waiting for an element's text."""
+whose requests stay on loopback, waiting for an element's text, and a demo with a shipped run of the stand-in model."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -33,6 +34,35 @@ def loopback(url: str) -> bool:
         return True
     host = (u.hostname or "").lower()
     return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def shipped_synthetic_demo(folder: Path, side: int, config: tuple, compare: tuple[tuple[str, str], ...] = ()) -> Any:
+    """The app on the stand-in model with one example, a synthetic disc of ``side`` px (with its mask), whose shipped
+    run (``folder/pre``) was computed with ``make_config(*config)``; with ``compare`` ((attack, title) pairs) also a
+    shipped comparison of those attacks, each with ``config``'s optimiser, ε, steps, step size and seed."""
+    from app.launch import build_demo
+    from app.runner import LiveRun, make_config, prepare
+    from app.sources import ExampleItem
+    from app.standin import register_standin, write_synthetic_example
+    from app.trajectory import save_group
+    from attack_engine.models import load_model
+
+    mid = register_standin()
+    ip, mp = write_synthetic_example(folder, side)
+    pre = folder / "pre"
+    pre.mkdir()
+    model = load_model(mid)
+    prep = prepare(str(ip), str(mp), model, "synthetic")
+    cfg = make_config(*config)
+    LiveRun(model, prep, cfg, map_side=64).run_all().save(pre / "synthetic__standin.npz")
+    row = {"example": "synthetic", "model": mid, "file": "synthetic__standin.npz", "config": cfg.to_dict()}
+    if compare:
+        group = {title: LiveRun(model, prep, make_config(attack, *config[1:6], None), light=True, map_side=64).run_all()
+                 for attack, title in compare}
+        save_group(pre / "compare.npz", group, with_image=False)
+        row["compare_file"] = "compare.npz"
+    (pre / "index.json").write_text(json.dumps({"runs": [row]}))
+    return build_demo(mid, [ExampleItem("synthetic", "Synthetic disc (with mask)", ip, {2: mp})], pre)
 
 
 @contextmanager

@@ -8,12 +8,11 @@ cut).
 
 from __future__ import annotations
 
-import json
 import re
 import time
 
 import pytest
-from _kit import CHROMIUM, SCREENS, loopback_page, served_demo, wait_text
+from _kit import CHROMIUM, SCREENS, loopback_page, served_demo, shipped_synthetic_demo, wait_text
 
 import app  # noqa: F401  (offline environment before gradio)
 
@@ -28,30 +27,8 @@ ALL = 6
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from app.launch import build_demo
-    from app.runner import LiveRun, make_config, prepare
-    from app.sources import ExampleItem
-    from app.standin import register_standin, write_synthetic_example
-    from app.trajectory import save_group
-    from attack_engine.models import load_model
-
-    folder = tmp_path_factory.mktemp("browser_compare")
-    mid = register_standin()
-    ip, mp = write_synthetic_example(folder, 384)
-    pre = folder / "pre"
-    pre.mkdir()
-    model = load_model(mid)
-    prep = prepare(str(ip), str(mp), model, "synthetic")
-    cfg = make_config("ce", "pgd", 8, 3, 0, 0, None)
-    traj = LiveRun(model, prep, cfg, map_side=64).run_all()
-    traj.save(pre / "synthetic__standin.npz")
-    group = {name: LiveRun(model, prep, make_config(a, "pgd", 8, 3, 0, 0, None), light=True, map_side=64).run_all()
-             for a, name in (("ce", "CE-PGD"), ("tsallis", "TsallisPGD"))}
-    save_group(pre / "compare.npz", group, with_image=False)
-    (pre / "index.json").write_text(json.dumps({"runs": [
-        {"example": "synthetic", "model": mid, "file": "synthetic__standin.npz", "config": cfg.to_dict(),
-         "compare_file": "compare.npz"}]}))
-    demo = build_demo(mid, [ExampleItem("synthetic", "Synthetic disc (with mask)", ip, {2: mp})], pre)
+    demo = shipped_synthetic_demo(tmp_path_factory.mktemp("browser_compare"), 384, ("ce", "pgd", 8, 3, 0, 0, None),
+                                  compare=(("ce", "CE-PGD"), ("tsallis", "TsallisPGD")))
     with served_demo(demo) as url:
         yield url, demo.tsallis_app
 

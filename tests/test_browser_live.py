@@ -7,12 +7,11 @@ the bundled examples exercise them.  Every test fails on the code before the fix
 
 from __future__ import annotations
 
-import json
 import re
 import time
 
 import pytest
-from _kit import CHROMIUM, SCREENS, loopback_page, served_demo, wait_text
+from _kit import CHROMIUM, SCREENS, loopback_page, served_demo, shipped_synthetic_demo, wait_text
 
 import app  # noqa: F401  (offline environment before gradio)
 
@@ -26,25 +25,9 @@ SHIPPED = dict(attack="tsallis", optimizer="apgd", eps=8.0, steps=10, seed=0)
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from app.launch import build_demo
-    from app.runner import LiveRun, make_config, prepare
-    from app.sources import ExampleItem
-    from app.standin import register_standin, write_synthetic_example
-    from attack_engine.models import load_model
-
-    folder = tmp_path_factory.mktemp("browser_live")
-    mid = register_standin()
-    ip, mp = write_synthetic_example(folder, 128)
-    pre = folder / "pre"
-    pre.mkdir()
-    model = load_model(mid)
-    cfg = make_config(SHIPPED["attack"], SHIPPED["optimizer"], SHIPPED["eps"], SHIPPED["steps"], 0, SHIPPED["seed"],
-                      "linear:-2:1")
-    traj = LiveRun(model, prepare(str(ip), str(mp), model, "synthetic"), cfg, map_side=64).run_all()
-    traj.save(pre / "synthetic__standin.npz")
-    (pre / "index.json").write_text(json.dumps({"runs": [
-        {"example": "synthetic", "model": mid, "file": "synthetic__standin.npz", "config": cfg.to_dict()}]}))
-    demo = build_demo(mid, [ExampleItem("synthetic", "Synthetic disc (with mask)", ip, {2: mp})], pre)
+    config = (SHIPPED["attack"], SHIPPED["optimizer"], SHIPPED["eps"], SHIPPED["steps"], 0, SHIPPED["seed"],
+              "linear:-2:1")
+    demo = shipped_synthetic_demo(tmp_path_factory.mktemp("browser_live"), 128, config)
     with served_demo(demo) as url:
         yield url, demo.tsallis_app
 

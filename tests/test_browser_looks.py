@@ -9,13 +9,12 @@ drawn.  Screenshots go to ``out/screens/looks_*.png``.
 from __future__ import annotations
 
 import io
-import json
 import re
 import time
 
 import numpy as np
 import pytest
-from _kit import CHROMIUM, LAUNCH_ARGS, SCREENS, loopback, served_demo
+from _kit import CHROMIUM, LAUNCH_ARGS, SCREENS, loopback, served_demo, shipped_synthetic_demo
 
 import app  # noqa: F401  (offline environment before gradio)
 
@@ -29,24 +28,8 @@ PLOTS = ("hist", "curves", "mass")
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from app.launch import build_demo
-    from app.runner import LiveRun, make_config, prepare
-    from app.sources import ExampleItem
-    from app.standin import register_standin, write_synthetic_example
-    from attack_engine.models import load_model
-
-    folder = tmp_path_factory.mktemp("browser_looks")
-    mid = register_standin()
-    ip, mp = write_synthetic_example(folder, 128)
-    pre = folder / "pre"
-    pre.mkdir()
-    model = load_model(mid)
-    cfg = make_config("tsallis", "apgd", 8.0, 10, 0, 0, "linear:-2:1")
-    traj = LiveRun(model, prepare(str(ip), str(mp), model, "synthetic"), cfg, map_side=64).run_all()
-    traj.save(pre / "synthetic__standin.npz")
-    (pre / "index.json").write_text(json.dumps({"runs": [
-        {"example": "synthetic", "model": mid, "file": "synthetic__standin.npz", "config": cfg.to_dict()}]}))
-    demo = build_demo(mid, [ExampleItem("synthetic", "Synthetic disc (with mask)", ip, {2: mp})], pre)
+    demo = shipped_synthetic_demo(tmp_path_factory.mktemp("browser_looks"), 128,
+                                  ("tsallis", "apgd", 8.0, 10, 0, 0, "linear:-2:1"))
     with served_demo(demo) as url:
         yield url
 
