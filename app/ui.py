@@ -595,24 +595,37 @@ class App:
         sess.sent = None
         return gr.Timer(active=comp.active)
 
+    def _halt_answer(self, sess: Session, streamed: bool, timer: gr.Timer, note: str) -> dict:
+        """Pause/Stop's answer.  While a run streamed it is the status line and the slider only, so the page paints
+        it at once; the live timer stays on and its next tick brings the final view (panels and charts, as at the
+        end of a run).  Otherwise the whole view."""
+        if streamed:
+            return dict(**self.main_outputs(sess, note=note, panels=False), live_timer=gr.Timer(active=True))
+        return dict(**self.main_outputs(sess, note=note), live_timer=timer)
+
+    @staticmethod
+    def _streams(sess: Session) -> bool:
+        return sess.comp is not None and sess.comp.active and sess.traj is sess.comp.live.traj
+
     def pause(self, state):
         """Pause the run (the computing thread stops after its current record)."""
         sess = self._session(state)
         sess.pause = True
         sess.playing = False
+        streamed = self._streams(sess)
         timer = self._halt_for_view(sess, PAUSED)
-        return dict(**self.main_outputs(sess, note="Paused: **Run** or **Step** continues this run."),
-                        live_timer=timer)
+        return self._halt_answer(sess, streamed, timer, "Paused: **Run** or **Step** continues this run.")
 
     def stop(self, state):
         sess = self._session(state)
         sess.pause = True
         sess.playing = False
+        streamed = self._streams(sess)
         timer = self._halt_for_view(sess, STOPPED)
         sess.live = None
         sess.key = None
         note = "Stopped: the recorded run stays for scrubbing; **Run** starts anew."
-        return dict(**self.main_outputs(sess, note=note), live_timer=timer)
+        return self._halt_answer(sess, streamed, timer, note)
 
     def reset(self, state):
         sess = self._session(state)

@@ -154,3 +154,30 @@ def test_final_view_lost_on_its_way_is_sent_again(built):
     assert sess.comp.ended.wait(60)
     first, second = application.pull(0, sess), application.pull(STEPS, sess)  # the page got it: timer off
     assert "status" in first and "status" not in second and not second["live_timer"].active
+
+
+def test_pause_while_streaming_answers_light_and_the_next_tick_brings_the_view(built, monkeypatch):
+    """Pause during a streaming run answers with the status line and the slider only (the page paints it at
+    once); the timer stays on and its next tick sends the paused run's full view, panels included."""
+    import time
+
+    from app.request import RunRequest
+    from app.runner import LiveRun
+    from app.sessions import Session
+
+    application, mid = built
+    real_step = LiveRun.step
+    monkeypatch.setattr(LiveRun, "step", lambda self: (time.sleep(0.02), real_step(self))[1])
+    sess = Session()
+    application.store.touch(sess)
+    application.start(RunRequest(None, None, "synthetic", mid, "ce", "pgd", 8, 200, 0, 0, ""), sess)
+    while len(sess.comp.live.traj) < 3:
+        time.sleep(0.01)
+    answer = application.pause(sess)
+    assert "Paused" in answer["status"] and answer["live_timer"].active
+    assert "seg" not in answer and "curves" not in answer  # no panels, no charts in the answer itself
+    answers = _pull_until_off(application, sess)
+    full = [a for a in answers if "seg" in a]
+    assert full, "no tick sent the paused run's panels"
+    n = len(sess.traj)
+    assert n < 201 and f"of {n} recorded" in full[-1]["status"] and "Paused" in full[-1]["status"], full[-1]["status"]
