@@ -84,3 +84,13 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.write_sep("-", "robustness figures")
         for line in _FIGURES:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture()
+def page():
+    """A Chromium page (tests/_kit.py ``loopback_page``) at no URL yet; fails afterwards if it reached outside
+    loopback.  Browser test modules whose page must open somewhere first define their own ``page``."""
+    from _kit import loopback_page
+
+    with loopback_page(None) as pg:
+        yield pg

@@ -12,7 +12,7 @@ import re
 import time
 
 import pytest
-from _kit import CHROMIUM, SCREENS, loopback_page, served_demo, shipped_synthetic_demo, wait_text
+from _kit import CHROMIUM, SCREENS, served_demo, shipped_synthetic_demo, wait_text
 
 import app  # noqa: F401  (offline environment before gradio)
 
@@ -31,12 +31,6 @@ def served(tmp_path_factory):
                                   compare=(("ce", "CE-PGD"), ("tsallis", "TsallisPGD")))
     with served_demo(demo) as url:
         yield url, demo.tsallis_app
-
-
-@pytest.fixture()
-def page(served):
-    with loopback_page(None) as pg:  # fails afterwards if the page reached outside loopback
-        yield pg
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ import re
 import time
 
 import pytest
-from _kit import CHROMIUM, SCREENS, loopback_page, served_demo, shipped_synthetic_demo, wait_text
+from _kit import CHROMIUM, SCREENS, served_demo, shipped_synthetic_demo, wait_text
 
 import app  # noqa: F401  (offline environment before gradio)
 
@@ -30,12 +30,6 @@ def served(tmp_path_factory):
     demo = shipped_synthetic_demo(tmp_path_factory.mktemp("browser_live"), 128, config)
     with served_demo(demo) as url:
         yield url, demo.tsallis_app
-
-
-@pytest.fixture()
-def page(served):
-    with loopback_page(None) as pg:  # fails afterwards if the page reached outside loopback
-        yield pg
 
 
 def _status(page) -> str:
