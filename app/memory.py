@@ -38,10 +38,8 @@ def _tensor_bytes(t: torch.Tensor, seen: set[int]) -> int:
             return sys.getsizeof(t)
         seen.add(key)
         return st.nbytes() + sys.getsizeof(t)
-    except (RuntimeError, NotImplementedError):
-        # a tensor without a plain storage (sparse or meta tensors raise here): a session never keeps one with
-        # data behind it, so its header is what it costs
-        return sys.getsizeof(t)
+    except NotImplementedError:  # sparse / mkldnn layouts have no plain storage (PyTorch raises this)
+        return sys.getsizeof(t)  # a session never keeps one, so only its header is counted
 
 
 def _array_bytes(a: np.ndarray, seen: set[int]) -> tuple[int, Any]:

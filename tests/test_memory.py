@@ -110,3 +110,18 @@ def test_total_budget_holds(tmp_path, report_figure):
     report_figure(f"memory total: 40 sessions with a live attack each (charged {r['estimate'] * 40 / 2**20:.0f} MB "
                   f"if all were kept) under TSALLIS_TOTAL_MB={total_mb:g}: {r['kept_runs']} kept, charged "
                   f"{r['store_total'] / 2**20:.1f} MB, RSS grew {growth:.1f} MB")
+
+
+def test_tensors_without_host_storage_count_their_header_only():
+    """A sparse tensor has no plain storage (PyTorch raises NotImplementedError) and a meta tensor's storage is no
+    host memory: both count their Python header; a CPU tensor counts its storage once, however often it is held."""
+    import torch
+
+    from app.memory import _tensor_bytes
+
+    sparse, meta = torch.eye(64).to_sparse(), torch.empty(1 << 20, device="meta")
+    assert _tensor_bytes(sparse, set()) == sys.getsizeof(sparse)
+    assert _tensor_bytes(meta, set()) == sys.getsizeof(meta)
+    dense, seen = torch.ones(1000), set()
+    assert _tensor_bytes(dense, seen) == 4000 + sys.getsizeof(dense)
+    assert _tensor_bytes(dense.view(10, 100), seen) == sys.getsizeof(dense)  # the same storage: counted once
