@@ -19,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import app  # noqa: F401,E402  (offline environment before gradio)
 
@@ -68,37 +69,30 @@ def main() -> int:
     ap.add_argument("--cvd", nargs="*", default=["deuteranopia"], choices=["deuteranopia", "protanopia"],
                     help="simulated colour-vision deficiencies of the light view")
     a = ap.parse_args()
+    from _kit import served_demo
     from playwright.sync_api import sync_playwright
 
-    from app.launch import build_demo, launch_kwargs
+    from app.launch import build_demo
     from app.sources import PRECOMPUTED_DIR
 
     a.out.mkdir(parents=True, exist_ok=True)
-    demo = build_demo(precomputed_dir=PRECOMPUTED_DIR)
-    kw = launch_kwargs()
-    kw.update(server_name="127.0.0.1", server_port=a.port, prevent_thread_lock=True, quiet=True)
-    demo.launch(**kw)
-    url = f"http://127.0.0.1:{a.port}/"
     sizes = {}
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=LAUNCH_ARGS)
-            for dark in (False, True):
-                page = _open(browser, url, dark=dark)
-                png = page.screenshot(full_page=True, clip=_clip(page, "#panel_flipped", "#curves"))
-                name = "looks_dark" if dark else "looks_light"
-                sizes[name] = _save(png, a.out / f"{name}.png")
-                if not dark:
-                    for kind in a.cvd:
-                        sizes[f"looks_{kind}"] = _save(png, a.out / f"looks_{kind}.png", simulate=kind)
-                page.close()
-            page = _open(browser, url, phone=True)
-            page.locator("#panel_weight").scroll_into_view_if_needed()
-            time.sleep(0.8)
-            sizes["looks_phone"] = _save(page.screenshot(), a.out / "looks_phone.png", width=390)
-            browser.close()
-    finally:
-        demo.close()
+    with served_demo(build_demo(precomputed_dir=PRECOMPUTED_DIR), port=a.port) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=LAUNCH_ARGS)
+        for dark in (False, True):
+            page = _open(browser, url, dark=dark)
+            png = page.screenshot(full_page=True, clip=_clip(page, "#panel_flipped", "#curves"))
+            name = "looks_dark" if dark else "looks_light"
+            sizes[name] = _save(png, a.out / f"{name}.png")
+            if not dark:
+                for kind in a.cvd:
+                    sizes[f"looks_{kind}"] = _save(png, a.out / f"looks_{kind}.png", simulate=kind)
+            page.close()
+        page = _open(browser, url, phone=True)
+        page.locator("#panel_weight").scroll_into_view_if_needed()
+        time.sleep(0.8)
+        sizes["looks_phone"] = _save(page.screenshot(), a.out / "looks_phone.png", width=390)
+        browser.close()
     for name, size in sizes.items():
         print(f"{name}.png  {size / 1024:.0f} KiB")
     return 0

@@ -36,54 +36,48 @@ def main() -> int:
     ap.add_argument("--port", type=int, default=7884)
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "screens")
     a = ap.parse_args()
+    from _kit import served_demo
     from playwright.sync_api import expect, sync_playwright
     from test_qlens_browser import LAUNCH_ARGS, click_tallest_bar, open_lens, set_whatif
 
-    from app.launch import build_demo, launch_kwargs
+    from app.launch import build_demo
     from app.sources import PRECOMPUTED_DIR
 
     a.out.mkdir(parents=True, exist_ok=True)
-    demo = build_demo(precomputed_dir=PRECOMPUTED_DIR)
-    kw = launch_kwargs()
-    kw.update(server_name="127.0.0.1", server_port=a.port, prevent_thread_lock=True, quiet=True)
-    demo.launch(**kw)
     sizes = {}
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=LAUNCH_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
+    with served_demo(build_demo(precomputed_dir=PRECOMPUTED_DIR), port=a.port) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=LAUNCH_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000}, device_scale_factor=1)
 
-            def shot(sel: str, name: str) -> None:
-                page.wait_for_timeout(800)
-                sizes[name] = _save(page.locator(sel).screenshot(), a.out / f"{name}.png")
+        def shot(sel: str, name: str) -> None:
+            page.wait_for_timeout(800)
+            sizes[name] = _save(page.locator(sel).screenshot(), a.out / f"{name}.png")
 
-            page.goto(f"http://127.0.0.1:{a.port}/")
-            expect(page.locator("#status")).to_contain_text("Precomputed run loaded", timeout=60_000)
-            page.locator("#scrub").scroll_into_view_if_needed()
-            shot("#panel_weight >> xpath=..", "qlens_explore_colorbar")
-            open_lens(page)
-            shot("#qlens_grid", "qlens_grid")
-            shot("#qlens_shares", "qlens_shares")
-            set_whatif(page, -2.0)
-            page.wait_for_function("() => window.__qlensWhatif && window.__qlensWhatif.q === -2")
-            shot("#qlens_hist", "qlens_whatif_q-2")
-            set_whatif(page, 1.0)
-            page.wait_for_function("() => window.__qlensWhatif.q === 1")
-            shot("#qlens_hist", "qlens_whatif_q1")
-            click_tallest_bar(page)
-            expect(page.locator("#qlens_note")).to_contain_text("lit up", timeout=15_000)
-            shot("#qlens_grid", "qlens_linked")
-            page.locator("#qlens_axis").get_by_label("margin (log-odds): for saturated models").check()
-            expect(page.locator("#qlens_hist .xtitle")).to_contain_text("margin", timeout=15_000)
-            shot("#qlens_hist", "qlens_margin")
-            page.locator("#qlens_lesson").get_by_text("Guided lesson").click()
-            page.locator("#qlens_lesson_start").click()
-            page.locator("#qlens_lesson_next").click()
-            expect(page.locator("#qlens_lesson_md")).to_contain_text("Step 2 of 6", timeout=20_000)
-            shot("#qlens_lesson", "qlens_lesson")
-            browser.close()
-    finally:
-        demo.close()
+        page.goto(url)
+        expect(page.locator("#status")).to_contain_text("Precomputed run loaded", timeout=60_000)
+        page.locator("#scrub").scroll_into_view_if_needed()
+        shot("#panel_weight >> xpath=..", "qlens_explore_colorbar")
+        open_lens(page)
+        shot("#qlens_grid", "qlens_grid")
+        shot("#qlens_shares", "qlens_shares")
+        set_whatif(page, -2.0)
+        page.wait_for_function("() => window.__qlensWhatif && window.__qlensWhatif.q === -2")
+        shot("#qlens_hist", "qlens_whatif_q-2")
+        set_whatif(page, 1.0)
+        page.wait_for_function("() => window.__qlensWhatif.q === 1")
+        shot("#qlens_hist", "qlens_whatif_q1")
+        click_tallest_bar(page)
+        expect(page.locator("#qlens_note")).to_contain_text("lit up", timeout=15_000)
+        shot("#qlens_grid", "qlens_linked")
+        page.locator("#qlens_axis").get_by_label("margin (log-odds): for saturated models").check()
+        expect(page.locator("#qlens_hist .xtitle")).to_contain_text("margin", timeout=15_000)
+        shot("#qlens_hist", "qlens_margin")
+        page.locator("#qlens_lesson").get_by_text("Guided lesson").click()
+        page.locator("#qlens_lesson_start").click()
+        page.locator("#qlens_lesson_next").click()
+        expect(page.locator("#qlens_lesson_md")).to_contain_text("Step 2 of 6", timeout=20_000)
+        shot("#qlens_lesson", "qlens_lesson")
+        browser.close()
     for n, s in sizes.items():
         print(f"{n}.png {s / 1024:.0f} KiB")
     print(f"total {sum(sizes.values()) / 1024:.0f} KiB")

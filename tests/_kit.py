@@ -66,11 +66,12 @@ def shipped_synthetic_demo(folder: Path, side: int, config: tuple, compare: tupl
 
 
 @contextmanager
-def served_demo(demo: Any) -> Iterator[str]:
-    """Launch a built Blocks on a free loopback port with the app's launch settings; yield its URL, close after."""
+def served_demo(demo: Any, port: int | None = None) -> Iterator[str]:
+    """Launch a built Blocks on loopback (``port``, else a free one) with the app's launch settings; yield its URL,
+    close after."""
     from app.launch import launch_kwargs
 
-    port = free_port()
+    port = port or free_port()
     kw = launch_kwargs()
     kw.update(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     demo.launch(**kw)
