@@ -58,6 +58,7 @@ class Session:
         self.final_resends = 0  # how often the pull sent the ended run's final view again (the page lacked it)
         self.charts_at = 0.0  # when the heavy charts (metrics, gradient mass) were last sent (monotonic s)
         self.hist_at = 0.0  # when the confidence histogram was last sent (monotonic s)
+        self.tab = "explore"  # the tab the page shows: the live view is pulled only while it is the explorer
 
     def __deepcopy__(self, memo: dict) -> Session:
         return Session()

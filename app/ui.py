@@ -69,6 +69,9 @@ FINAL_RESENDS = 3  # how often the live pull sends a run's final view again whil
 LIVE_PULL_S = 0.1  # the live view timer: the page asks for the newest record this often (one request at a time)
 CHARTS_EVERY_S = 1.0  # while a run streams or replays, the whole-run charts are redrawn at most this often
 HIST_EVERY_S = 0.5  # ... and the confidence histogram at most this often (Plotly redraws cost the page most)
+# the tabs that show the live run: Explore (everything) and the q-lens (it follows the record slider, so it is sent
+# the status line and the slider); on any other tab the live view is not pulled
+PULLED_TABS = ("explore", "qlens")
 API_VIEW_S = 0.25  # the API's /run sends the newest record at most this often (a slow client gets no backlog)
 HALT_WAIT_S = 0.3  # Pause/Stop wait this long for the computing thread to finish its record before answering
 REQUEST_INPUTS = ("image_in", "mask_in", "ex_id", "model", "attack", "opt", "eps", "steps", "alpha", "seed",
@@ -460,13 +463,13 @@ class App:
         """
         sess = self._session(state)
         comp = sess.comp
-        if comp is None or sess.traj is not comp.live.traj:
-            return dict(state=sess, live_timer=gr.Timer(active=False))
+        if comp is None or sess.traj is not comp.live.traj or sess.tab not in PULLED_TABS:
+            return dict(state=sess, live_timer=gr.Timer(active=False))  # another tab: showing Explore resumes it
         ended = not comp.active
         n = len(comp.live.traj)
         if sess.follow and n:
             sess.view = n - 1
-        key = (sess.view, n, sess.probe, ended, sess.follow)
+        key = self._pull_key(sess, n, ended)
         if key == sess.sent:
             if not ended:
                 return dict(state=sess)  # re-sending an active timer restarts it
@@ -475,12 +478,35 @@ class App:
             sess.final_resends += 1
         elif ended:
             sess.final_resends = 0
-        charts, hist = self._chart_turn(sess, ended)
+        explore = sess.tab == "explore"
+        charts, hist = self._chart_turn(sess, ended) if explore else (False, False)
         vals = self._main_values(sess, live=not ended, note=self._end_note(comp) if ended else "",
-                                 panels=sess.follow or ended, move_slider=sess.follow or ended, charts=charts,
-                                 hist=hist)
+                                 panels=explore and (sess.follow or ended), move_slider=sess.follow or ended,
+                                 charts=charts, hist=hist)
         sess.sent = key  # only a rendered view counts as sent: one that raised is rendered again next tick
         return dict(state=sess, **vals)
+
+    @staticmethod
+    def _pull_key(sess: Session, n: int, ended: bool) -> tuple:
+        """What a live view shows: the pull sends a view only when this changed."""
+        return sess.view, n, sess.probe, ended, sess.follow, sess.tab
+
+    def tab_shown(self, tab: str, state):
+        """The page switched to ``tab``.  The live view is pulled only while a tab that shows it is open
+        (:data:`PULLED_TABS`): elsewhere the page would draw panels no one sees, and a click would wait behind
+        those draws.  Back on such a tab the next tick brings the newest record."""
+        sess = self._session(state)
+        sess.tab = tab
+        comp = sess.comp
+        if comp is None or sess.traj is not comp.live.traj:
+            return dict(state=sess)
+        if tab not in PULLED_TABS:
+            return dict(state=sess, live_timer=gr.Timer(active=False))
+        n = len(comp.live.traj)
+        if not comp.active and sess.sent == self._pull_key(sess, n, True):
+            return dict(state=sess)  # the page already holds this tab's final view of the ended run
+        sess.sent, sess.final_resends = None, 0
+        return dict(state=sess, live_timer=gr.Timer(active=True))
 
     def _chart_turn(self, sess: Session, final: bool) -> tuple[bool, bool]:
         """Whether this streamed view redraws the whole-run charts / the histogram (at most every
@@ -875,6 +901,10 @@ class App:
            concurrency_limit=conc, show_progress="hidden", trigger_mode="once")
         on(ui["live_timer"].tick, g(self.pull, "pull"), ["slider", "state"], ["state", "live_timer", *main_out],
            api_visibility="private", **fast)
+        for tab in self.tabs.children:  # the live view is pulled only while the Explore tab is shown
+            if isinstance(tab, gr.Tab):
+                on(tab.select, g(functools.partial(self.tab_shown, tab.id), "tab"), ["state"], ["state", "live_timer"],
+                   api_visibility="private", **fast)
         run_evt = on(ui["api_run_btn"].click, g(req(self.run), "run"), ins, ["state", *static_out, *main_out],
                      api_name="run", concurrency_id="attack", concurrency_limit=conc, show_progress="hidden",
                      trigger_mode="once")

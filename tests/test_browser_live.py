@@ -198,3 +198,51 @@ def test_controls_act_while_a_run_streams(served, page, monkeypatch):
     page.locator("#reset_btn").click()
     _wait_status(page, "Reset", 10)
     page.screenshot(path=str(SCREENS / "live_02_controls.png"))
+
+
+def test_a_hidden_explorer_is_not_pulled_and_catches_up_when_shown(served, page, monkeypatch):
+    """While another tab is shown the run keeps computing but the page is sent no explorer views (it would draw
+    panels no one sees, and a click would wait behind those draws); back on Explore the newest record shows."""
+    from app.runner import LiveRun
+
+    orig, computed = LiveRun.step, []
+
+    def slow_step(self):
+        time.sleep(0.02)
+        ok = orig(self)
+        computed.append(time.monotonic())
+        return ok
+
+    monkeypatch.setattr(LiveRun, "step", slow_step)
+    url, _ = served
+    _open_shipped(page, url)
+    page.get_by_label("PGD", exact=True).check()
+    steps = page.locator("#steps input[type=number]")
+    steps.fill("400")
+    steps.press("Enter")
+    time.sleep(1.0)
+    page.locator("#run_btn").click()
+    _wait_status(page, "running", 30)
+    time.sleep(0.5)
+    seg = "() => document.querySelector('#panel_seg img')?.getAttribute('src') || ''"
+    shown = "() => (document.querySelector('#status')?.textContent.match(/record (\\d+) of/) || [])[1] || ''"
+    page.get_by_role("tab", name="Compare attacks").click()
+    page.wait_for_selector("#cmp_grid", state="visible", timeout=10_000)
+    time.sleep(0.5)  # a view already on its way when the tab was clicked may still land
+    src, n_before, record_before = page.evaluate(seg), len(computed), page.evaluate(shown)
+    time.sleep(1.5)
+    assert len(computed) > n_before + 10, "the run should keep computing while another tab is shown"
+    assert page.evaluate(seg) == src, "the hidden explorer's panels were still being sent"
+    assert page.evaluate(shown) == record_before, "the hidden explorer's status was still being sent"
+    page.get_by_role("tab", name="Explore").click()
+    n_back = len(computed)
+    deadline = time.time() + 5
+    while time.time() < deadline:
+        m = re.search(r"record (\d+) of", _status(page))
+        if m and int(m.group(1)) >= n_back - 2 and page.evaluate(seg) != src:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"back on Explore the newest record (≥ {n_back - 2}) did not show: {_status(page)!r}")
+    page.locator("#stop_btn").click()
+    _wait_status(page, "Stopped", 10)

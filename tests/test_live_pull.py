@@ -181,3 +181,27 @@ def test_pause_while_streaming_answers_light_and_the_next_tick_brings_the_view(b
     assert full, "no tick sent the paused run's panels"
     n = len(sess.traj)
     assert n < 201 and f"of {n} recorded" in full[-1]["status"] and "Paused" in full[-1]["status"], full[-1]["status"]
+
+
+def test_the_pull_follows_the_tab_the_page_shows(built):
+    """Explore gets whole views, the q-lens (which follows the record slider) the status and slider only, any
+    other tab nothing (the timer goes off); showing Explore again sends the newest whole view."""
+    from app.panels import main_names
+
+    application, mid = built
+    sess = _start(application, mid)
+    assert sess.comp.ended.wait(60)
+    panels = set(main_names()) - {"status"}
+    away = application.tab_shown("compare", sess)
+    assert away["live_timer"].active is False
+    off = application.pull(0, sess)
+    assert off["live_timer"].active is False and not panels & set(off), "a hidden explorer was sent a view"
+    lens = application.tab_shown("qlens", sess)
+    assert lens["live_timer"].active is True
+    a = application.pull(0, sess)
+    assert a["slider"].value == STEPS and "status" in a and not panels & set(a)
+    back = application.tab_shown("explore", sess)
+    assert back["live_timer"].active is True
+    whole = application.pull(0, sess)
+    assert whole["slider"].value == STEPS and panels <= set(whole), sorted(panels - set(whole))
+    assert application.tab_shown("explore", sess) == {"state": sess}, "the final view is shown: nothing to send"
