@@ -670,7 +670,13 @@ class App:
         if sess.traj is not None and len(sess.traj):
             sess.view = sess.traj.clamp(k)
             sess.follow = sess.view >= len(sess.traj) - 1
-        return self.main_outputs(sess, move_slider=False, charts=charts)
+        return self.main_outputs(sess, live=self._computing(sess), move_slider=False, charts=charts)
+
+    @staticmethod
+    def _computing(sess: Session) -> bool:
+        """Whether the shown run is still being computed (a view of it then says "running", not "paused")."""
+        comp = sess.comp
+        return comp is not None and comp.active and comp.live.traj is sess.traj
 
     def scrub_drag(self, k, state):
         return self.scrub(k, state, charts=False)
@@ -679,7 +685,7 @@ class App:
         sess = self._session(state)
         if sess.traj is not None and sess.traj.best_index() >= 0:
             sess.view, sess.follow = sess.traj.best_index(), False
-        return self.main_outputs(sess)
+        return self.main_outputs(sess, live=self._computing(sess))
 
     def probe(self, x, y, state):
         """Probe view pixel (x, y): class probabilities, weight and gradient over all records."""
@@ -688,7 +694,7 @@ class App:
         yx = probe_coords(x, y, sess.traj.hw if has_run else (1, 1))  # checked with or without a run
         if has_run:
             sess.probe = yx
-        return self.main_outputs(sess)
+        return self.main_outputs(sess, live=self._computing(sess))
 
     def make_select(self, panel: str) -> Callable:
         def on_select(state, evt: gr.SelectData):

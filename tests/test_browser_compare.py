@@ -126,8 +126,11 @@ def test_after_a_live_run_titles_are_readable_and_the_leaderboard_fits(served, p
 def test_stop_ends_a_running_comparison(served, page, slow):
     url, demo_app = served
     _open_compare(page, url)
+    stop = page.locator("#cmp_stop")
+    assert stop.is_disabled(), "■ Stop should be off while no comparison runs"
     page.locator("#cmp_btn").click()
     _wait_cmp(page, r"Running\W+CE-PGD\b", 60)
+    assert stop.is_enabled()
     page.get_by_role("tab", name="Explore").click()  # the comparison goes on behind another tab
     time.sleep(0.5)
     page.get_by_role("tab", name="Compare attacks").click()
@@ -135,6 +138,7 @@ def test_stop_ends_a_running_comparison(served, page, slow):
     page.locator("#cmp_stop").click()
     s = _wait_cmp(page, "Stopped", 10)
     assert "1 of 6 attacks finished" in s, s
+    page.wait_for_function("() => document.querySelector('#cmp_stop')?.disabled === true", timeout=5_000)
     page.screenshot(path=str(SCREENS / "compare_04_stopped.png"))
     from app.live import STOPPED
 

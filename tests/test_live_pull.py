@@ -205,3 +205,32 @@ def test_the_pull_follows_the_tab_the_page_shows(built):
     whole = application.pull(0, sess)
     assert whole["slider"].value == STEPS and panels <= set(whole), sorted(panels - set(whole))
     assert application.tab_shown("explore", sess) == {"state": sess}, "the final view is shown: nothing to send"
+
+
+def test_scrubbing_a_computing_run_says_it_runs(built, monkeypatch):
+    """A scrub, Best iterate or probe while the run computes shows the record and "running" (it said "paused")."""
+    import threading
+    import time
+
+    from app.runner import LiveRun
+
+    application, mid = built
+    gate, orig, done = threading.Event(), LiveRun.step, []
+
+    def held_step(self):  # two records, then the run waits (still computing) until the test lets it go
+        if len(done) >= 2:
+            gate.wait(30)
+        done.append(orig(self))
+        return done[-1]
+
+    monkeypatch.setattr(LiveRun, "step", held_step)
+    sess = _start(application, mid)
+    while len(done) < 2:
+        time.sleep(0.01)
+    try:
+        for answer in (application.scrub(0, sess), application.goto_best(sess), application.probe(3, 4, sess)):
+            assert "running" in answer["status"] and "paused" not in answer["status"], answer["status"]
+    finally:
+        gate.set()
+    assert sess.comp.ended.wait(60)
+    assert "finished" in application.scrub(0, sess)["status"]

@@ -62,7 +62,7 @@ class CompareTab:
                                                 value=list(attack_names()), label="Attacks", scale=4)
                 with gr.Column(scale=1, min_width=170):
                     self.run_btn = gr.Button("▶ Run comparison", variant="primary", elem_id="cmp_btn")
-                    self.stop_btn = gr.Button("■ Stop", elem_id="cmp_stop")
+                    self.stop_btn = gr.Button("■ Stop", elem_id="cmp_stop", interactive=False)  # on while one runs
             self.status = gr.Markdown(EMPTY, elem_id="cmp_status")
             self.slider = cp.Slider(0, 1, value=0, step=1, label="Shared record slider", elem_id="cmp_slider")
             gr.Markdown("**Per attack:** segmentation | flipped pixels at the slider's record. Flipped: "
@@ -90,12 +90,13 @@ class CompareTab:
         inputs = [image, mask, ex_id, model, self.attacks, *rest, state]
         outs = [state, *self.outputs]
         fast = dict(queue=False, show_progress="hidden")
-        self.run_btn.click(g(self.start, "compare_start"), inputs, [*outs, self.timer], api_name="compare_start",
+        live_outs = [*outs, self.timer, self.stop_btn]
+        self.run_btn.click(g(self.start, "compare_start"), inputs, live_outs, api_name="compare_start",
                            concurrency_id="compare_start", concurrency_limit=conc, show_progress="hidden",
                            trigger_mode="once")
-        self.timer.tick(g(self.pull, "compare_pull"), [state], [*outs, self.timer], api_visibility="private",
+        self.timer.tick(g(self.pull, "compare_pull"), [state], live_outs, api_visibility="private",
                         **fast)
-        self.stop_btn.click(g(self.stop, "compare_stop"), [state], [*outs, self.timer], api_name="compare_stop",
+        self.stop_btn.click(g(self.stop, "compare_stop"), [state], live_outs, api_name="compare_stop",
                             **fast)
         self.events.append(self.api_btn.click(
             g(self.compare, "compare"), inputs, outs, api_name="compare", concurrency_id="attack",
@@ -233,9 +234,9 @@ class CompareTab:
         if gpu.zero_gpu():  # one GPU call per attack, shown when all are done
             *vals, = list(self.compare(image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed, sched,
                                        sess))[-1]
-            return [*vals, gr.Timer(active=False)]
+            return [*vals, gr.Timer(active=False), _stop_button(False)]
         c = self._begin(sess, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed, sched)
-        return [sess, *self._live_values(sess, c, chart=False, tiles=False), gr.Timer(active=True)]
+        return [sess, *self._live_values(sess, c, chart=False, tiles=False), gr.Timer(active=True), _stop_button(True)]
 
     def pull(self, state):
         """Timer tick: the newest tiles and leaderboard of the running comparison, if the page lacks them; the
@@ -245,31 +246,32 @@ class CompareTab:
         c = sess.compare_run
         skip = [gr.skip()] * len(self.outputs)
         if c is None or sess.compare is not c.runs:
-            return [sess, *skip, gr.Timer(active=False)]
+            return [sess, *skip, gr.Timer(active=False), _stop_button(False)]
         ended = not c.active
         key = (*c.progress(), c.view)
         timer = gr.Timer(active=False) if ended else gr.skip()  # re-sending an active timer restarts its interval
+        stop = _stop_button(False) if ended else gr.skip()
         if key == c.sent:
-            return [sess, *skip, timer]
+            return [sess, *skip, timer, stop]
         c.sent = key
         now = time.monotonic()
         chart = ended or now - c.charts_at >= CHART_EVERY_S
         if chart:
             c.charts_at = now
-        return [sess, *self._live_values(sess, c, chart=chart), timer]
+        return [sess, *self._live_values(sess, c, chart=chart), timer, stop]
 
     def stop(self, state):
         """■ Stop: end the running comparison after the record being computed; what was recorded stays."""
         sess = self.host._session(state)
         c = sess.compare_run
         if c is None or sess.compare is not c.runs or not c.active:
-            return [sess, *[gr.skip()] * len(self.outputs), gr.Timer(active=False)]
+            return [sess, *[gr.skip()] * len(self.outputs), gr.Timer(active=False), _stop_button(False)]
         c.halt(STOPPED, wait_s=HALT_WAIT_S)
         c.sent = None
         # the status at once (the page paints it before any image or chart); the timer's next pull brings the last
         # tiles, leaderboard and chart
         return [sess, "Stopping…" if c.active else self._status(c), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
-                gr.Timer(active=True)]
+                gr.Timer(active=True), gr.skip()]
 
     def compare(self, image, mask, ex_id, model_id, attacks, opt, eps, steps, alpha, seed, sched, state):
         """API ``/compare``: run the attacks and stream progress, each attack's tiles as it ends, and the final
@@ -319,3 +321,8 @@ class CompareTab:
             with c.lock():
                 return [sess, *self.values(sess, k, f"Record {int(k)} (each run clamped to its length)")]
         return [sess, *self.values(sess, k, f"Record {int(k)} (each run clamped to its length)")]
+
+
+def _stop_button(on: bool) -> gr.Button:
+    """■ Stop is clickable only while a comparison runs."""
+    return gr.Button(interactive=on)
