@@ -67,8 +67,8 @@ HEADER = ("## TsallisPGD Explorer — watch an adversarial attack on segmentatio
 PLAY_INTERVAL_S = 0.35
 FINAL_RESENDS = 3  # how often the live pull sends a run's final view again while the page does not show it
 LIVE_PULL_S = 0.15  # the live view timer: the page asks for the newest record this often (one request at a time;
-# every tick costs the page 15-45 ms of script even when dropped, and 0.15 s painted more records per second than
-# 0.1 or 0.2 s in bench/bench_browser.py)
+# a trace of a streaming page showed 17 ms of script per tick on average, 45 ms at most, and 0.15 s painted more
+# records per second than 0.1 or 0.2 s in bench/bench_browser.py)
 CHARTS_EVERY_S = 1.0  # while a run streams or replays, the whole-run charts are redrawn at most this often
 HIST_EVERY_S = 0.5  # ... and the confidence histogram at most this often (Plotly redraws cost the page most)
 # the tabs that show the live run: Explore (everything) and the q-lens (it follows the record slider, so it is sent
