@@ -227,8 +227,8 @@ class App:
         self.check_image(image)
         model = self._model(model_id)
         prep = self._prepare(model, RunRequest(image, mask, None, model_id))
+        sess.halt(STOPPED)  # the file is accepted: the old run gives way before the model runs on the new image
         clean = clean_preview(model, prep)
-        sess.halt(STOPPED)
         sess.traj, sess.live, sess.key, sess.probe, sess.playing = None, None, None, None, False
         sess.input_notes = list(prep.notes)
         st = render_static(clean)

@@ -10,8 +10,10 @@ Scenarios (each on a fresh 40-step run of the default model, the default attack,
 * ``stream``  — nothing clicked: distinct records painted per second, the lag of the shown record behind the
   newest computed one (sampled every 20 ms), the delay of the final record after the server finished, and the
   main-thread time of long tasks per painted record.
-* ``pause`` / ``stop`` — the button is clicked 1 s after the first record: time until the status says so, and until the
-  server computes no more records.
+* ``pause`` / ``stop`` / ``reset`` — the button is clicked 1 s after the first record: time until the status says so,
+  and until the server computes no more records.
+* ``upload`` — an image is uploaded 1 s after the first record: time until the status says it is checked and its
+  clean prediction is shown, and until the server computes no more records.
 * ``tab``     — 1 s after the first record the "Compare attacks" tab is clicked, then "Explore" (plain mouse clicks at
   the tabs' places, as a person clicks: Playwright's ``locator.click`` would first wait for the page to scroll and
   for two equal animation frames): time from the click until the first frame that shows the tab's content (and
@@ -268,9 +270,34 @@ def scenario_stream(browser, url: str, tracer: Tracer, steps: int) -> dict:
 
 def scenario_control(browser, url: str, tracer: Tracer, steps: int, which: str) -> dict:
     page = _open(browser, url, steps)
-    x, y = _center(page, {"pause": "#pause_btn", "stop": "#stop_btn"}[which])
+    x, y = _center(page, {"pause": "#pause_btn", "stop": "#stop_btn", "reset": "#reset_btn"}[which])
     _start_run(page, tracer)
-    return _click_to_halt(page, tracer, (x, y), {"pause": "Paused", "stop": "Stopped"}[which], "__obs")
+    return _click_to_halt(page, tracer, (x, y), {"pause": "Paused", "stop": "Stopped", "reset": r"Reset\."}[which],
+                          "__obs")
+
+
+UPLOAD = Path(__file__).resolve().parents[1] / "assets" / "examples" / "chelsea.jpg"
+
+
+def scenario_upload(browser, url: str, tracer: Tracer, steps: int) -> dict:
+    """An image is uploaded 1 s after the first record: time until the status says it is checked and its clean
+    prediction shown (the file is decoded in the sandbox and the model run once), and until the server stops."""
+    page = _open(browser, url, steps)
+    _start_run(page, tracer)
+    while not tracer.snapshot():
+        time.sleep(0.05)
+    time.sleep(CLICK_AFTER_S)
+    n_at = len(tracer.snapshot())
+    t0 = time.time()
+    page.locator("#image_in input[type=file]").set_input_files(str(UPLOAD))
+    t_seen = _wait_text(page, "checked and ready", 120)
+    _wait_server_done(tracer)
+    comp = tracer.snapshot()
+    after = [t for t, _ in comp if t > t0]
+    page.close()
+    return {"shown_s": None if t_seen is None else round(t_seen - t0, 3),
+            "server_stopped_s": round((after[-1] - t0) if after else 0.0, 3),
+            "records_after_upload": len(comp) - n_at, "records_total": len(comp)}
 
 
 def _click_to_halt(page, tracer: Tracer, xy: tuple[float, float], word: str, log: str) -> dict:
@@ -498,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "7873")))
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--only", nargs="*", default=["stream", "pause", "stop", "tab", "scrub", "compare_stop",
+    ap.add_argument("--only", nargs="*", default=["stream", "pause", "stop", "reset", "upload", "tab", "scrub",
+                                                  "compare_stop",
                                                   "compare_live"])
     a = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
@@ -516,8 +544,10 @@ def main(argv: list[str] | None = None) -> int:
                 t = time.time()
                 if sc == "stream":
                     res[sc] = scenario_stream(browser, url, tracer, a.steps)
-                elif sc in ("pause", "stop"):
+                elif sc in ("pause", "stop", "reset"):
                     res[sc] = scenario_control(browser, url, tracer, a.steps, sc)
+                elif sc == "upload":
+                    res[sc] = scenario_upload(browser, url, tracer, a.steps)
                 elif sc == "tab":
                     res[sc] = scenario_tab(browser, url, tracer, a.steps)
                 elif sc == "compare_stop":
