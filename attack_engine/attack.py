@@ -382,27 +382,29 @@ class AttackRun:
         x = x.detach().requires_grad_(True)
         logits = self.model(x)
         self._topk = self._top_classes(logits)
-        terms = pixel_terms(
-            cfg.attack, logits, self.attack_labels, step=step, total=total,
-            q=cfg.q_schedule, ignore_index=cfg.ignore_index,
-            with_grad_norm=cfg.telemetry, workspace=self._workspace,
-        )
-        ctrl = self._control_objective(logits, terms) if control else None
+        with torch.no_grad():  # the objective's gradient is formed in closed form (PixelTerms.logit_grad)
+            terms = pixel_terms(
+                cfg.attack, logits, self.attack_labels, step=step, total=total,
+                q=cfg.q_schedule, ignore_index=cfg.ignore_index,
+                with_grad_norm=cfg.telemetry, workspace=self._workspace,
+            )
+            ctrl = self._control_objective(logits, terms) if control else None
+            loss_img = terms.loss.flatten(1).mean(1)
         if cfg.numerics == "plain":
             plain = plain_pixel_loss(cfg.attack, logits, self.attack_labels, step=step, total=total,
                                      q=cfg.q_schedule,
                                      ignore_index=cfg.ignore_index).flatten(1).mean(1)
             (grad,) = torch.autograd.grad((self.sign * plain).sum(), x)
-            return (grad.detach(), torch.ones_like(plain).double(), terms, terms.loss.detach().flatten(1).mean(1),
-                    x.detach(), ctrl)
-        loss_img = terms.loss.flatten(1).mean(1)
+            return grad.detach(), torch.ones_like(plain).double(), terms, loss_img, x.detach(), ctrl
         with torch.no_grad():  # log of the largest per-pixel |d loss_img / dz|, then the factor that lifts it
-            top = terms.log_grad.flatten(1).amax(1) - math.log(terms.log_grad[0].numel())
+            log_n = math.log(terms.log_grad[0].numel())
+            top = terms.log_grad.flatten(1).amax(1) - log_n
             target = GRAD_LOG2.get(logits.dtype, GRAD_LOG2_DEFAULT) * math.log(2.0)
-            scale = torch.where(torch.isfinite(top), torch.exp((target - top).clamp(-700, 700)), 1.0)
-        (grad,) = torch.autograd.grad((self.sign * scale * loss_img).sum(), x)
+            log_scale = torch.where(torch.isfinite(top), (target - top).clamp(-700, 700), 0.0)
+            grad_z = terms.logit_grad(log_scale - log_n, self.sign)  # of sign * scale * loss_img
+        (grad,) = torch.autograd.grad(logits, x, grad_z)
         grad = torch.nan_to_num(grad, nan=0.0)  # guard: an overflow in the model's backward must not poison x
-        return grad.detach(), scale, terms, loss_img.detach(), x.detach(), ctrl
+        return grad.detach(), torch.exp(log_scale), terms, loss_img, x.detach(), ctrl
 
     def _record(self, x, grad, scale, terms, loss_img, acc, miou, *, index, iteration, stage, stage_step, stage_total,
                 eps, eta, best_acc, best_index, ce: torch.Tensor | None = None) -> StepRecord:

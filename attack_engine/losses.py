@@ -4,14 +4,17 @@ Every attack (registered in :mod:`attack_engine.objectives`, looked up in :mod:`
 function of the per-pixel cross-entropy ``ce = -log p_y`` and, for some, a *detached* per-pixel weight.  Writing
 them all as ``w_i * f(ce_i)`` gives
 
-* one numerically stable CE (exact gradient for confident pixels, see :class:`_StableCE`);
+* one numerically stable CE with a closed-form gradient (exact for confident pixels, see :class:`_SoftmaxCEGrad`);
 * the gradient weight relative to CE in closed form: ``w_i * f'(ce_i)`` because
   ``dL/dz = w f'(ce) dCE/dz``.
 
 :func:`pixel_terms` evaluates the shared part (CE, p_y, correctness, ``||dCE/dz||``) once and hands it to the
-attack's objective as :class:`PixelInputs`.  Ignored pixels (label == ``ignore_index``) give exactly 0 and no
-gradient.  The objective is evaluated in float64 on the logits only (cheap next to the model) with autocast
-disabled, so float16/bfloat16 models and logits up to ±1e3 give finite values and gradients.
+attack's objective as :class:`PixelInputs`.  The objective runs without autograd: since its weight *is*
+``(dℓ/dz)/(dCE/dz)``, the gradient of ``ℓ`` is ``weight · dCE/dz``, formed in closed form by one autograd node
+(:class:`_Weighted`) or, for the engine's own step, directly (:meth:`PixelTerms.logit_grad`; two classes in log
+space).  Ignored pixels (label == ``ignore_index``) give exactly 0 and no gradient.  The objective is evaluated in
+float64 on the logits only (cheap next to the model) with autocast disabled, so float16/bfloat16 models and logits
+up to ±1e3 give finite values and gradients.
 """
 
 from __future__ import annotations
@@ -36,22 +39,24 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class _StableCE(torch.autograd.Function):
-    """Per-pixel CE whose gradient keeps every pixel that float64 can represent.
+class _Weighted(torch.autograd.Function):
+    """The objective's per-pixel value with the gradient ``g · weight · dCE/dz`` in one node.
 
-    Autograd of ``log_softmax`` forms ``p_y - 1``, which rounds to 0 once ``p_y > 1 - eps``.  Here the forward pass
-    hands over its CE value and a closed-form gradient (:class:`_SoftmaxCEGrad`, :class:`_BinaryCEGrad`) built from
-    what it computed anyway, so backward repeats no class-sized work and has no cancellation.
+    ``weight`` is by definition ``(dℓ/dz)/(dCE/dz)`` (see :mod:`attack_engine.objectives`), so this is the gradient
+    of ``ℓ`` without an autograd graph of the objective.  ``ce_grad`` (:class:`_SoftmaxCEGrad`,
+    :class:`_BinaryCEGrad`) maps a per-pixel factor to ``factor · dCE/dz`` from what the forward pass computed, with
+    no ``p_y - 1`` cancellation, so every pixel that float64 can represent keeps its gradient.
     """
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, ce: torch.Tensor, grad: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        ctx.grad = grad
-        return ce.clone()
+    def forward(ctx, z: torch.Tensor, loss: torch.Tensor, weight: torch.Tensor,
+                ce_grad: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        ctx.weight, ctx.ce_grad = weight, ce_grad
+        return loss.view_as(loss)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        return ctx.grad(g), None, None
+        return ctx.ce_grad(g * ctx.weight), None, None, None
 
 
 class _SoftmaxCEGrad:
@@ -199,7 +204,8 @@ def _safe_labels(labels: torch.Tensor, num_classes: int, ignore_index: int) -> t
 class PixelTerms:
     """What one evaluation of an attack objective gives, all ``[B,H,W]`` in the objective's dtype.
 
-    ``loss`` is differentiable; every other field is detached.
+    ``loss`` is differentiable (when evaluated with grad enabled on logits that require it); every other field is
+    detached.  :meth:`logit_grad` gives the gradient of a per-image weighted sum of ``loss`` without autograd.
     """
 
     loss: torch.Tensor  # per-pixel ell_i (0 on ignored pixels)
@@ -214,6 +220,17 @@ class PixelTerms:
     # with_grad_norm, else a lower bound within log(sqrt(2) (C-1)) (enough for gradient scaling)
     log_ce_grad: torch.Tensor | None = None  # log ||dCE/dz|| (-inf on ignored pixels); exact/lower bound as log_grad
     log_rest: torch.Tensor | None = None  # log(1 - p_y) = log sum_{j != y} p_j, finite where 1 - p_y rounds to 0
+    _logit_grad: Callable[[torch.Tensor, float], torch.Tensor] | None = field(default=None, repr=False)
+
+    def logit_grad(self, log_coef: torch.Tensor, sign: float = 1.0) -> torch.Tensor:
+        """``d/dz sum_i c_b ℓ_i`` with ``c_b = sign · exp(log_coef_b)`` per image (``[B]``), in the logits' dtype.
+
+        What ``torch.autograd.grad`` of ``(c * loss.sum((1, 2))).sum()`` would give, formed in closed form as
+        ``c · weight · dCE/dz``; with two classes in log space, ``exp(log_coef + log_grad)``, so a pixel whose
+        ``|dℓ/dz|`` underflows float64 still gets its share when ``log_coef`` lifts it.  Uses the workspace
+        buffer of this evaluation: call it before the next :func:`pixel_terms` with the same workspace.
+        """
+        return self._logit_grad(log_coef, sign)
 
     @property
     def p_true(self) -> torch.Tensor:
@@ -228,13 +245,14 @@ class PixelTerms:
 
 @dataclass
 class PixelInputs:
-    """What an attack's objective may use, all ``[B,H,W]`` in the objective dtype; only ``ce`` carries gradient.
+    """What an attack's objective may use, all ``[B,H,W]`` in the objective dtype, all detached.
 
-    ``ce`` is the per-pixel CE (0 on ignored pixels) whose gradient is exact for confident pixels; everything else
-    is detached.  :meth:`p_norm` is computed on demand (one class-sized pass, shared with the telemetry).
+    ``ce`` is the per-pixel CE (0 on ignored pixels).  The objective is evaluated without autograd: its gradient is
+    ``weight · dCE/dz`` (the weight it returns is that ratio by definition), formed in closed form by
+    :func:`pixel_terms`.  :meth:`p_norm` is computed on demand (one class-sized pass, shared with the telemetry).
     """
 
-    ce: torch.Tensor  # differentiable per-pixel CE, 0 on ignored pixels
+    ce: torch.Tensor  # per-pixel CE, 0 on ignored pixels (the same tensor as ce_detached)
     ce_detached: torch.Tensor
     valid: torch.Tensor  # bool, not ignored
     validf: torch.Tensor  # valid as 0/1 in the objective dtype
@@ -359,33 +377,59 @@ def pixel_terms(
     """
     spec = get_attack(name)
     _check_shapes(logits, labels, step, total)
-    with torch.autocast(logits.device.type, enabled=False):
+    with torch.autocast(logits.device.type, enabled=False), torch.no_grad():
         dtype = _objective_dtype(logits)
         lab = _labels(labels, logits.shape[1], ignore_index, workspace)
         binary = logits.shape[1] == 2 and _BINARY_PATH
-        with torch.no_grad():
-            zd = logits.detach()
-            base = _binary_base(zd, lab, dtype) if binary else _softmax_base(zd, lab, dtype, workspace)
-        ce = _StableCE.apply(logits, base.ce0, base.grad)
+        zd = logits.detach()
+        base = _binary_base(zd, lab, dtype) if binary else _softmax_base(zd, lab, dtype, workspace)
         validf = lab.validf(dtype)
-        if not lab.all_valid:
-            ce = ce * validf
-        with torch.no_grad():
-            cef = ce.detach()
-            inputs = PixelInputs(ce, cef, lab.valid, validf, dtype, base.e, base.ey, base.s, _p_norm=base.p_norm,
-                                 _pred=base.pred, _labels=lab)
-            if binary:
-                grad_norm, log_ce_grad, log_rest = _binary_norms(base, lab, with_grad_norm)
-            else:
-                grad_norm, log_ce_grad, log_rest = _log_ce_grad(inputs, zd, base.idx, base.lse, base.s_other,
-                                                                with_grad_norm)
+        ce = base.ce0 if lab.all_valid else base.ce0 * validf
+        inputs = PixelInputs(ce, ce, lab.valid, validf, dtype, base.e, base.ey, base.s, _p_norm=base.p_norm,
+                             _pred=base.pred, _labels=lab)
+        if binary:
+            grad_norm, log_ce_grad, log_rest = _binary_norms(base, lab, with_grad_norm)
+        else:
+            grad_norm, log_ce_grad, log_rest = _log_ce_grad(inputs, zd, base.idx, base.lse, base.s_other,
+                                                            with_grad_norm)
         param = spec.param_at(step, total, q)
         loss, weight = spec.objective(inputs, param)
-        weight = lab.mask(weight.detach(), 0.0)
-        log_weight = spec.log_weight(weight, cef, param) if spec.log_weight is not None else torch.log(weight)
+        weight = lab.mask(weight, 0.0)
+        log_weight = spec.log_weight(weight, ce, param) if spec.log_weight is not None else torch.log(weight)
         log_ce_grad = lab.mask(log_ce_grad, -math.inf)
         log_grad = lab.mask(log_weight + log_ce_grad, -math.inf)
-    return PixelTerms(loss, cef, inputs, weight, lab.valid, param, base.pred, grad_norm, log_grad, log_ce_grad, log_rest)
+    if torch.is_grad_enabled() and logits.requires_grad:
+        loss = _Weighted.apply(logits, loss, weight, base.grad)
+    scaled = (_binary_scaled(lab, log_grad, logits.dtype) if binary
+              else _softmax_scaled(base.grad, weight))
+    return PixelTerms(loss, ce, inputs, weight, lab.valid, param, base.pred, grad_norm, log_grad, log_ce_grad, log_rest,
+                      scaled)
+
+
+def _softmax_scaled(ce_grad: Callable[[torch.Tensor], torch.Tensor], weight: torch.Tensor):
+    """:meth:`PixelTerms.logit_grad`, any number of classes: ``c_b · weight`` through the closed-form CE gradient."""
+
+    def scaled(log_coef: torch.Tensor, sign: float) -> torch.Tensor:
+        with torch.no_grad():
+            return ce_grad((sign * torch.exp(log_coef)).view(-1, 1, 1) * weight)
+
+    return scaled
+
+
+def _binary_scaled(lab: _Labels, log_grad: torch.Tensor, z_dtype: torch.dtype):
+    """:meth:`PixelTerms.logit_grad`, two classes: ``|dℓ/dz_j| = exp(log_grad) / sqrt(2)`` for both entries, signed.
+
+    ``exp(log_coef + log_grad - log sqrt 2)`` is rounded once, to the logits' dtype, then multiplied by the exact
+    ``±1`` pattern of the labels (cached per run).
+    """
+
+    def scaled(log_coef: torch.Tensor, sign: float) -> torch.Tensor:
+        with torch.no_grad():
+            m = torch.exp(log_grad + (log_coef - 0.5 * math.log(2.0)).view(-1, 1, 1)).to(z_dtype)
+            out = m.unsqueeze(1) * lab.binary_pm(z_dtype)
+            return out.neg_() if sign < 0 else out
+
+    return scaled
 
 
 @dataclass
@@ -397,6 +441,7 @@ class _Labels:
     all_valid: bool  # known without a host sync only when cached in a workspace; False = "not known"
     sign: torch.Tensor | None = None  # two classes: +1 where the label is 0, -1 where it is 1 (objective dtype)
     _validf: torch.Tensor | None = None
+    _pm: torch.Tensor | None = None
 
     def validf(self, dtype: torch.dtype) -> torch.Tensor:
         """``valid`` as 0/1 in ``dtype`` (kept: the labels of a run do not change)."""
@@ -412,6 +457,14 @@ class _Labels:
         if self.sign is None or self.sign.dtype != dtype:
             self.sign = torch.where(self.y == 0, 1.0, -1.0).to(dtype)
         return self.sign
+
+    def binary_pm(self, dtype: torch.dtype) -> torch.Tensor:
+        """Two classes: ``sign(dCE/dz)`` as ``[B,2,H,W]`` (-1 at the label, +1 at the other class, 0 if ignored)."""
+        pm = self._pm
+        if pm is None or pm.dtype != dtype:
+            s = torch.where(self.y == 0, 1.0, -1.0).to(dtype) * self.valid
+            pm = self._pm = torch.stack([-s, s], 1)
+        return pm
 
 
 def _labels(labels: torch.Tensor, num_classes: int, ignore_index: int, workspace: dict | None) -> _Labels:

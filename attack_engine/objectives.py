@@ -2,8 +2,11 @@
 
 Every attack is a function of the per-pixel cross-entropy ``ce = -log p_y`` and, for some, a *detached* per-pixel
 weight: ``ℓ_i = w_i · f(ce_i)``, so its gradient is ``w_i f'(ce_i) dCE/dz`` and the gradient weight relative to CE
-is known in closed form.  An objective gets a :class:`~attack_engine.losses.PixelInputs` (the CE with its exact
-gradient, p_y, correctness, validity) and returns ``(loss, weight)``; ignored pixels are zeroed by the caller.
+is known in closed form.  An objective gets a :class:`~attack_engine.losses.PixelInputs` (the CE, p_y,
+correctness, validity) and returns ``(loss, weight)``; ignored pixels are zeroed by the caller.  It is evaluated
+without autograd: the gradient of ``loss`` is formed as ``weight · dCE/dz``, so ``weight`` must be exactly
+``dℓ/dce`` with the detached factors held fixed (tests/test_losses.py checks each against autograd of an
+independent reference).
 
 ===========  =====================================================================================
 ``ce``       CE-PGD: ``ce``
@@ -147,6 +150,8 @@ def _log_weight_tsallis(weight: torch.Tensor, ce: torch.Tensor, q: float) -> tor
                  param="q", schedule=DEFAULT_TSALLIS_SCHEDULE, formula="(1 − p_y^(1−q))/(1 − q), q from a schedule",
                  weight_formula="w_q(p) = p^(1−q)", gradient_peak=q_to_peak)
 def tsallis(t: PixelInputs, q: float):
+    # the weight is the exact dL_q/dce = p_y^(1-q); within Q_ONE_TOL of q = 1 the loss value is the second-order
+    # expansion, whose own derivative 1 - (1-q) ce differs from it by O((1-q)^2 ce^2)
     loss = tsallis_of_ce(t.ce, q) * t.validf
     with torch.no_grad():
         a = 1.0 - q

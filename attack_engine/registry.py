@@ -37,8 +37,9 @@ class AttackSpec:
         title: the name shown to people (``"TsallisPGD"``).
         colour: its colour in every figure (hex).
         objective: ``(inputs, param) -> (loss, weight)`` where ``inputs`` is a
-            :class:`~attack_engine.losses.PixelInputs`; ``loss`` the differentiable per-pixel ``ℓ_i`` (a function
-            of ``inputs.ce``), ``weight`` the detached gradient weight relative to CE, ``(dℓ/dz) / (dCE/dz)``.
+            :class:`~attack_engine.losses.PixelInputs`; ``loss`` the per-pixel ``ℓ_i`` (a function of
+            ``inputs.ce``), ``weight`` the gradient weight relative to CE, ``(dℓ/dz) / (dCE/dz)``.  It runs without
+            autograd: the engine's gradient of ``ℓ`` *is* ``weight · dCE/dz``, so the weight must be exact.
         log_weight: ``(weight, ce, param) -> log weight``, exact where the weight underflows; default ``log(weight)``.
         plain: textbook form ``(inputs, param) -> ℓ`` with plain autograd (a
             :class:`~attack_engine.losses.PlainInputs`), for ``AttackConfig(numerics="plain")``; optional.

@@ -233,3 +233,36 @@ def test_two_class_closed_form_matches_general_path(monkeypatch, name, gap):
     assert torch.equal(a.pred, b.pred) and torch.equal(a.correct, b.correct)
     torch.testing.assert_close(ga, gb, rtol=1e-6, atol=1e-30)
     assert not a.ce.requires_grad and a.loss.requires_grad
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+@pytest.mark.parametrize("classes", [5, 2])
+def test_logit_grad_is_autograd_of_the_weighted_loss(name, classes):
+    """PixelTerms.logit_grad (the engine's step, no autograd) = autograd of sum_b c_b sum_i ℓ_i, ignored pixels 0."""
+    z, y = random_case(8, c=classes, scale=6.0)
+    log_coef = torch.tensor([3.0, -2.0], dtype=torch.float64)
+    for sign in (1.0, -1.0):
+        zz = z.clone().requires_grad_(True)
+        t = pixel_terms(name, zz, y, step=2, total=7)
+        c = sign * torch.exp(log_coef)
+        (ref,) = torch.autograd.grad((c * t.loss.sum((1, 2))).sum(), zz)
+        with torch.no_grad():
+            direct = pixel_terms(name, z, y, step=2, total=7).logit_grad(log_coef, sign)
+        assert direct.dtype == z.dtype and direct.shape == z.shape
+        torch.testing.assert_close(direct, ref, rtol=1e-12, atol=1e-300)
+        assert (direct.permute(0, 2, 3, 1)[y == II] == 0).all()
+
+
+def test_two_class_logit_grad_survives_float64_underflow():
+    """Every pixel saturated beyond float64 (|dℓ/dz| < 1e-308): the log-space step still lifts each one to float32."""
+    gaps = torch.tensor([760.0, 770.0, 780.0, 790.0], dtype=torch.float64)
+    z = torch.stack([-gaps / 2, gaps / 2]).view(1, 2, 1, 4).float()
+    y = torch.ones(1, 1, 4, dtype=torch.long)
+    with torch.no_grad():
+        t = pixel_terms("tsallis", z, y, q=0.5)
+        top = float(t.log_grad.max())
+        assert (t.weight * torch.exp(t.log_ce_grad) == 0).all()  # linear |dℓ/dz| underflows everywhere
+        g = t.logit_grad(torch.tensor([60.0 - top], dtype=torch.float64))
+    assert (g[0, 1] < 0).all() and (g[0, 0] > 0).all() and torch.equal(g[0, 0], -g[0, 1])
+    expected = torch.exp(t.log_grad[0, 0] + 60.0 - top - 0.5 * math.log(2.0))
+    torch.testing.assert_close(g[0, 0, 0].double(), expected, rtol=1e-6, atol=0)
