@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from attack_engine.images import sample_nearest
 from attack_engine.losses import pixel_terms, plain_pixel_loss
-from attack_engine.metrics import ConfusionCounter, mean_iou, pixel_accuracy
+from attack_engine.metrics import ConfusionCounter, accuracy_and_miou
 from attack_engine.registry import get_attack
 from attack_engine.schedules import Schedule, parse_schedule
 
@@ -204,6 +204,17 @@ def _per_image(t: torch.Tensor) -> torch.Tensor:
     return t.view(-1, *([1] * 3))
 
 
+def _keep_where(take: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
+    """Per image ``new`` where ``take`` else ``old``; on CPU the whole tensor itself when all or none are taken
+    (no copy: the engine never writes into an iterate or a gradient)."""
+    if new.device.type == "cpu":
+        if bool(take.all()):
+            return new
+        if not bool(take.any()):
+            return old
+    return torch.where(_per_image(take), new, old)
+
+
 class _BestIterate:
     """Per-image best iterate by attack success (ties go to the later iterate), with its accuracy and prediction."""
 
@@ -328,9 +339,10 @@ class AttackRun:
         self.result: AttackResult | None = None
 
     # -- helpers -------------------------------------------------------------------------------------
-    def _metrics(self, pred: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        cm = self._confusion(pred)
-        return pixel_accuracy(cm).float(), mean_iou(cm).float()
+    def _metrics(self, pred: torch.Tensor, in_range: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel accuracy and mIoU of ``pred`` (``in_range``: an argmax of this run's logits, int64)."""
+        acc, miou = accuracy_and_miou(self._confusion(pred, in_range))
+        return acc.float(), miou.float()
 
     def _top_classes(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The ``record_topk`` most likely classes per pixel and their softmax probabilities (None when off)."""
@@ -342,9 +354,14 @@ class AttackRun:
         return top.indices.to(torch.int32), top.values
 
     def _project(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        x = x.clamp(0.0, 1.0)
+        """``x0 + clip(clip(x, 0, 1) - x0, -eps, eps)`` (in this order: the reference's arithmetic), in place."""
         e = _per_image(eps)
-        return self.x0 + torch.maximum(torch.minimum(x - self.x0, e), -e)
+        v = x.clamp(0.0, 1.0).sub_(self.x0)
+        return torch.maximum(torch.minimum(v, e, out=v), -e, out=v).add_(self.x0)
+
+    def _step(self, x: torch.Tensor, eta: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """``x + eta * sign(grad)`` (exact: the product is ±eta or 0)."""
+        return torch.addcmul(x, _per_image(eta), grad.sign())
 
     def _control_objective(self, logits: torch.Tensor, terms) -> torch.Tensor:
         """APGD's control objective as the reference computes it: ``F.cross_entropy`` in the logits' dtype (float32
@@ -398,12 +415,12 @@ class AttackRun:
             return grad.detach(), torch.ones_like(plain).double(), terms, loss_img, x.detach(), ctrl
         with torch.no_grad():  # log of the largest per-pixel |d loss_img / dz|, then the factor that lifts it
             log_n = math.log(terms.log_grad[0].numel())
-            top = terms.log_grad.flatten(1).amax(1) - log_n
-            target = GRAD_LOG2.get(logits.dtype, GRAD_LOG2_DEFAULT) * math.log(2.0)
+            top = terms.log_grad.flatten(1).amax(1)  # + log(1/N): the mean's factor
+            target = GRAD_LOG2.get(logits.dtype, GRAD_LOG2_DEFAULT) * math.log(2.0) + log_n
             log_scale = torch.where(torch.isfinite(top), (target - top).clamp(-700, 700), 0.0)
             grad_z = terms.logit_grad(log_scale - log_n, self.sign)  # of sign * scale * loss_img
         (grad,) = torch.autograd.grad(logits, x, grad_z)
-        grad = torch.nan_to_num(grad, nan=0.0)  # guard: an overflow in the model's backward must not poison x
+        grad = grad.nan_to_num_(nan=0.0)  # guard: an overflow in the model's backward must not poison x
         return grad.detach(), torch.exp(log_scale), terms, loss_img, x.detach(), ctrl
 
     def _record(self, x, grad, scale, terms, loss_img, acc, miou, *, index, iteration, stage, stage_step, stage_total,
@@ -488,13 +505,13 @@ class AttackRun:
         best = _BestIterate(x, self.clean_pred)
         for i in range(n + 1):
             grad, scale, terms, loss_img, x, _ = self._evaluate(x, i, n, last=i == n)
-            acc, miou = self._metrics(terms.pred)
+            acc, miou = self._metrics(terms.pred, in_range=True)
             best.update(self._success(acc), acc, self.records, x, terms.pred)
             yield self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=i, stage=0, stage_step=i,
                                stage_total=n, eps=self.eps, eta=eta, best_acc=best.acc, best_index=best.index)
             self.records += 1
             if i < n:
-                x = self._project(x + _per_image(eta) * grad.sign(), self.eps)
+                x = self._project(self._step(x, eta, grad), self.eps)
         self._finish(best)
 
     def _apgd(self) -> Iterator[StepRecord]:
@@ -510,7 +527,7 @@ class AttackRun:
             grad, scale, terms, loss_img, x, obj = self._evaluate(x, 0, n, control=True)
             ctl = _StepControl(2 * eps, obj, n, self.step_rule)
             best_obj, x_best_obj, g_best = obj.clone(), x.clone(), grad.clone()
-            acc, miou = self._metrics(terms.pred)
+            acc, miou = self._metrics(terms.pred, in_range=True)
             if last:
                 best.update(self._success(acc), acc, self.records, x, terms.pred)
             yield self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
@@ -521,7 +538,7 @@ class AttackRun:
             for i in range(n):
                 d = x - x_prev
                 x_prev = x
-                x1 = self._project(x + _per_image(ctl.eta) * grad.sign(), eps)
+                x1 = self._project(self._step(x, ctl.eta, grad), eps)
                 if i > 0:
                     x1 = self._project(x + 0.75 * (x1 - x) + 0.25 * d, eps)
                 grad, scale, terms, loss_img, x, obj = self._evaluate(x1, i + 1, n, last=i == n - 1, control=True)
@@ -529,10 +546,10 @@ class AttackRun:
                 ctl.observe(obj)
                 up = obj >= best_obj  # ties go to the later iterate
                 best_obj = torch.where(up, obj, best_obj)
-                x_best_obj = torch.where(_per_image(up), x, x_best_obj)
+                x_best_obj = _keep_where(up, x, x_best_obj)
                 if grad is not None:  # None after the stage's last evaluation (telemetry off): no step follows
-                    g_best = torch.where(_per_image(up), grad, g_best)
-                acc, miou = self._metrics(terms.pred)
+                    g_best = _keep_where(up, grad, g_best)
+                acc, miou = self._metrics(terms.pred, in_range=True)
                 if last:
                     best.update(self._success(acc), acc, self.records, x, terms.pred)
                 rec = self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,

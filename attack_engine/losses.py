@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -211,7 +212,6 @@ class PixelTerms:
     loss: torch.Tensor  # per-pixel ell_i (0 on ignored pixels)
     ce: torch.Tensor  # per-pixel CE (0 on ignored pixels), detached
     inputs: PixelInputs = field(repr=False)  # p_true and correct are its (computed when first asked for)
-    weight: torch.Tensor  # gradient weight relative to CE: (dL/dz) / (dCE/dz)
     valid: torch.Tensor  # bool, not ignored
     param: float | None  # q (tsallis) or λ (segpgd); None otherwise
     pred: torch.Tensor  # argmax class
@@ -221,6 +221,13 @@ class PixelTerms:
     log_ce_grad: torch.Tensor | None = None  # log ||dCE/dz|| (-inf on ignored pixels); exact/lower bound as log_grad
     log_rest: torch.Tensor | None = None  # log(1 - p_y) = log sum_{j != y} p_j, finite where 1 - p_y rounds to 0
     _logit_grad: Callable[[torch.Tensor, float], torch.Tensor] | None = field(default=None, repr=False)
+    _weight: torch.Tensor | Callable[[], torch.Tensor] | None = field(default=None, repr=False)
+
+    @cached_property
+    def weight(self) -> torch.Tensor:
+        """Gradient weight relative to CE, ``(dℓ/dz) / (dCE/dz)``, 0 on ignored pixels (formed when first asked for
+        where the objective gave only its log)."""
+        return self._weight() if callable(self._weight) else self._weight
 
     def logit_grad(self, log_coef: torch.Tensor, sign: float = 1.0) -> torch.Tensor:
         """``d/dz sum_i c_b ℓ_i`` with ``c_b = sign · exp(log_coef_b)`` per image (``[B]``), in the logits' dtype.
@@ -265,6 +272,8 @@ class PixelInputs:
     _pred: torch.Tensor | None = field(default=None, repr=False)  # argmax class and labels, for `correct`
     _labels: _Labels | None = field(default=None, repr=False)
     _cache: dict = field(default_factory=dict, repr=False)
+    log_weight: torch.Tensor | None = None  # an objective may leave log(weight) here (exact where weight underflows);
+    # then it may return None for the weight, which is formed as exp(log_weight) only when something reads it
 
     # p_y and the correct mask are computed when an objective or the telemetry first asks (the default TsallisPGD
     # without telemetry needs neither): two and one pixel-sized operations less per evaluation
@@ -394,24 +403,40 @@ def pixel_terms(
                                                             with_grad_norm)
         param = spec.param_at(step, total, q)
         loss, weight = spec.objective(inputs, param)
-        weight = lab.mask(weight, 0.0)
-        log_weight = spec.log_weight(weight, ce, param) if spec.log_weight is not None else torch.log(weight)
+        loss = lab.mask(loss, 0.0)
+        log_weight = inputs.log_weight
+        if weight is not None:
+            weight = lab.mask(weight, 0.0)
+        if log_weight is None:
+            log_weight = spec.log_weight(weight, ce, param) if spec.log_weight is not None else torch.log(weight)
         log_ce_grad = lab.mask(log_ce_grad, -math.inf)
         log_grad = lab.mask(log_weight + log_ce_grad, -math.inf)
+    weight_of = weight if weight is not None else _lazy_weight(lab, log_weight)
     if torch.is_grad_enabled() and logits.requires_grad:
+        weight = weight_of() if weight is None else weight
         loss = _Weighted.apply(logits, loss, weight, base.grad)
     scaled = (_binary_scaled(lab, log_grad, logits.dtype) if binary
-              else _softmax_scaled(base.grad, weight))
-    return PixelTerms(loss, ce, inputs, weight, lab.valid, param, base.pred, grad_norm, log_grad, log_ce_grad, log_rest,
-                      scaled)
+              else _softmax_scaled(base.grad, weight_of))
+    return PixelTerms(loss, ce, inputs, lab.valid, param, base.pred, grad_norm, log_grad, log_ce_grad, log_rest,
+                      scaled, weight if weight is not None else weight_of)
 
 
-def _softmax_scaled(ce_grad: Callable[[torch.Tensor], torch.Tensor], weight: torch.Tensor):
+def _lazy_weight(lab: _Labels, log_weight: torch.Tensor) -> Callable[[], torch.Tensor]:
+    def weight() -> torch.Tensor:
+        with torch.no_grad():
+            return lab.mask(torch.exp(log_weight), 0.0)
+
+    return weight
+
+
+def _softmax_scaled(ce_grad: Callable[[torch.Tensor], torch.Tensor],
+                    weight: torch.Tensor | Callable[[], torch.Tensor]):
     """:meth:`PixelTerms.logit_grad`, any number of classes: ``c_b · weight`` through the closed-form CE gradient."""
 
     def scaled(log_coef: torch.Tensor, sign: float) -> torch.Tensor:
         with torch.no_grad():
-            return ce_grad((sign * torch.exp(log_coef)).view(-1, 1, 1) * weight)
+            w = weight() if callable(weight) else weight
+            return ce_grad((sign * torch.exp(log_coef)).view(-1, 1, 1) * w)
 
     return scaled
 
@@ -425,7 +450,7 @@ def _binary_scaled(lab: _Labels, log_grad: torch.Tensor, z_dtype: torch.dtype):
 
     def scaled(log_coef: torch.Tensor, sign: float) -> torch.Tensor:
         with torch.no_grad():
-            m = torch.exp(log_grad + (log_coef - 0.5 * math.log(2.0)).view(-1, 1, 1)).to(z_dtype)
+            m = torch.add(log_grad, (log_coef - 0.5 * math.log(2.0)).view(-1, 1, 1)).exp_().to(z_dtype)
             out = m.unsqueeze(1) * lab.binary_pm(z_dtype)
             return out.neg_() if sign < 0 else out
 
@@ -517,12 +542,12 @@ def _binary_base(z: torch.Tensor, lab: _Labels, dtype: torch.dtype) -> _Base:
     ``log p_other = t - softplus(t)`` is exact down to the float64 range (no ``1 - p`` anywhere), and
     ``||dCE/dz|| = sqrt(2) p_other`` exactly.  A handful of per-pixel operations instead of the class loop.
     """
-    d = z[:, 1].to(dtype) - z[:, 0]  # in the objective dtype (exact for float logits)
-    pred = (d > 0).long()  # argmax with ties to the first class
+    t = torch.sub(z[:, 1].to(dtype), z[:, 0])  # z_1 - z_0 in the objective dtype (exact for float logits)
+    pred = torch.gt(t, 0, out=torch.empty(t.shape, dtype=torch.long, device=t.device))  # argmax, ties to class 0
     sign = lab.binary_sign(dtype)
-    t = d * sign
+    t.mul_(sign)  # z_other - z_y
     sp = F.softplus(t, beta=1.0, threshold=_SOFTPLUS_LINEAR)
-    log_po = t - sp
+    log_po = t.sub_(sp)  # t is not needed any more
     base = _Base(sp, pred, _BinaryCEGrad(sign, log_po, z.dtype), log_po=log_po)
 
     def p_norm() -> torch.Tensor:  # ||p||_2 = sqrt(p_y^2 + p_other^2)

@@ -51,14 +51,26 @@ class ConfusionCounter:
         self.spare = b * cc
         self.ones = torch.ones(labels.numel(), dtype=torch.int64, device=labels.device)
 
-    def __call__(self, pred: torch.Tensor) -> torch.Tensor:
-        idx = self.base + pred.long().clamp(0, self.num_classes - 1)
+    def __call__(self, pred: torch.Tensor, in_range: bool = False) -> torch.Tensor:
+        """Counts for ``pred`` ``[B,H,W]``; ``in_range``: the caller guarantees ``0 <= pred < C`` (no clamp)."""
+        idx = self.base + (pred if in_range else pred.long().clamp(0, self.num_classes - 1))
         if not self.all_valid:
             idx = torch.where(self.valid, idx, self.spare)
         idx = idx.flatten()
         counts = torch.zeros(self.spare + 1, dtype=torch.int64, device=pred.device)
         counts.scatter_add_(0, idx, self.ones)
         return counts[:-1].view(self.shape)
+
+
+def accuracy_and_miou(cm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`pixel_accuracy` and :func:`mean_iou` of the same matrices, sharing the sums (same values)."""
+    cm = cm.double()
+    tp = torch.diagonal(cm, dim1=-2, dim2=-1)
+    rows = cm.sum(-1)
+    total = rows.sum(-1)
+    acc = tp.sum(-1) / total.where(total > 0, torch.nan)
+    union = rows + cm.sum(-2) - tp
+    return acc, torch.nanmean(tp / union.where(union > 0, torch.nan), dim=-1)
 
 
 def pixel_accuracy(cm: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,9 @@
 Every attack is a function of the per-pixel cross-entropy ``ce = -log p_y`` and, for some, a *detached* per-pixel
 weight: ``ℓ_i = w_i · f(ce_i)``, so its gradient is ``w_i f'(ce_i) dCE/dz`` and the gradient weight relative to CE
 is known in closed form.  An objective gets a :class:`~attack_engine.losses.PixelInputs` (the CE, p_y,
-correctness, validity) and returns ``(loss, weight)``; ignored pixels are zeroed by the caller.  It is evaluated
+correctness, validity) and returns ``(loss, weight)``; ignored pixels are zeroed by the caller.  One that has the
+log of its weight at hand may leave it in ``inputs.log_weight`` (TsallisPGD does), else the engine takes the
+attack's ``log_weight`` rule or ``log(weight)``.  It is evaluated
 without autograd: the gradient of ``loss`` is formed as ``weight · dCE/dz``, so ``weight`` must be exactly
 ``dℓ/dce`` with the detached factors held fixed (tests/test_losses.py checks each against autograd of an
 independent reference).
@@ -45,7 +47,7 @@ def tsallis_of_ce(ce: torch.Tensor, q: float) -> torch.Tensor:
         return ce - 0.5 * a * ce * ce  # second-order expansion, continuous at q = 1
     if a < 0:
         ce = ce.clamp(max=P_FLOOR_LOG)
-    return -torch.expm1(-a * ce) / a
+    return torch.expm1(ce * -a) / -a
 
 
 def js_of_ce(ce: torch.Tensor) -> torch.Tensor:
@@ -107,11 +109,9 @@ def _log_weight_js(weight: torch.Tensor, ce: torch.Tensor, _: float | None) -> t
 @register_attack("js", title="JSPGD", colour="#CC79A7", plain=_plain_js, log_weight=_log_weight_js,
                  formula="JS(p ‖ e_y)")
 def js(t: PixelInputs, _: float | None):
-    loss = js_of_ce(t.ce) * t.validf
-    with torch.no_grad():
-        pt = torch.exp(-t.ce_detached)  # dJS/dce = p/2 * log(1 + 1/p), -> 0 as p -> 0
-        weight = torch.where(pt > 0, 0.5 * pt * (torch.log1p(pt) + t.ce_detached), torch.zeros_like(pt))
-    return loss, weight
+    pt = torch.exp(-t.ce)  # dJS/dce = p/2 * log(1 + 1/p), -> 0 as p -> 0
+    weight = torch.where(pt > 0, 0.5 * pt * (torch.log1p(pt) + t.ce), torch.zeros_like(pt))
+    return js_of_ce(t.ce), weight
 
 
 # -- MaskedPGD -------------------------------------------------------------------------------------------------
@@ -137,9 +137,10 @@ def _plain_tsallis(t: PlainInputs, q: float) -> torch.Tensor:
 def tsallis_log_weight(ce: torch.Tensor, q: float) -> torch.Tensor:
     """log of TsallisPGD's gradient weight ``p_y^(1-q)`` from ``ce = -log p_y`` (q > 1: p_y floored as in the loss)."""
     a = 1.0 - float(q)
+    lw = ce * -a
     if a >= 0:  # no floor below q = 1
-        return -a * ce
-    return torch.where(ce > P_FLOOR_LOG, -math.inf, -a * ce.clamp(max=P_FLOOR_LOG))
+        return lw
+    return lw.masked_fill_(ce > P_FLOOR_LOG, -math.inf)  # p_y below the floor: L_q is flat there
 
 
 def _log_weight_tsallis(weight: torch.Tensor, ce: torch.Tensor, q: float) -> torch.Tensor:
@@ -152,12 +153,7 @@ def _log_weight_tsallis(weight: torch.Tensor, ce: torch.Tensor, q: float) -> tor
 def tsallis(t: PixelInputs, q: float):
     # the weight is the exact dL_q/dce = p_y^(1-q); within Q_ONE_TOL of q = 1 the loss value is the second-order
     # expansion, whose own derivative 1 - (1-q) ce differs from it by O((1-q)^2 ce^2)
-    loss = tsallis_of_ce(t.ce, q) * t.validf
-    with torch.no_grad():
-        a = 1.0 - q
-        cef = t.ce_detached
-        cw = cef.clamp(max=P_FLOOR_LOG) if a < 0 else cef
-        weight = torch.exp(-a * cw)
-        if a < 0:
-            weight = torch.where(cef > P_FLOOR_LOG, torch.zeros_like(weight), weight)
-    return loss, weight
+    lw = t.log_weight = tsallis_log_weight(t.ce, q)
+    a = 1.0 - q
+    loss = torch.expm1(lw) / -a if a >= Q_ONE_TOL else tsallis_of_ce(t.ce, q)  # lw = -(1-q) ce: tsallis_of_ce's
+    return loss, None  # the weight p_y^(1-q) = exp(lw), formed where something reads it

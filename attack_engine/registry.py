@@ -39,7 +39,8 @@ class AttackSpec:
         objective: ``(inputs, param) -> (loss, weight)`` where ``inputs`` is a
             :class:`~attack_engine.losses.PixelInputs`; ``loss`` the per-pixel ``ℓ_i`` (a function of
             ``inputs.ce``), ``weight`` the gradient weight relative to CE, ``(dℓ/dz) / (dCE/dz)``.  It runs without
-            autograd: the engine's gradient of ``ℓ`` *is* ``weight · dCE/dz``, so the weight must be exact.
+            autograd: the engine's gradient of ``ℓ`` *is* ``weight · dCE/dz``, so the weight must be exact.  An objective
+            that sets ``inputs.log_weight`` may return ``None`` for the weight (formed as its exp when read).
         log_weight: ``(weight, ce, param) -> log weight``, exact where the weight underflows; default ``log(weight)``.
         plain: textbook form ``(inputs, param) -> ℓ`` with plain autograd (a
             :class:`~attack_engine.losses.PlainInputs`), for ``AttackConfig(numerics="plain")``; optional.
