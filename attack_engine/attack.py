@@ -200,6 +200,27 @@ def model_ignore_index(model: Model) -> int:
     return 255 if ii is None else int(ii)
 
 
+_CONFIDENT_CE = -math.log(CONFIDENT)
+
+
+def _mass_parts(gz: torch.Tensor, correct: torch.Tensor, conf: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``[B,3]`` sums of ``gz`` over confident-correct, uncertain-correct and wrong (valid) pixels.
+
+    On CPU one weighted ``bincount`` over a per-pixel category (``gz`` is 0 on ignored pixels, which fall in the
+    wrong bin); elsewhere masked sums (``bincount`` with weights is not deterministic on CUDA).
+    """
+    b = gz.shape[0]
+    if gz.device.type != "cpu":
+        masks = torch.stack([conf, correct ^ conf, valid ^ correct], 1)
+        return (gz.unsqueeze(1) * masks).flatten(2).sum(2)
+    dt = torch.uint8 if 3 * b <= 256 else torch.int64
+    cat = conf.to(dt).add_(correct)  # 0 wrong or ignored, 1 uncertain-correct, 2 confident-correct
+    if b > 1:
+        cat.add_((torch.arange(b, device=gz.device) * 3).to(dt).view(b, 1, 1))
+    counts = torch.bincount(cat.flatten(), weights=gz.flatten(), minlength=3 * b)
+    return counts.view(b, 3).flip(1)
+
+
 def _per_image(t: torch.Tensor) -> torch.Tensor:
     return t.view(-1, *([1] * 3))
 
@@ -336,6 +357,7 @@ class AttackRun:
         self.clean_acc, self.clean_miou = self._metrics(self.clean_pred)
         self.records = 0
         self._workspace: dict = {}  # pixel_terms' reusable buffers (each evaluation's backward runs before the next)
+        self._control_labels: torch.Tensor | None = None  # APGD's control objective's labels (kept: they never change)
         self.result: AttackResult | None = None
 
     # -- helpers -------------------------------------------------------------------------------------
@@ -372,7 +394,11 @@ class AttackRun:
         """
         z = logits.detach()
         z = z if z.dtype in (torch.float32, torch.float64) else z.float()
-        labels = torch.where(terms.valid, self.attack_labels, torch.full_like(self.attack_labels, self.cfg.ignore_index))
+        labels = self._control_labels
+        if labels is None:  # the run's labels with every ignored pixel (terms.valid depends on them only) at the index
+            ii = self.cfg.ignore_index
+            labels = self._control_labels = torch.where(terms.valid, self.attack_labels,
+                                                        torch.full_like(self.attack_labels, ii))
         ce = F.cross_entropy(z, labels, ignore_index=self.cfg.ignore_index, reduction="none")
         return self.sign * ce.flatten(1).mean(1)
 
@@ -435,22 +461,24 @@ class AttackRun:
         if self._topk is not None:
             rec.topk_cls, rec.topk_p = self._topk
         if self.cfg.telemetry:
-            gz = terms.weight * terms.ce_grad_norm
-            conf = terms.correct & (terms.p_true >= CONFIDENT)
-            # confident-correct, uncertain-correct (correct minus confident), wrong (valid minus correct)
-            masks = torch.stack([conf, terms.correct ^ conf, terms.valid ^ terms.correct], 1)
-            parts = (gz.unsqueeze(1) * masks).flatten(2).sum(2)
-            total = parts.sum(1, keepdim=True)
-            rec.p_true = terms.p_true.float()
-            rec.weight = terms.weight.float()
-            rec.grad_logits = gz.float()
-            rec.log_grad_logits = terms.log_grad.float()
-            rec.grad_input = (grad.abs().sum(1).double() / _per_image(scale)[:, 0]).float()
-            rec.mass = (parts / total.where(total > 0, torch.ones_like(total))).float()
-            rec.log_p_true = (-terms.ce).float()
-            rec.log_p_other = terms.log_rest.float()
-            rec.log_ce_grad = terms.log_ce_grad.float()
+            self._telemetry(rec, terms, grad, scale)
         return rec
+
+    def _telemetry(self, rec: StepRecord, terms, grad: torch.Tensor, scale: torch.Tensor) -> None:
+        """The per-pixel maps and gradient-mass shares of a telemetry record (float32)."""
+        gz = terms.weight * terms.ce_grad_norm
+        conf = (terms.ce <= _CONFIDENT_CE) & terms.valid  # p_y >= CONFIDENT > 1/2: also correct
+        parts = _mass_parts(gz, terms.correct, conf, terms.valid)
+        total = parts.sum(1, keepdim=True)
+        rec.log_p_true = terms.ce.float().neg_()
+        rec.p_true = torch.exp(rec.log_p_true)
+        rec.weight = terms.weight.float()
+        rec.grad_logits = gz.float()
+        rec.log_grad_logits = terms.log_grad.float()
+        rec.grad_input = (grad.abs().sum(1).double() / _per_image(scale)[:, 0]).float()
+        rec.mass = (parts / total.where(total > 0, torch.ones_like(total))).float()
+        rec.log_p_other = terms.log_rest.float()
+        rec.log_ce_grad = terms.log_ce_grad.float()
 
     def _success(self, acc: torch.Tensor) -> torch.Tensor:
         """Higher is better for the attacker: 1 - acc (untargeted) or acc (targeted); NaN -> worst."""

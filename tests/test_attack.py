@@ -138,3 +138,18 @@ def test_bad_config_is_refused(trained_model, test_batch):
             AttackConfig(**bad)
     with pytest.raises(ValueError, match="within"):
         AttackRun(trained_model, x * 2, None)
+
+
+@pytest.mark.parametrize("batch", [1, 3, 90])  # 90: more category bins than uint8 holds
+def test_gradient_mass_parts_equal_masked_sums(batch):
+    """The CPU bincount of the gradient-mass shares = the masked sums (ignored pixels carry gz = 0)."""
+    from attack_engine.attack import _mass_parts
+
+    g = torch.Generator().manual_seed(batch)
+    valid = torch.rand(batch, 7, 9, generator=g) > 0.1
+    gz = torch.rand(batch, 7, 9, generator=g, dtype=torch.float64) * valid
+    correct = (torch.rand(batch, 7, 9, generator=g) > 0.4) & valid
+    conf = correct & (torch.rand(batch, 7, 9, generator=g) > 0.5)
+    masks = torch.stack([conf, correct ^ conf, valid ^ correct], 1)
+    ref = (gz.unsqueeze(1) * masks).flatten(2).sum(2)
+    torch.testing.assert_close(_mass_parts(gz, correct, conf, valid), ref, rtol=1e-13, atol=0)
