@@ -44,20 +44,20 @@ class _Weighted(torch.autograd.Function):
     """The objective's per-pixel value with the gradient ``g · weight · dCE/dz`` in one node.
 
     ``weight`` is by definition ``(dℓ/dz)/(dCE/dz)`` (see :mod:`attack_engine.objectives`), so this is the gradient
-    of ``ℓ`` without an autograd graph of the objective.  ``ce_grad`` (:class:`_SoftmaxCEGrad`,
-    :class:`_BinaryCEGrad`) maps a per-pixel factor to ``factor · dCE/dz`` from what the forward pass computed, with
-    no ``p_y - 1`` cancellation, so every pixel that float64 can represent keeps its gradient.
+    of ``ℓ`` without an autograd graph of the objective.  ``grad_of`` maps the incoming per-pixel ``g`` to it in
+    closed form from what the forward pass computed (:class:`_SoftmaxCEGrad`; two classes in log space,
+    :func:`_binary_grad_of`), with no ``p_y - 1`` cancellation, so every pixel that float64 can represent keeps
+    its gradient.
     """
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, loss: torch.Tensor, weight: torch.Tensor,
-                ce_grad: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        ctx.weight, ctx.ce_grad = weight, ce_grad
+    def forward(ctx, z: torch.Tensor, loss: torch.Tensor, grad_of: Callable[[torch.Tensor], torch.Tensor]):
+        ctx.grad_of = grad_of
         return loss.view_as(loss)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        return ctx.ce_grad(g * ctx.weight), None, None, None
+        return ctx.grad_of(g), None, None
 
 
 class _SoftmaxCEGrad:
@@ -79,21 +79,6 @@ class _SoftmaxCEGrad:
             grad[:, :, r] = e[:, :, r] * coef[:, :, r]
         grad.scatter_(1, self.idx, (-self.s_other.unsqueeze(1) * coef).to(grad.dtype))  # dCE/dz_y = -sum_{j != y} p_j
         return grad
-
-
-class _BinaryCEGrad:
-    """Two classes: ``CE = softplus(t)`` with ``t = z_1 - z_0`` for label 0 and ``z_0 - z_1`` for label 1, so
-    ``dCE/dz_other = -dCE/dz_y = p_other = exp(log_p_other)``, formed in the objective dtype and rounded once."""
-
-    def __init__(self, sign: torch.Tensor, log_p_other: torch.Tensor, z_dtype: torch.dtype) -> None:
-        self.sign, self.log_p_other, self.z_dtype = sign, log_p_other, z_dtype
-
-    def __call__(self, g: torch.Tensor) -> torch.Tensor:
-        g1 = torch.exp(self.log_p_other).mul_(g).mul_(self.sign)  # d/dz_1 = sign * p_other * g
-        out = torch.empty((g1.shape[0], 2, *g1.shape[1:]), dtype=self.z_dtype, device=g1.device)
-        out[:, 1] = g1
-        out[:, 0] = g1.neg_()
-        return out
 
 
 _CHUNK_BYTES = 4 << 20
@@ -413,8 +398,12 @@ def pixel_terms(
         log_grad = lab.mask(log_weight + log_ce_grad, -math.inf)
     weight_of = weight if weight is not None else _lazy_weight(lab, log_weight)
     if torch.is_grad_enabled() and logits.requires_grad:
-        weight = weight_of() if weight is None else weight
-        loss = _Weighted.apply(logits, loss, weight, base.grad)
+        if binary:
+            grad_of = _binary_grad_of(lab, log_grad, logits.dtype)
+        else:
+            w = weight_of() if weight is None else weight
+            grad_of = lambda g: base.grad(g * w)  # noqa: E731
+        loss = _Weighted.apply(logits, loss, grad_of)
     scaled = (_binary_scaled(lab, log_grad, logits.dtype) if binary
               else _softmax_scaled(base.grad, weight_of))
     return PixelTerms(loss, ce, inputs, lab.valid, param, base.pred, grad_norm, log_grad, log_ce_grad, log_rest,
@@ -439,6 +428,16 @@ def _softmax_scaled(ce_grad: Callable[[torch.Tensor], torch.Tensor],
             return ce_grad((sign * torch.exp(log_coef)).view(-1, 1, 1) * w)
 
     return scaled
+
+
+def _binary_grad_of(lab: _Labels, log_grad: torch.Tensor, z_dtype: torch.dtype):
+    """Two classes, per-pixel ``g``: ``g · |dℓ/dz_j|`` with ``|dℓ/dz_j| = exp(log_grad) / sqrt(2)``, signed."""
+
+    def grad_of(g: torch.Tensor) -> torch.Tensor:
+        m = torch.add(log_grad, -0.5 * math.log(2.0)).exp_().mul_(g).to(z_dtype)
+        return m.unsqueeze(1) * lab.binary_pm(z_dtype)
+
+    return grad_of
 
 
 def _binary_scaled(lab: _Labels, log_grad: torch.Tensor, z_dtype: torch.dtype):
@@ -512,7 +511,7 @@ class _Base:
 
     ce0: torch.Tensor
     pred: torch.Tensor
-    grad: Callable[[torch.Tensor], torch.Tensor]
+    grad: Callable[[torch.Tensor], torch.Tensor] | None  # g -> g dCE/dz (softmax path)
     e: torch.Tensor | None = None  # softmax path (see PixelInputs)
     ey: torch.Tensor | None = None
     s: torch.Tensor | None = None
@@ -548,7 +547,7 @@ def _binary_base(z: torch.Tensor, lab: _Labels, dtype: torch.dtype) -> _Base:
     t.mul_(sign)  # z_other - z_y
     sp = F.softplus(t, beta=1.0, threshold=_SOFTPLUS_LINEAR)
     log_po = t.sub_(sp)  # t is not needed any more
-    base = _Base(sp, pred, _BinaryCEGrad(sign, log_po, z.dtype), log_po=log_po)
+    base = _Base(sp, pred, None, log_po=log_po)
 
     def p_norm() -> torch.Tensor:  # ||p||_2 = sqrt(p_y^2 + p_other^2)
         return torch.sqrt(torch.exp(-sp).square() + torch.exp(log_po).square())
