@@ -398,11 +398,8 @@ def pixel_terms(
         log_grad = lab.mask(log_weight + log_ce_grad, -math.inf)
     weight_of = weight if weight is not None else _lazy_weight(lab, log_weight)
     if torch.is_grad_enabled() and logits.requires_grad:
-        if binary:
-            grad_of = _binary_grad_of(lab, log_grad, logits.dtype)
-        else:
-            w = weight_of() if weight is None else weight
-            grad_of = lambda g: base.grad(g * w)  # noqa: E731
+        grad_of = (_binary_grad_of(lab, log_grad, logits.dtype) if binary
+                   else _softmax_grad_of(base.grad, weight if weight is not None else weight_of()))
         loss = _Weighted.apply(logits, loss, grad_of)
     scaled = (_binary_scaled(lab, log_grad, logits.dtype) if binary
               else _softmax_scaled(base.grad, weight_of))
@@ -416,6 +413,15 @@ def _lazy_weight(lab: _Labels, log_weight: torch.Tensor) -> Callable[[], torch.T
             return lab.mask(torch.exp(log_weight), 0.0)
 
     return weight
+
+
+def _softmax_grad_of(ce_grad: Callable[[torch.Tensor], torch.Tensor], weight: torch.Tensor):
+    """Any number of classes, per-pixel ``g``: ``(g · weight) · dCE/dz`` through the closed-form CE gradient."""
+
+    def grad_of(g: torch.Tensor) -> torch.Tensor:
+        return ce_grad(g * weight)
+
+    return grad_of
 
 
 def _softmax_scaled(ce_grad: Callable[[torch.Tensor], torch.Tensor],
