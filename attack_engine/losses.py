@@ -408,9 +408,14 @@ def pixel_terms(
 
 
 def _lazy_weight(lab: _Labels, log_weight: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """``exp(log_weight)`` (0 on ignored pixels), formed at the first call and kept."""
+    kept: list[torch.Tensor] = []
+
     def weight() -> torch.Tensor:
-        with torch.no_grad():
-            return lab.mask(torch.exp(log_weight), 0.0)
+        if not kept:
+            with torch.no_grad():
+                kept.append(lab.mask(torch.exp(log_weight), 0.0))
+        return kept[0]
 
     return weight
 
