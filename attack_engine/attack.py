@@ -443,7 +443,7 @@ class AttackRun:
             log_n = math.log(terms.log_grad[0].numel())
             top = terms.log_grad.flatten(1).amax(1)  # + log(1/N): the mean's factor
             target = GRAD_LOG2.get(logits.dtype, GRAD_LOG2_DEFAULT) * math.log(2.0) + log_n
-            log_scale = torch.where(torch.isfinite(top), (target - top).clamp(-700, 700), 0.0)
+            log_scale = (target - top).nan_to_num_(0.0, 0.0, 0.0).clamp_(-700, 700)  # 0 (scale 1) if top not finite
             grad_z = terms.logit_grad(log_scale - log_n, self.sign)  # of sign * scale * loss_img
         (grad,) = torch.autograd.grad(logits, x, grad_z)
         grad = grad.nan_to_num_(nan=0.0)  # guard: an overflow in the model's backward must not poison x

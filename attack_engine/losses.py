@@ -279,6 +279,11 @@ class PixelInputs:
             self._cache["correct"] = hit if lab.all_valid else hit & lab.valid
         return self._cache["correct"]
 
+    def log_valid(self) -> torch.Tensor:
+        """``log`` of ``validf``: 0 on valid pixels, ``-inf`` on ignored ones (kept: the labels of a run do not change;
+        do not write into it)."""
+        return self._labels.log_validf(self.dtype)
+
     def sum_sq_others(self) -> torch.Tensor:
         """``sum_{j != y} exp(z_j - max z)^2`` (cached)."""
         if self._sq is None:
@@ -477,12 +482,19 @@ class _Labels:
     sign: torch.Tensor | None = None  # two classes: +1 where the label is 0, -1 where it is 1 (objective dtype)
     _validf: torch.Tensor | None = None
     _pm: torch.Tensor | None = None
+    _log_validf: torch.Tensor | None = None
 
     def validf(self, dtype: torch.dtype) -> torch.Tensor:
         """``valid`` as 0/1 in ``dtype`` (kept: the labels of a run do not change)."""
         if self._validf is None or self._validf.dtype != dtype:
             self._validf = self.valid.to(dtype)
         return self._validf
+
+    def log_validf(self, dtype: torch.dtype) -> torch.Tensor:
+        """``log(valid)`` in ``dtype``: 0 or ``-inf`` (kept)."""
+        if self._log_validf is None or self._log_validf.dtype != dtype:
+            self._log_validf = torch.log(self.validf(dtype))
+        return self._log_validf
 
     def mask(self, x: torch.Tensor, fill: float) -> torch.Tensor:
         """``x`` on valid pixels, ``fill`` elsewhere."""

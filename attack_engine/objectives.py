@@ -64,7 +64,8 @@ def _plain_ce(t: PlainInputs, _: float | None) -> torch.Tensor:
 # Colours: the Okabe–Ito set (distinct under deuteranopia and protanopia; checked in tests/test_palette.py).
 @register_attack("ce", title="CE-PGD", colour="#0072B2", plain=_plain_ce, formula="CE = −log p_y")
 def ce(t: PixelInputs, _: float | None):
-    return t.ce, torch.ones_like(t.ce_detached)
+    t.log_weight = t.log_valid()  # weight 1 (0 on ignored pixels), formed only where something reads it
+    return t.ce, None
 
 
 # -- SegPGD ------------------------------------------------------------------------------------------------

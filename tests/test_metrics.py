@@ -68,3 +68,18 @@ def test_confusion_counter_equals_confusion_matrix():
         pred = torch.randint(0, 4, (3, 7, 9), generator=g)
         assert torch.equal(counter(pred), confusion_matrix(pred, labels, 4, 255))
         assert torch.equal(full_counter(pred), confusion_matrix(pred, full, 4, 255))
+
+
+def test_two_class_accuracy_and_miou_are_bitwise_the_tensor_formulas():
+    """The NumPy path for <= 2 classes on CPU gives exactly pixel_accuracy / mean_iou, NaN cases included."""
+    from attack_engine.metrics import accuracy_and_miou
+
+    g = torch.Generator().manual_seed(0)
+    for c in (1, 2):
+        for _ in range(200):
+            b = int(torch.randint(1, 5, (1,), generator=g))
+            cm = torch.randint(0, 6, (b, c, c), generator=g) * (torch.rand(b, c, c, generator=g) > 0.4)
+            acc, miou = accuracy_and_miou(cm)
+            assert acc.dtype == miou.dtype == torch.float64
+            assert torch.equal(acc.nan_to_num(7.0), pixel_accuracy(cm).nan_to_num(7.0))
+            assert torch.equal(miou.nan_to_num(7.0), mean_iou(cm).nan_to_num(7.0))
