@@ -42,6 +42,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -284,31 +285,24 @@ def scenario_upload(browser, url: str, tracer: Tracer, steps: int) -> dict:
     prediction shown (the file is decoded in the sandbox and the model run once), and until the server stops."""
     page = _open(browser, url, steps)
     _start_run(page, tracer)
-    while not tracer.snapshot():
-        time.sleep(0.05)
-    time.sleep(CLICK_AFTER_S)
-    n_at = len(tracer.snapshot())
-    t0 = time.time()
-    page.locator("#image_in input[type=file]").set_input_files(str(UPLOAD))
-    t_seen = _wait_text(page, "checked and ready", 120)
-    _wait_server_done(tracer)
-    comp = tracer.snapshot()
-    after = [t for t, _ in comp if t > t0]
-    page.close()
-    return {"shown_s": None if t_seen is None else round(t_seen - t0, 3),
-            "server_stopped_s": round((after[-1] - t0) if after else 0.0, 3),
-            "records_after_upload": len(comp) - n_at, "records_total": len(comp)}
+    return _act_to_halt(page, tracer, lambda: page.locator("#image_in input[type=file]").set_input_files(str(UPLOAD)),
+                        "checked and ready", "__obs")
 
 
 def _click_to_halt(page, tracer: Tracer, xy: tuple[float, float], word: str, log: str) -> dict:
-    """Click ``xy`` :data:`CLICK_AFTER_S` after the first computed record; time until the status (``log``) says
+    """:func:`_act_to_halt` with a plain mouse click at ``xy``."""
+    return _act_to_halt(page, tracer, lambda: page.mouse.click(*xy), word, log)
+
+
+def _act_to_halt(page, tracer: Tracer, act: Callable[[], object], word: str, log: str) -> dict:
+    """Do ``act`` :data:`CLICK_AFTER_S` after the first computed record; time until the status (``log``) says
     ``word`` and until the server computes no more records.  Closes the page."""
     while not tracer.snapshot():
         time.sleep(0.05)
     time.sleep(CLICK_AFTER_S)
     t_click = time.time()
     n_at_click = len(tracer.snapshot())
-    page.mouse.click(*xy)
+    act()
     t_seen = _wait_text(page, word, 120, log=log)
     _wait_server_done(tracer)
     comp = tracer.snapshot()

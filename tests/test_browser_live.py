@@ -154,30 +154,39 @@ def _counts(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def _start_slow_pgd_run(page, url: str, monkeypatch, steps: int) -> list[float]:
+    """Open the shipped example and start a PGD run of ``steps`` records slowed to ~20 ms each (the stand-in model
+    alone can finish 500 records within a second on a quiet machine, before a click could land); returns the list
+    the server appends each computed record's time to.  Returns once the status says the run is running."""
+    from app.runner import LiveRun
+
+    orig, computed = LiveRun.step, []
+
+    def slow_step(self):
+        time.sleep(0.02)
+        ok = orig(self)
+        computed.append(time.monotonic())
+        return ok
+
+    monkeypatch.setattr(LiveRun, "step", slow_step)
+    _open_shipped(page, url)
+    page.get_by_label("PGD", exact=True).check()
+    box = page.locator("#steps input[type=number]")
+    box.fill(str(steps))
+    box.press("Enter")
+    time.sleep(1.0)
+    page.locator("#run_btn").click()
+    _wait_status(page, "running", 30)
+    time.sleep(0.5)
+    return computed
+
+
 def test_controls_act_while_a_run_streams(served, page, monkeypatch):
     """Pause, tab switches, Stop and Reset take effect while a long run streams (not after it finished).
 
     Each record is slowed to ~20 ms (the stand-in model alone can finish 500 records within a second on a quiet
     machine, before a click could land), so the run lasts about 10 s."""
-    from app.runner import LiveRun
-
-    orig = LiveRun.step
-
-    def slow_step(self):
-        time.sleep(0.02)
-        return orig(self)
-
-    monkeypatch.setattr(LiveRun, "step", slow_step)
-    url, _ = served
-    _open_shipped(page, url)
-    page.get_by_label("PGD", exact=True).check()
-    steps = page.locator("#steps input[type=number]")
-    steps.fill("500")
-    steps.press("Enter")
-    time.sleep(1.0)
-    page.locator("#run_btn").click()
-    _wait_status(page, "running", 30)
-    time.sleep(0.5)
+    _start_slow_pgd_run(page, served[0], monkeypatch, 500)
     page.locator("#pause_btn").click()
     s = _wait_status(page, "Paused", 10)
     n, total = _counts(s)
@@ -203,27 +212,7 @@ def test_controls_act_while_a_run_streams(served, page, monkeypatch):
 def test_a_hidden_explorer_is_not_pulled_and_catches_up_when_shown(served, page, monkeypatch):
     """While another tab is shown the run keeps computing but the page is sent no explorer views (it would draw
     panels no one sees, and a click would wait behind those draws); back on Explore the newest record shows."""
-    from app.runner import LiveRun
-
-    orig, computed = LiveRun.step, []
-
-    def slow_step(self):
-        time.sleep(0.02)
-        ok = orig(self)
-        computed.append(time.monotonic())
-        return ok
-
-    monkeypatch.setattr(LiveRun, "step", slow_step)
-    url, _ = served
-    _open_shipped(page, url)
-    page.get_by_label("PGD", exact=True).check()
-    steps = page.locator("#steps input[type=number]")
-    steps.fill("400")
-    steps.press("Enter")
-    time.sleep(1.0)
-    page.locator("#run_btn").click()
-    _wait_status(page, "running", 30)
-    time.sleep(0.5)
+    computed = _start_slow_pgd_run(page, served[0], monkeypatch, 400)
     seg = "() => document.querySelector('#panel_seg img')?.getAttribute('src') || ''"
     shown = "() => (document.querySelector('#status')?.textContent.match(/record (\\d+) of/) || [])[1] || ''"
     page.get_by_role("tab", name="Compare attacks").click()
