@@ -31,15 +31,31 @@ def _module_dicts() -> set[int]:
 
 
 def _tensor_bytes(t: torch.Tensor, seen: set[int]) -> int:
-    try:
-        st = t.untyped_storage()
-        key = st.data_ptr()
-        if key in seen or st.device.type != "cpu":
-            return sys.getsizeof(t)
-        seen.add(key)
-        return st.nbytes() + sys.getsizeof(t)
-    except NotImplementedError:  # sparse / mkldnn layouts have no plain storage (PyTorch raises this)
-        return sys.getsizeof(t)  # a session never keeps one, so only its header is counted
+    """Host bytes of a tensor: its storage once (``seen`` holds the storages already counted) plus its header; a
+    sparse tensor counts the dense tensors that hold its data, an MKL-DNN one its elements (neither has a plain
+    storage); memory on another device counts its header only."""
+    if t.layout != torch.strided:
+        parts = _sparse_parts(t)
+        if parts is None:  # MKL-DNN: opaque, contiguous elements
+            return t.numel() * t.element_size() + sys.getsizeof(t)
+        return sys.getsizeof(t) + sum(_tensor_bytes(p, seen) - sys.getsizeof(p) for p in parts)
+    st = t.untyped_storage()
+    key = st.data_ptr()
+    if key in seen or st.device.type != "cpu":
+        return sys.getsizeof(t)
+    seen.add(key)
+    return st.nbytes() + sys.getsizeof(t)
+
+
+def _sparse_parts(t: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    """The dense tensors of a sparse layout (None for a layout without them)."""
+    if t.layout == torch.sparse_coo:
+        return t._indices(), t._values()
+    if t.layout in (torch.sparse_csr, torch.sparse_bsr):
+        return t.crow_indices(), t.col_indices(), t.values()
+    if t.layout in (torch.sparse_csc, torch.sparse_bsc):
+        return t.ccol_indices(), t.row_indices(), t.values()
+    return None
 
 
 def _array_bytes(a: np.ndarray, seen: set[int]) -> tuple[int, Any]:

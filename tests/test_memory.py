@@ -112,15 +112,24 @@ def test_total_budget_holds(tmp_path, report_figure):
                   f"{r['store_total'] / 2**20:.1f} MB, RSS grew {growth:.1f} MB")
 
 
-def test_tensors_without_host_storage_count_their_header_only():
-    """A sparse tensor has no plain storage (PyTorch raises NotImplementedError) and a meta tensor's storage is no
-    host memory: both count their Python header; a CPU tensor counts its storage once, however often it is held."""
+def test_tensors_without_a_plain_storage_count_their_data():
+    """A sparse tensor counts the dense tensors holding its data, an MKL-DNN tensor its elements, a meta tensor
+    (no host memory) its Python header; a CPU tensor counts its storage once, however often it is held."""
     import torch
 
     from app.memory import _tensor_bytes
 
-    sparse, meta = torch.eye(64).to_sparse(), torch.empty(1 << 20, device="meta")
-    assert _tensor_bytes(sparse, set()) == sys.getsizeof(sparse)
+    coo = torch.eye(64).to_sparse()  # 64 values (float32) at 2 x 64 int64 indices
+    assert _tensor_bytes(coo, set()) == 64 * 4 + 2 * 64 * 8 + sys.getsizeof(coo)
+    csr = torch.eye(64).to_sparse_csr()  # its row pointers, column indices and values: their storages, each once
+    held = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes()
+            for p in (csr.crow_indices(), csr.col_indices(), csr.values())}
+    assert sum(held.values()) >= 65 * 8 + 64 * 8 + 64 * 4
+    assert _tensor_bytes(csr, set()) == sum(held.values()) + sys.getsizeof(csr)
+    if torch.backends.mkldnn.is_available():
+        mk = torch.eye(64).to_mkldnn()
+        assert _tensor_bytes(mk, set()) == 64 * 64 * 4 + sys.getsizeof(mk)
+    meta = torch.empty(1 << 20, device="meta")
     assert _tensor_bytes(meta, set()) == sys.getsizeof(meta)
     dense, seen = torch.ones(1000), set()
     assert _tensor_bytes(dense, seen) == 4000 + sys.getsizeof(dense)
