@@ -166,12 +166,8 @@ def prepare(image, mask, model: SegModel, source: str = "upload", limits: lm.Lim
 def clean_preview(model: SegModel, prep: Prepared) -> Trajectory:
     """The prepared input and the model's clean prediction as a record-less (light) :class:`Trajectory`: what the
     static panels draw before a run (an upload is shown with its clean prediction at once)."""
-    x = torch.from_numpy(prep.image).permute(2, 0, 1)[None].float().div(255.0)
-    device = getattr(model, "device", None)
-    if device is not None:
-        x = x.to(device)
-    with torch.no_grad():
-        pred = model.logits(x).argmax(1)[0].cpu().numpy()
+    with torch.no_grad():  # the model's own forward: its device, dtype / autocast and the resize to the input
+        pred = model(to_tensor(prep.image)).argmax(1)[0].cpu().numpy()
     info = model.info
     rinfo = RunInfo(model_id=info.id, class_names=list(info.class_names), palette=[list(c) for c in info.palette],
                     config={}, ignore_index=info.ignore_index, source=prep.source, has_gt=prep.labels is not None,
@@ -189,7 +185,7 @@ class LiveRun:
                  target: int | None = None) -> None:
         self.cfg = cfg
         self.prep = prep
-        x = torch.from_numpy(prep.image).permute(2, 0, 1)[None].float().div(255.0)
+        x = to_tensor(prep.image)
         labels = None if prep.labels is None else torch.from_numpy(prep.labels)[None].long()
         device = device if device is not None else getattr(model, "device", None)  # the model's, by default
         if device is not None:
