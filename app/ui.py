@@ -55,7 +55,7 @@ from app.tabs.compare import CompareTab
 from app.tabs.debug import DebugTab
 from app.tabs.own_model import OwnModelBox
 from app.trajectory import Trajectory
-from app.view import panel_to_view, render_main, render_static
+from app.view import panel_to_view, render_main, render_static, render_status
 from attack_engine import determinism
 from attack_engine.models import DEFAULT_MODEL, ModelUnavailable, load_model
 from attack_engine.registry import attack_title, get_attack, takes_schedule
@@ -408,7 +408,7 @@ class App:
         slider = (gr.Slider(minimum=0, maximum=max(len(t) - 1, 1), value=k, step=1, label=label) if move_slider
                   else gr.Slider(maximum=max(len(t) - 1, 1), label=label))
         if not panels:
-            return {"status": render_main(t, k, None, live, note, charts=False)["status"], "slider": slider}
+            return {"status": render_status(t, k, live, note), "slider": slider}
         out = render_main(t, k, sess.probe, live, note, charts=charts, hist=hist)
         vals = {name: self.frames.put(v) if isinstance(v, Image.Image) else v for name, v in out.items()}
         if sess.probe is None:

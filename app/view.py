@@ -22,6 +22,7 @@ from app.panels import (  # noqa: F401  (the geometry is also read from here)
     View,
     draw,
     fit,
+    get_panel,
     main_names,
     panel_hw,
     panel_to_view,
@@ -64,6 +65,12 @@ def render_main(traj: Trajectory, k: int | None = None, probe_yx: tuple[int, int
         if val is not None:
             out[p.name] = val
     return out
+
+
+def render_status(traj: Trajectory, k: int | None = None, live: bool = False, note: str = "") -> str:
+    """The status line alone at record ``k`` (what :func:`render_main` gives as ``"status"``, without drawing the
+    other panels)."""
+    return draw(get_panel("status"), View(traj, traj.clamp(k), None, live, note))
 
 
 TILE_SIDE = 138  # compare tiles: each map's longer side, so three tiles a row are 870 px wide, shown about 1:1 in

@@ -96,9 +96,9 @@ def bench_draw(traj, reps: int) -> dict:
 def bench_strip(traj, n: int = 200) -> dict:
     from app import figures as fg
     from app.colour_bars import with_bar
-    from app.view import _fit
+    from app.panels import fit
 
-    base = _fit(fg.weight_image(traj.weight[len(traj) - 1]), traj, "weight")
+    base = fit(fg.weight_image(traj.weight[len(traj) - 1]), traj, "weight")
 
     def encode(img) -> None:
         img.save(io.BytesIO(), "JPEG", quality=90)
