@@ -89,7 +89,7 @@ def traj_nbytes(t: Trajectory | None) -> int:
     for lst in (t.delta, t.pred, t.p_true, t.weight, t.grad, t.topk_cls, t.topk_p, t.hist, t.margin, t.log_ceg,
                 t.qsum):
         n += sum(a.nbytes for a in lst if isinstance(a, np.ndarray))
-    n += sum(a.nbytes for lst in getattr(t, "panel_maps", {}).values() for a in lst)  # the panel table's own data
+    n += sum(a.nbytes for lst in t.panel_maps.values() for a in lst)  # the panel table's own data
     return n + len(t) * len(SCALARS) * _SCALAR_BYTES
 
 

@@ -64,8 +64,8 @@ def _plain_ce(t: PlainInputs, _: float | None) -> torch.Tensor:
 # Colours: the Okabe–Ito set (distinct under deuteranopia and protanopia; checked in tests/test_palette.py).
 @register_attack("ce", title="CE-PGD", colour="#0072B2", plain=_plain_ce, formula="CE = −log p_y")
 def ce(t: PixelInputs, _: float | None):
-    t.log_weight = t.log_valid()  # weight 1 (0 on ignored pixels), formed only where something reads it
-    return t.ce, None
+    t.log_weight = t.log_valid()  # weight 1 (0 on ignored pixels) and its log, both kept for the run
+    return t.ce, t.validf
 
 
 # -- SegPGD ------------------------------------------------------------------------------------------------
@@ -144,11 +144,7 @@ def tsallis_log_weight(ce: torch.Tensor, q: float) -> torch.Tensor:
     return lw.masked_fill_(ce > P_FLOOR_LOG, -math.inf)  # p_y below the floor: L_q is flat there
 
 
-def _log_weight_tsallis(weight: torch.Tensor, ce: torch.Tensor, q: float) -> torch.Tensor:
-    return tsallis_log_weight(ce, q)
-
-
-@register_attack("tsallis", title="TsallisPGD", colour="#D55E00", plain=_plain_tsallis, log_weight=_log_weight_tsallis,
+@register_attack("tsallis", title="TsallisPGD", colour="#D55E00", plain=_plain_tsallis,
                  param="q", schedule=DEFAULT_TSALLIS_SCHEDULE, formula="(1 − p_y^(1−q))/(1 − q), q from a schedule",
                  weight_formula="w_q(p) = p^(1−q)", gradient_peak=q_to_peak)
 def tsallis(t: PixelInputs, q: float):

@@ -22,7 +22,7 @@ def test_clean_preview_is_the_models_forward_at_the_input_size():
     from attack_engine.images import to_tensor
 
     model = QuarterColourSeg().eval()
-    img, lab = scene(96)
+    img, _ = scene(96)
     prep = prepare(img, None, model, None)
     traj = clean_preview(model, prep)
     with torch.no_grad():
