@@ -163,11 +163,21 @@ def prepare(image, mask, model: SegModel, source: str = "upload", limits: lm.Lim
     return Prepared(x8, labels, source, info.id, tuple(img.shape[:2]), tuple(loaded.notes))
 
 
+def model_input(prep: Prepared) -> torch.Tensor:
+    """The prepared 8-bit image as the model's ``[1,3,H,W]`` float input in [0, 1], for the preview and the run alike.
+
+    Equal in value to ``images.to_tensor(prep.image)`` but not in memory order: ``prep.image`` is a view of a
+    channels-first array, so this is a plain NCHW tensor, where ``to_tensor``'s contiguous copy gives a channels-last
+    one, on which the convolutions round differently.  The shipped runs and run cards were recorded with this one.
+    """
+    return torch.from_numpy(prep.image).permute(2, 0, 1)[None].float().div(255.0)
+
+
 def clean_preview(model: SegModel, prep: Prepared) -> Trajectory:
     """The prepared input and the model's clean prediction as a record-less (light) :class:`Trajectory`: what the
     static panels draw before a run (an upload is shown with its clean prediction at once)."""
     with torch.no_grad():  # the model's own forward: its device, dtype / autocast and the resize to the input
-        pred = model(to_tensor(prep.image)).argmax(1)[0].cpu().numpy()
+        pred = model(model_input(prep)).argmax(1)[0].cpu().numpy()
     info = model.info
     rinfo = RunInfo(model_id=info.id, class_names=list(info.class_names), palette=[list(c) for c in info.palette],
                     config={}, ignore_index=info.ignore_index, source=prep.source, has_gt=prep.labels is not None,
@@ -185,7 +195,7 @@ class LiveRun:
                  target: int | None = None) -> None:
         self.cfg = cfg
         self.prep = prep
-        x = to_tensor(prep.image)
+        x = model_input(prep)
         labels = None if prep.labels is None else torch.from_numpy(prep.labels)[None].long()
         device = device if device is not None else getattr(model, "device", None)  # the model's, by default
         if device is not None:

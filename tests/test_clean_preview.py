@@ -18,14 +18,13 @@ class QuarterColourSeg(ColourSeg):
 
 
 def test_clean_preview_is_the_models_forward_at_the_input_size():
-    from app.runner import clean_preview, prepare
-    from attack_engine.images import to_tensor
+    from app.runner import clean_preview, model_input, prepare
 
     model = QuarterColourSeg().eval()
     img, _ = scene(96)
     prep = prepare(img, None, model, None)
     traj = clean_preview(model, prep)
     with torch.no_grad():
-        want = model(to_tensor(prep.image)).argmax(1)[0].numpy()
+        want = model(model_input(prep)).argmax(1)[0].numpy()
     assert traj.clean_pred.shape == prep.image.shape[:2] == want.shape
     assert (traj.clean_pred == want).all()
