@@ -20,7 +20,7 @@ import torch
 from app import limits as lm
 from app.panels import recorders as panel_recorders
 from app.trajectory import RunInfo, Trajectory, probe_grid, probe_topk
-from attack_engine import AttackConfig, AttackRun, determinism
+from attack_engine import AttackConfig, AttackRun, determinism, threads
 from attack_engine.attack import apgd_stages
 from attack_engine.images import ImageError, load_mask, model_size, read_image, resize_image, resize_labels, to_tensor
 from attack_engine.models import SegModel, load_model
@@ -234,7 +234,7 @@ class LiveRun:
         except StopIteration:
             self._finish()
             return False
-        with self.lock:
+        with self.lock, threads.lean():  # (one thread for its small ops when OpenMP workers sleep)
             self.traj.append(rec)
         if len(self.traj) >= self.traj.info.expected_records:
             # run the generator's tail (best-iterate bookkeeping) so `result` exists

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
+from attack_engine import threads
 from attack_engine.images import sample_nearest
 from attack_engine.losses import pixel_terms, plain_pixel_loss
 from attack_engine.metrics import ConfusionCounter, accuracy_and_miou
@@ -358,6 +359,7 @@ class AttackRun:
         self.records = 0
         self._workspace: dict = {}  # pixel_terms' reusable buffers (each evaluation's backward runs before the next)
         self._control_labels: torch.Tensor | None = None  # APGD's control objective's labels (kept: they never change)
+        self._lean_cpu = x.device.type == "cpu"  # the engine's own ops on one thread (attack_engine.threads)
         self.result: AttackResult | None = None
 
     # -- helpers -------------------------------------------------------------------------------------
@@ -412,7 +414,8 @@ class AttackRun:
         if last and not cfg.telemetry:
             with torch.no_grad():
                 x = x.detach()
-                logits = self.model(x)
+                with threads.full():
+                    logits = self.model(x)
                 self._topk = self._top_classes(logits)
                 terms = pixel_terms(
                     cfg.attack, logits, self.attack_labels, step=step, total=total,
@@ -423,7 +426,8 @@ class AttackRun:
                 ctrl = self._control_objective(logits, terms) if control else None
             return None, None, terms, loss_img, x, ctrl
         x = x.detach().requires_grad_(True)
-        logits = self.model(x)
+        with threads.full():
+            logits = self.model(x)
         self._topk = self._top_classes(logits)
         with torch.no_grad():  # the objective's gradient is formed in closed form (PixelTerms.logit_grad)
             terms = pixel_terms(
@@ -437,7 +441,8 @@ class AttackRun:
             plain = plain_pixel_loss(cfg.attack, logits, self.attack_labels, step=step, total=total,
                                      q=cfg.q_schedule,
                                      ignore_index=cfg.ignore_index).flatten(1).mean(1)
-            (grad,) = torch.autograd.grad((self.sign * plain).sum(), x)
+            with threads.full():
+                (grad,) = torch.autograd.grad((self.sign * plain).sum(), x)
             return grad.detach(), torch.ones_like(plain).double(), terms, loss_img, x.detach(), ctrl
         with torch.no_grad():  # log of the largest per-pixel |d loss_img / dz|, then the factor that lifts it
             log_n = math.log(terms.log_grad[0].numel())
@@ -445,7 +450,8 @@ class AttackRun:
             target = GRAD_LOG2.get(logits.dtype, GRAD_LOG2_DEFAULT) * math.log(2.0) + log_n
             log_scale = (target - top).nan_to_num_(0.0, 0.0, 0.0).clamp_(-700, 700)  # 0 (scale 1) if top not finite
             grad_z = terms.logit_grad(log_scale - log_n, self.sign)  # of sign * scale * loss_img
-        (grad,) = torch.autograd.grad(logits, x, grad_z)
+        with threads.full():
+            (grad,) = torch.autograd.grad(logits, x, grad_z)
         grad = grad.nan_to_num_(nan=0.0)  # guard: an overflow in the model's backward must not poison x
         return grad.detach(), torch.exp(log_scale), terms, loss_img, x.detach(), ctrl
 
@@ -525,75 +531,91 @@ class AttackRun:
         self.result = AttackResult(best.x, best.pred, acc, miou, self.clean_acc, self.clean_miou, best.index,
                                    self.records)
 
+    def _lean(self):
+        """The engine's own ops of the block on one thread, the model's on the pool (CPU; never across a yield)."""
+        return threads.lean(self._lean_cpu)
+
     def _pgd(self) -> Iterator[StepRecord]:
         cfg = self.cfg
         n = cfg.steps
-        eta = torch.full_like(self.eps, cfg.step_size) if cfg.step_size is not None else self.eps / 4
-        x = self._random_start(self.eps) if self.x_init is None else self._project(self.x_init, self.eps)
-        best = _BestIterate(x, self.clean_pred)
+        with self._lean():
+            eta = torch.full_like(self.eps, cfg.step_size) if cfg.step_size is not None else self.eps / 4
+            x = self._random_start(self.eps) if self.x_init is None else self._project(self.x_init, self.eps)
+            best = _BestIterate(x, self.clean_pred)
         for i in range(n + 1):
-            grad, scale, terms, loss_img, x, _ = self._evaluate(x, i, n, last=i == n)
-            acc, miou = self._metrics(terms.pred, in_range=True)
-            best.update(self._success(acc), acc, self.records, x, terms.pred)
-            yield self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=i, stage=0, stage_step=i,
-                               stage_total=n, eps=self.eps, eta=eta, best_acc=best.acc, best_index=best.index)
+            with self._lean():
+                grad, scale, terms, loss_img, x, _ = self._evaluate(x, i, n, last=i == n)
+                acc, miou = self._metrics(terms.pred, in_range=True)
+                best.update(self._success(acc), acc, self.records, x, terms.pred)
+                rec = self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=i, stage=0,
+                                   stage_step=i, stage_total=n, eps=self.eps, eta=eta, best_acc=best.acc,
+                                   best_index=best.index)
+            yield rec
             self.records += 1
             if i < n:
-                x = self._project(self._step(x, eta, grad), self.eps)
-        self._finish(best)
+                with self._lean():
+                    x = self._project(self._step(x, eta, grad), self.eps)
+        with self._lean():
+            self._finish(best)
 
     def _apgd(self) -> Iterator[StepRecord]:
         cfg = self.cfg
         stages = apgd_stages(cfg.steps, cfg.multi_eps)
-        x = self._random_start(self.eps * stages[0][0]) if self.x_init is None else self.x_init.clone()
+        with self._lean():
+            x = self._random_start(self.eps * stages[0][0]) if self.x_init is None else self.x_init.clone()
+            best = _BestIterate(x, self.clean_pred)  # only the last stage (radius ε) is eligible
         iteration = 0
-        best = _BestIterate(x, self.clean_pred)  # only the last stage (radius ε) is eligible
         for si, (mult, n) in enumerate(stages):
             last = si == len(stages) - 1
-            eps = self.eps * mult
-            x = self._project(x, eps)
-            grad, scale, terms, loss_img, x, obj = self._evaluate(x, 0, n, control=True)
-            ctl = _StepControl(2 * eps, obj, n, self.step_rule)
-            best_obj, x_best_obj, g_best = obj.clone(), x.clone(), grad.clone()
-            acc, miou = self._metrics(terms.pred, in_range=True)
-            if last:
-                best.update(self._success(acc), acc, self.records, x, terms.pred)
-            yield self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
-                               stage_step=0, stage_total=n, eps=eps, eta=ctl.eta, best_acc=best.acc,
-                               best_index=best.index, ce=self.sign * obj)
-            self.records += 1
-            x_prev = x
-            for i in range(n):
-                d = x - x_prev
-                x_prev = x
-                x1 = self._project(self._step(x, ctl.eta, grad), eps)
-                if i > 0:
-                    x1 = self._project(x + 0.75 * (x1 - x) + 0.25 * d, eps)
-                grad, scale, terms, loss_img, x, obj = self._evaluate(x1, i + 1, n, last=i == n - 1, control=True)
-                iteration += 1
-                ctl.observe(obj)
-                up = obj >= best_obj  # ties go to the later iterate
-                best_obj = torch.where(up, obj, best_obj)
-                x_best_obj = _keep_where(up, x, x_best_obj)
-                if grad is not None:  # None after the stage's last evaluation (telemetry off): no step follows
-                    g_best = _keep_where(up, grad, g_best)
+            with self._lean():
+                eps = self.eps * mult
+                x = self._project(x, eps)
+                grad, scale, terms, loss_img, x, obj = self._evaluate(x, 0, n, control=True)
+                ctl = _StepControl(2 * eps, obj, n, self.step_rule)
+                best_obj, x_best_obj, g_best = obj.clone(), x.clone(), grad.clone()
                 acc, miou = self._metrics(terms.pred, in_range=True)
                 if last:
                     best.update(self._success(acc), acc, self.records, x, terms.pred)
-                rec = self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
-                                   stage_step=i + 1, stage_total=n, eps=eps, eta=ctl.eta, best_acc=best.acc,
+                rec = self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=iteration,
+                                   stage=si, stage_step=0, stage_total=n, eps=eps, eta=ctl.eta, best_acc=best.acc,
                                    best_index=best.index, ce=self.sign * obj)
-                halve = ctl.checkpoint(i + 1, best_obj)
-                if halve is not None:  # jump back to the best-objective iterate and its gradient where halved
-                    x = torch.where(_per_image(halve), x_best_obj, x)
-                    if grad is not None:
-                        grad = torch.where(_per_image(halve), g_best, grad)
-                    rec.step_size = ctl.eta.clone()
+            yield rec
+            self.records += 1
+            x_prev = x
+            for i in range(n):
+                with self._lean():
+                    d = x - x_prev
+                    x_prev = x
+                    x1 = self._project(self._step(x, ctl.eta, grad), eps)
+                    if i > 0:
+                        x1 = self._project(x + 0.75 * (x1 - x) + 0.25 * d, eps)
+                    grad, scale, terms, loss_img, x, obj = self._evaluate(x1, i + 1, n, last=i == n - 1, control=True)
+                    iteration += 1
+                    ctl.observe(obj)
+                    up = obj >= best_obj  # ties go to the later iterate
+                    best_obj = torch.where(up, obj, best_obj)
+                    x_best_obj = _keep_where(up, x, x_best_obj)
+                    if grad is not None:  # None after the stage's last evaluation (telemetry off): no step follows
+                        g_best = _keep_where(up, grad, g_best)
+                    acc, miou = self._metrics(terms.pred, in_range=True)
+                    if last:
+                        best.update(self._success(acc), acc, self.records, x, terms.pred)
+                    rec = self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records,
+                                       iteration=iteration, stage=si, stage_step=i + 1, stage_total=n, eps=eps,
+                                       eta=ctl.eta, best_acc=best.acc, best_index=best.index, ce=self.sign * obj)
+                    halve = ctl.checkpoint(i + 1, best_obj)
+                    if halve is not None:  # jump back to the best-objective iterate and its gradient where halved
+                        x = torch.where(_per_image(halve), x_best_obj, x)
+                        if grad is not None:
+                            grad = torch.where(_per_image(halve), g_best, grad)
+                        rec.step_size = ctl.eta.clone()
                 yield rec
                 self.records += 1
             if not last:
-                x = self._project(x_best_obj, eps)  # as the reference: the stage returns its max-objective iterate
-        self._finish(best)
+                with self._lean():
+                    x = self._project(x_best_obj, eps)  # as the reference: the stage returns its max-objective iterate
+        with self._lean():
+            self._finish(best)
 
 
 class _StepControl:

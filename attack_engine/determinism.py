@@ -19,6 +19,8 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
+from attack_engine import threads
+
 DEFAULT_THREADS = 2
 THREADS_ENV = "TSALLIS_TORCH_THREADS"
 
@@ -41,10 +43,14 @@ def apply(threads: int | None = None) -> dict:
 
 
 def fingerprint() -> dict:
-    """What a re-run must match to give the same records: threads, deterministic mode, versions, machine."""
-    return {"torch_threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
-            "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "system": platform.system()}
+    """What a re-run must match to give the same records: threads, deterministic mode, versions, machine, and
+    ``engine_one_thread`` where the engine's own ops ran on one thread (:mod:`attack_engine.threads`; absent = no)."""
+    fp = {"torch_threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
+          "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
+          "machine": platform.machine(), "system": platform.system()}
+    if threads.active():
+        fp["engine_one_thread"] = True
+    return fp
 
 
 @contextlib.contextmanager
