@@ -377,15 +377,21 @@ class AttackRun:
             top = torch.softmax(z.float(), 1).topk(self.record_topk, dim=1)
         return top.indices.to(torch.int32), top.values
 
-    def _project(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """``x0 + clip(clip(x, 0, 1) - x0, -eps, eps)`` (in this order: the reference's arithmetic), in place."""
+    def _project(self, x: torch.Tensor, eps: torch.Tensor, owned: bool = False) -> torch.Tensor:
+        """``x0 + clip(clip(x, 0, 1) - x0, -eps, eps)`` (in this order: the reference's arithmetic); ``owned``: ``x``
+        is a temporary of the caller's and is overwritten (no new tensor)."""
         e = _per_image(eps)
-        v = x.clamp(0.0, 1.0).sub_(self.x0)
+        v = (x.clamp_(0.0, 1.0) if owned else x.clamp(0.0, 1.0)).sub_(self.x0)
         return torch.maximum(torch.minimum(v, e, out=v), -e, out=v).add_(self.x0)
 
     def _step(self, x: torch.Tensor, eta: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        """``x + eta * sign(grad)`` (exact: the product is ±eta or 0)."""
-        return torch.addcmul(x, _per_image(eta), grad.sign())
+        """``x + eta * sign(grad)`` as a new tensor (exact: the product is ±eta or 0)."""
+        s = grad.sign()
+        return torch.addcmul(x, _per_image(eta), s, out=s)
+
+    def _momentum(self, x: torch.Tensor, x1: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """APGD's ``x + 0.75 (x1 - x) + 0.25 d``, written into the temporaries ``x1`` and ``d`` (same arithmetic)."""
+        return x1.sub_(x).mul_(0.75).add_(x).add_(d.mul_(0.25))
 
     def _control_objective(self, logits: torch.Tensor, terms) -> torch.Tensor:
         """APGD's control objective as the reference computes it: ``F.cross_entropy`` in the logits' dtype (float32
@@ -554,7 +560,7 @@ class AttackRun:
             self.records += 1
             if i < n:
                 with self._lean():
-                    x = self._project(self._step(x, eta, grad), self.eps)
+                    x = self._project(self._step(x, eta, grad), self.eps, owned=True)
         with self._lean():
             self._finish(best)
 
@@ -586,9 +592,9 @@ class AttackRun:
                 with self._lean():
                     d = x - x_prev
                     x_prev = x
-                    x1 = self._project(self._step(x, ctl.eta, grad), eps)
+                    x1 = self._project(self._step(x, ctl.eta, grad), eps, owned=True)
                     if i > 0:
-                        x1 = self._project(x + 0.75 * (x1 - x) + 0.25 * d, eps)
+                        x1 = self._project(self._momentum(x, x1, d), eps, owned=True)
                     grad, scale, terms, loss_img, x, obj = self._evaluate(x1, i + 1, n, last=i == n - 1, control=True)
                     iteration += 1
                     ctl.observe(obj)
