@@ -381,13 +381,13 @@ def pixel_terms(
         lab = _labels(labels, logits.shape[1], ignore_index, workspace)
         binary = logits.shape[1] == 2 and _BINARY_PATH
         zd = logits.detach()
-        base = _binary_base(zd, lab, dtype) if binary else _softmax_base(zd, lab, dtype, workspace)
+        base = _binary_base(zd, lab, dtype, workspace) if binary else _softmax_base(zd, lab, dtype, workspace)
         validf = lab.validf(dtype)
         ce = base.ce0 if lab.all_valid else base.ce0 * validf
         inputs = PixelInputs(ce, ce, lab.valid, validf, dtype, base.e, base.ey, base.s, _p_norm=base.p_norm,
                              _pred=base.pred, _labels=lab)
         if binary:
-            grad_norm, log_ce_grad, log_rest = _binary_norms(base, lab, with_grad_norm)
+            grad_norm, log_ce_grad, log_rest = _binary_norms(base, lab, with_grad_norm, workspace)
         else:
             grad_norm, log_ce_grad, log_rest = _log_ce_grad(inputs, zd, base.idx, base.lse, base.s_other,
                                                             with_grad_norm)
@@ -400,13 +400,14 @@ def pixel_terms(
         if log_weight is None:
             log_weight = spec.log_weight(weight, ce, param) if spec.log_weight is not None else torch.log(weight)
         log_ce_grad = lab.mask(log_ce_grad, -math.inf)
-        log_grad = lab.mask(log_weight + log_ce_grad, -math.inf)
+        log_grad = lab.mask(torch.add(log_weight, log_ce_grad,
+                                      out=_buffer(workspace, "log_grad", ce.shape, dtype, ce.device)), -math.inf)
     weight_of = weight if weight is not None else _lazy_weight(lab, log_weight)
     if torch.is_grad_enabled() and logits.requires_grad:
-        grad_of = (_binary_grad_of(lab, log_grad, logits.dtype) if binary
+        grad_of = (_binary_grad_of(lab, log_grad, logits.dtype, workspace) if binary
                    else _softmax_grad_of(base.grad, weight if weight is not None else weight_of()))
         loss = _Weighted.apply(logits, loss, grad_of)
-    scaled = (_binary_scaled(lab, log_grad, logits.dtype) if binary
+    scaled = (_binary_scaled(lab, log_grad, logits.dtype, workspace) if binary
               else _softmax_scaled(base.grad, weight_of))
     return PixelTerms(loss, ce, inputs, lab.valid, param, base.pred, grad_norm, log_grad, log_ce_grad, log_rest,
                       scaled, weight if weight is not None else weight_of)
@@ -446,17 +447,25 @@ def _softmax_scaled(ce_grad: Callable[[torch.Tensor], torch.Tensor],
     return scaled
 
 
-def _binary_grad_of(lab: _Labels, log_grad: torch.Tensor, z_dtype: torch.dtype):
+def _signed_pair(m: torch.Tensor, pm: torch.Tensor, workspace: dict | None) -> torch.Tensor:
+    """``[B,2,H,W]``: ``m`` rounded to ``pm``'s dtype (into a workspace buffer), times the exact ``±1``/0 pattern
+    ``pm``, as a new tensor.  (A mixed-dtype product with ``out=`` gives the same bits but runs ≈ 3× slower.)"""
+    r = _buffer(workspace, "binary_m_z", m.shape, pm.dtype, m.device).copy_(m)
+    return r.unsqueeze(1) * pm
+
+
+def _binary_grad_of(lab: _Labels, log_grad: torch.Tensor, z_dtype: torch.dtype, workspace: dict | None = None):
     """Two classes, per-pixel ``g``: ``g · |dℓ/dz_j|`` with ``|dℓ/dz_j| = exp(log_grad) / sqrt(2)``, signed."""
 
     def grad_of(g: torch.Tensor) -> torch.Tensor:
-        m = torch.add(log_grad, -0.5 * math.log(2.0)).exp_().mul_(g).to(z_dtype)
-        return m.unsqueeze(1) * lab.binary_pm(z_dtype)
+        buf = _buffer(workspace, "binary_m", log_grad.shape, log_grad.dtype, log_grad.device)
+        m = torch.add(log_grad, -0.5 * math.log(2.0), out=buf).exp_().mul_(g)
+        return _signed_pair(m, lab.binary_pm(z_dtype), workspace)
 
     return grad_of
 
 
-def _binary_scaled(lab: _Labels, log_grad: torch.Tensor, z_dtype: torch.dtype):
+def _binary_scaled(lab: _Labels, log_grad: torch.Tensor, z_dtype: torch.dtype, workspace: dict | None = None):
     """:meth:`PixelTerms.logit_grad`, two classes: ``|dℓ/dz_j| = exp(log_grad) / sqrt(2)`` for both entries, signed.
 
     ``exp(log_coef + log_grad - log sqrt 2)`` is rounded once, to the logits' dtype, then multiplied by the exact
@@ -465,8 +474,9 @@ def _binary_scaled(lab: _Labels, log_grad: torch.Tensor, z_dtype: torch.dtype):
 
     def scaled(log_coef: torch.Tensor, sign: float) -> torch.Tensor:
         with torch.no_grad():
-            m = torch.add(log_grad, (log_coef - 0.5 * math.log(2.0)).view(-1, 1, 1)).exp_().to(z_dtype)
-            out = m.unsqueeze(1) * lab.binary_pm(z_dtype)
+            buf = _buffer(workspace, "binary_m", log_grad.shape, log_grad.dtype, log_grad.device)
+            m = torch.add(log_grad, (log_coef - 0.5 * math.log(2.0)).view(-1, 1, 1), out=buf).exp_()
+            out = _signed_pair(m, lab.binary_pm(z_dtype), workspace)
             return out.neg_() if sign < 0 else out
 
     return scaled
@@ -558,17 +568,18 @@ def _softmax_base(zd: torch.Tensor, lab: _Labels, dtype: torch.dtype, workspace:
     return _Base(ce0, pred, _SoftmaxCEGrad(idx, e, s, s_other, zd.dtype), e, ey, s, s_other, lse, idx)
 
 
-def _binary_base(z: torch.Tensor, lab: _Labels, dtype: torch.dtype) -> _Base:
+def _binary_base(z: torch.Tensor, lab: _Labels, dtype: torch.dtype, workspace: dict | None = None) -> _Base:
     """Two classes in closed form on ``t = z_other - z_y``: ``CE = softplus(t)``, ``p_other = sigmoid(t)``.
 
     ``log p_other = t - softplus(t)`` is exact down to the float64 range (no ``1 - p`` anywhere), and
     ``||dCE/dz|| = sqrt(2) p_other`` exactly.  A handful of per-pixel operations instead of the class loop.
     """
-    t = torch.sub(z[:, 1].to(dtype), z[:, 0])  # z_1 - z_0 in the objective dtype (exact for float logits)
+    shape = z[:, 0].shape  # t and CE in workspace buffers (a fresh 512 KB tensor costs page faults on a CPU)
+    t = _buffer(workspace, "binary_t", shape, dtype, z.device).copy_(z[:, 1]).sub_(z[:, 0])  # z_1 - z_0, exact
     pred = torch.gt(t, 0, out=torch.empty(t.shape, dtype=torch.long, device=t.device))  # argmax, ties to class 0
     sign = lab.binary_sign(dtype)
     t.mul_(sign)  # z_other - z_y
-    sp = F.softplus(t, beta=1.0, threshold=_SOFTPLUS_LINEAR)
+    sp = torch._C._nn.softplus(t, 1.0, _SOFTPLUS_LINEAR, out=_buffer(workspace, "binary_ce", shape, dtype, z.device))
     log_po = t.sub_(sp)  # t is not needed any more
     base = _Base(sp, pred, None, log_po=log_po)
 
@@ -579,10 +590,12 @@ def _binary_base(z: torch.Tensor, lab: _Labels, dtype: torch.dtype) -> _Base:
     return base
 
 
-def _binary_norms(base: _Base, lab: _Labels, with_grad_norm: bool):
+def _binary_norms(base: _Base, lab: _Labels, with_grad_norm: bool, workspace: dict | None = None):
     """Two classes: ``||dCE/dz|| = sqrt(2) p_other`` (telemetry), its log and ``log(1 - p_y) = log p_other``."""
-    grad_norm = lab.mask(torch.exp(base.log_po) * math.sqrt(2.0), 0.0) if with_grad_norm else None
-    return grad_norm, base.log_po + 0.5 * math.log(2.0), base.log_po
+    lp = base.log_po
+    grad_norm = lab.mask(torch.exp(lp) * math.sqrt(2.0), 0.0) if with_grad_norm else None
+    log_ce_grad = torch.add(lp, 0.5 * math.log(2.0), out=_buffer(workspace, "binary_lcg", lp.shape, lp.dtype, lp.device))
+    return grad_norm, log_ce_grad, lp
 
 
 def pixel_loss(

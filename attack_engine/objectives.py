@@ -152,5 +152,5 @@ def tsallis(t: PixelInputs, q: float):
     # expansion, whose own derivative 1 - (1-q) ce differs from it by O((1-q)^2 ce^2)
     lw = t.log_weight = tsallis_log_weight(t.ce, q)
     a = 1.0 - q
-    loss = torch.expm1(lw) / -a if a >= Q_ONE_TOL else tsallis_of_ce(t.ce, q)  # lw = -(1-q) ce: tsallis_of_ce's
+    loss = torch.expm1(lw).div_(-a) if a >= Q_ONE_TOL else tsallis_of_ce(t.ce, q)  # lw = -(1-q) ce: tsallis_of_ce's
     return loss, None  # the weight p_y^(1-q) = exp(lw), formed where something reads it

@@ -18,11 +18,13 @@ A diagnostic second table times the objective alone on the model's logits (ours,
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
 
-from attack_engine import AttackConfig, AttackRun
+from attack_engine import AttackConfig, AttackRun, threads
+from attack_engine.attack import GRAD_LOG2_DEFAULT
 from attack_engine.losses import pixel_terms
 from bench import models as M
 from bench.common import Stats, bare_loop, cli_main, clock, interleave, paired_ratios, record_sampler, set_threads
@@ -75,30 +77,60 @@ def measure_case(name: str, builder, side: int, rounds: int, k: int, attack: str
 
 
 def objective_cost(model, x0: torch.Tensor, y: torch.Tensor, attack: str, rounds: int) -> dict:
-    """Forward + backward of the objective alone on fixed logits: float32 CE vs ours (telemetry off / on)."""
+    """The objective alone on fixed logits, as the attack computes it, against float32 CE (forward + backward).
+
+    * ``ce_f32``: ``F.cross_entropy`` and ``torch.autograd.grad`` to the logits (what the bare loop does);
+    * ``ours`` / ``ours+tel``: what one :class:`AttackRun` evaluation does on the logits, telemetry off / on:
+      :func:`pixel_terms` without autograd, the per-image gradient scale and ``PixelTerms.logit_grad``;
+    * ``ours_autograd``: ``pixel_terms`` with autograd and ``torch.autograd.grad`` of its pixel mean (the library
+      path for callers who differentiate the loss themselves; diagnostic).
+
+    All of them run with the thread setting the engine's own ops run with (:func:`attack_engine.threads.lean`:
+    one thread when the OpenMP workers sleep, as under ``python -m bench``; else the pool), so the ratio compares
+    the arithmetic, not the thread hand-offs.
+    """
     with torch.no_grad():
         logits = model(x0)
+    log_n = math.log(logits[0, 0].numel())
+    target = GRAD_LOG2_DEFAULT * math.log(2.0) + log_n
 
     def ce() -> float:
         z = logits.detach().requires_grad_(True)
-        t = clock()
-        torch.autograd.grad(F.cross_entropy(z, y), z)
-        return clock() - t
+        with threads.lean():
+            t = clock()
+            torch.autograd.grad(F.cross_entropy(z, y), z)
+            return clock() - t
 
-    ws: dict = {}  # as AttackRun does: the logits-sized float64 buffer is reused between calls
+    ws: dict = {}  # as AttackRun does: the objective's per-pixel buffers are reused between calls
 
     def ours(tel: bool) -> float:
-        z = logits.detach().requires_grad_(True)
-        t = clock()
-        terms = pixel_terms(attack, z, y, step=1, total=10, with_grad_norm=tel, workspace=ws)
-        torch.autograd.grad(terms.loss.flatten(1).mean(1).sum(), z)
-        return clock() - t
+        z = logits.detach()
+        with threads.lean(), torch.no_grad():
+            t = clock()
+            terms = pixel_terms(attack, z, y, step=1, total=10, with_grad_norm=tel, workspace=ws)
+            log_scale = (target - terms.log_grad.flatten(1).amax(1)).nan_to_num_(0.0, 0.0, 0.0).clamp_(-700, 700)
+            terms.logit_grad(log_scale - log_n, 1.0)
+            if tel:
+                terms.weight  # noqa: B018  (telemetry reads the weight)
+            return clock() - t
 
-    s = interleave({"ce_f32": ce, "ours": functools.partial(ours, False), "ours+tel": functools.partial(ours, True)},
-                   rounds, warmup=1)
+    ws_ag: dict = {}
+
+    def ours_autograd() -> float:
+        z = logits.detach().requires_grad_(True)
+        with threads.lean():
+            t = clock()
+            terms = pixel_terms(attack, z, y, step=1, total=10, workspace=ws_ag)
+            torch.autograd.grad(terms.loss.flatten(1).mean(1).sum(), z)
+            return clock() - t
+
+    s = interleave({"ce_f32": ce, "ours": functools.partial(ours, False), "ours+tel": functools.partial(ours, True),
+                    "ours_autograd": ours_autograd}, rounds, warmup=1)
     out = {n: Stats.of(v).to_dict() for n, v in s.items()}
     out["ratio"] = Stats.of(paired_ratios(s["ours"], s["ce_f32"])).to_dict()  # ours / float32 CE, per round
     out["ratio+tel"] = Stats.of(paired_ratios(s["ours+tel"], s["ce_f32"])).to_dict()
+    out["ratio_autograd"] = Stats.of(paired_ratios(s["ours_autograd"], s["ce_f32"])).to_dict()
+    out["threads"] = "one thread (attack_engine.threads)" if threads.active() else f"{torch.get_num_threads()} threads"
     return out
 
 
@@ -126,16 +158,21 @@ def markdown(res: dict) -> str:
                      f"| {Stats(**_st(s['bare'])).ms()} | {Stats(**_st(s['pgd'])).ms()} | {cells} |")
     lines += ["", "Cells: median [IQR] of the per-round ratios; *min/min* = fastest sample of the variant / fastest bare "
               "sample (interference only adds time, so this is the less noise-sensitive estimate).", "",
-              "Objective alone on the model's logits (forward + backward to the logits), ms, median [IQR], and what "
-              "the difference to float32 CE is as a share of the bare iteration:", "",
-              "| model | float32 `F.cross_entropy` | ours, telemetry off | ours, telemetry on | ours / CE (off) "
-              "| ours / CE (on) | (ours − CE) / bare |",
-              "|---|---|---|---|---|---|---|"]
+              "Objective alone on the model's logits, ms, median [IQR]: float32 CE forward + backward to the logits "
+              "vs ours as one attack evaluation computes it (the per-pixel terms without autograd, the per-image "
+              "scale, the closed-form logit gradient), on the thread setting the engine's own ops run with; "
+              "*autograd*: `pixel_terms` + `torch.autograd.grad` (the library path for callers who differentiate "
+              "the loss themselves); last column: the difference to float32 CE as a share of the bare iteration:", "",
+              "| model (threads) | float32 `F.cross_entropy` | ours, telemetry off | ours, telemetry on "
+              "| ours / CE (off) | ours / CE (on) | autograd path / CE | (ours − CE) / bare |",
+              "|---|---|---|---|---|---|---|---|"]
     for c in res["cases"]:
         o = c["objective"]
-        ratios = " | ".join(Stats(**_st(o[k])).ratio() if k in o else "–" for k in ("ratio", "ratio+tel"))
-        lines.append(f"| {c['model']} | {Stats(**_st(o['ce_f32'])).ms()} | {Stats(**_st(o['ours'])).ms()} "
-                     f"| {Stats(**_st(o['ours+tel'])).ms()} | {ratios} | {c['objective_share']:+.1%} |")
+        ratios = " | ".join(Stats(**_st(o[k])).ratio() if k in o else "–"
+                            for k in ("ratio", "ratio+tel", "ratio_autograd"))
+        lines.append(f"| {c['model']} ({o.get('threads', '–')}) | {Stats(**_st(o['ce_f32'])).ms()} "
+                     f"| {Stats(**_st(o['ours'])).ms()} | {Stats(**_st(o['ours+tel'])).ms()} | {ratios} "
+                     f"| {c['objective_share']:+.1%} |")
     return "\n".join(lines)
 
 
