@@ -153,3 +153,41 @@ def test_gradient_mass_parts_equal_masked_sums(batch):
     masks = torch.stack([conf, correct ^ conf, valid ^ correct], 1)
     ref = (gz.unsqueeze(1) * masks).flatten(2).sum(2)
     torch.testing.assert_close(_mass_parts(gz, correct, conf, valid), ref, rtol=1e-13, atol=0)
+
+
+class _NoReuse(dict):
+    """A workspace that keeps nothing: every evaluation gets fresh buffers (and no cached labels)."""
+
+    def __setitem__(self, key, value) -> None:
+        pass
+
+
+@pytest.mark.parametrize("attack", ["tsallis", "segpgd", "ce"])
+@pytest.mark.parametrize("optimizer", ["pgd", "apgd"])
+def test_reused_workspace_buffers_change_no_record(attack, optimizer):
+    """The run's workspace reuses the objective's per-pixel buffers between evaluations: every record field equals
+    a run where each evaluation computes into fresh tensors (a buffer read after the next evaluation overwrote it
+    would show here).  The bundled two-class model, where the buffers are used, telemetry on."""
+    from attack_engine.models import load_model
+
+    model = load_model("mediapipe-selfie")
+    x = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(5))
+    cfg = AttackConfig(attack=attack, optimizer=optimizer, steps=7, telemetry=True)
+    runs, kept = [], []
+    for reuse in (True, False):
+        run = AttackRun(model, x, None, cfg)
+        if not reuse:
+            run._workspace = _NoReuse()
+        recs = []
+        for rec in run:
+            recs.append(rec)
+            kept.append(set(run._workspace))
+        runs.append((run, recs))
+    (a, ra), (b, rb) = runs
+    assert {"binary_t", "binary_ce", "log_grad"} <= kept[0] and not kept[-1]  # reused in the first run only
+    for p, q in zip(ra, rb, strict=True):
+        for name, v in vars(p).items():
+            if isinstance(v, torch.Tensor):
+                assert torch.equal(v, vars(q)[name]) or torch.allclose(v, vars(q)[name], equal_nan=True, rtol=0,
+                                                                         atol=0), (p.index, name)  # NaN = NaN
+    assert torch.equal(a.result.x_adv, b.result.x_adv)
