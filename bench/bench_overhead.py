@@ -35,7 +35,7 @@ ATTACK = "tsallis"  # the project's default attack (the most expensive objective
 
 # name -> (builder, side, rounds, k)
 CASES = {
-    "selfie-256": (M.selfie, 256, 12, 4),
+    "selfie-256": (M.selfie, 256, 40, 4),  # many short rounds: on a shared VM the per-round ratio varies ±0.1
     "segformer-b0-512": (functools.partial(M.segformer_b0, 150), 512, 6, 1),
 }
 QUICK = {"selfie-256": (M.selfie, 256, 3, 2), "segformer-b0-256": (functools.partial(M.segformer_b0, 150), 256, 2, 1)}

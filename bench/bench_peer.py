@@ -28,7 +28,7 @@ EPS, ALPHA = 8 / 255, 2 / 255
 # builder, side, steps (per-step samples, outcome), rounds (per-step), rounds (whole call), steps of the whole call
 # (issue 16's target is the 100-step call on the selfie model; SegFormer's would take minutes per round)
 CASES = {
-    "selfie-256": (M.selfie, 256, 10, 8, 4, 100),
+    "selfie-256": (M.selfie, 256, 10, 24, 8, 100),
     "segformer-b0-512": (functools.partial(M.segformer_b0, 150), 512, 3, 3, 1, 3),
 }
 QUICK = {"selfie-256": (M.selfie, 256, 3, 2, 1, 3)}

@@ -46,7 +46,7 @@ def _app_sampler(live: LiveRun):
 
 def run(quick: bool = False) -> dict:
     threads = set_threads()
-    rounds, k = (3, 2) if quick else (12, 4)
+    rounds, k = (3, 2) if quick else (30, 4)
     model = load_model("mediapipe-selfie")
     ex = list_examples()[0]
     image, mask = load_example(ex.id)
