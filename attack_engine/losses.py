@@ -369,10 +369,11 @@ def pixel_terms(
     """Evaluate attack ``name`` per pixel; see :func:`pixel_loss` for the arguments.
 
     ``with_grad_norm`` adds the exact per-pixel ``||dCE/dz||`` (for telemetry: ``|dL/dz| = weight * it``).
-    ``workspace``: a dict kept by the caller between calls; the logits-sized float64 buffer is then reused instead
-    of being fresh memory every call (on CPU its page faults cost more than the arithmetic).  The buffer is saved
-    for backward, so pass the same workspace again only after the previous call's backward has run or its result
-    has been dropped (:class:`~attack_engine.AttackRun` does this).
+    ``workspace``: a dict kept by the caller between calls; the logits-sized float64 buffer, ``log_grad`` and the
+    two-class path's per-pixel terms (CE, ``log_ce_grad``, ``log_rest``) are then reused instead of being fresh
+    memory every call (on CPU their page faults cost more than the arithmetic).  The returned terms live in those
+    buffers and backward reads them, so pass the same workspace again only after the previous call's backward has
+    run and its terms are no longer read (:class:`~attack_engine.AttackRun` does this: a record keeps copies).
     """
     spec = get_attack(name)
     _check_shapes(logits, labels, step, total)
