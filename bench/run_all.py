@@ -76,7 +76,7 @@ def verdicts(res: dict) -> list[str]:
     for c in res.get("overhead", {}).get("cases", []):
         if c["model"].startswith("selfie") and "ratio" in c["objective"]:
             s = _s(c["objective"]["ratio"])
-            rows.append(f"| {c['model']}: objective (fwd+bwd on the logits, telemetry off) / float32 CE | "
+            rows.append(f"| {c['model']}: objective as an attack evaluation computes it (telemetry off) / float32 CE fwd+bwd | "
                         f"≤ {TARGET_OBJECTIVE:.2f} | {s.ratio()} | {_met(s, TARGET_OBJECTIVE)} |")
     for c in res.get("replay", {}).get("cases", []):
         s = _s(c["ratio"])
