@@ -222,6 +222,16 @@ def _mass_parts(gz: torch.Tensor, correct: torch.Tensor, conf: torch.Tensor, val
     return counts.view(b, 3).flip(1)
 
 
+def gradient_log_scale(log_grad: torch.Tensor, logits_dtype: torch.dtype) -> tuple[torch.Tensor, float]:
+    """``(log scale [B], log N)``: the per-image factor (see ``GRAD_LOG2``) that lifts the largest per-pixel
+    ``|d mean(ℓ) / dz|`` (``log_grad`` ``[B,H,W]`` is per pixel, before the mean's ``1/N``) to ``2^GRAD_LOG2``; 0
+    (scale 1) where no pixel has a finite gradient."""
+    log_n = math.log(log_grad[0].numel())
+    top = log_grad.flatten(1).amax(1)  # + log(1/N): the mean's factor
+    target = GRAD_LOG2.get(logits_dtype, GRAD_LOG2_DEFAULT) * math.log(2.0) + log_n
+    return (target - top).nan_to_num_(0.0, 0.0, 0.0).clamp_(-700, 700), log_n
+
+
 def _per_image(t: torch.Tensor) -> torch.Tensor:
     return t.view(-1, *([1] * 3))
 
@@ -450,11 +460,8 @@ class AttackRun:
             with threads.full():
                 (grad,) = torch.autograd.grad((self.sign * plain).sum(), x)
             return grad.detach(), torch.ones_like(plain).double(), terms, loss_img, x.detach(), ctrl
-        with torch.no_grad():  # log of the largest per-pixel |d loss_img / dz|, then the factor that lifts it
-            log_n = math.log(terms.log_grad[0].numel())
-            top = terms.log_grad.flatten(1).amax(1)  # + log(1/N): the mean's factor
-            target = GRAD_LOG2.get(logits.dtype, GRAD_LOG2_DEFAULT) * math.log(2.0) + log_n
-            log_scale = (target - top).nan_to_num_(0.0, 0.0, 0.0).clamp_(-700, 700)  # 0 (scale 1) if top not finite
+        with torch.no_grad():
+            log_scale, log_n = gradient_log_scale(terms.log_grad, logits.dtype)
             grad_z = terms.logit_grad(log_scale - log_n, self.sign)  # of sign * scale * loss_img
         with threads.full():
             (grad,) = torch.autograd.grad(logits, x, grad_z)
@@ -514,7 +521,14 @@ class AttackRun:
         if self.result is not None or self.records:
             raise RuntimeError("an AttackRun can be iterated once; create a new one to re-run (same seed = same result)")
         gen = self._pgd() if self.cfg.optimizer == "pgd" else self._apgd()
-        yield from gen
+        # everything the loop computes between two records runs with the engine's thread setting (on CPU:
+        # attack_engine.threads; the model's calls restore the pool), and the caller's is back at every yield
+        while True:
+            with threads.lean(self._lean_cpu):
+                rec = next(gen, None)
+            if rec is None:
+                return
+            yield rec
 
     def run(self, progress: bool = False) -> AttackResult:
         """Consume the whole run (optionally with a tqdm bar) and return the result."""
@@ -537,91 +551,75 @@ class AttackRun:
         self.result = AttackResult(best.x, best.pred, acc, miou, self.clean_acc, self.clean_miou, best.index,
                                    self.records)
 
-    def _lean(self):
-        """The engine's own ops of the block on one thread, the model's on the pool (CPU; never across a yield)."""
-        return threads.lean(self._lean_cpu)
-
     def _pgd(self) -> Iterator[StepRecord]:
         cfg = self.cfg
         n = cfg.steps
-        with self._lean():
-            eta = torch.full_like(self.eps, cfg.step_size) if cfg.step_size is not None else self.eps / 4
-            x = self._random_start(self.eps) if self.x_init is None else self._project(self.x_init, self.eps)
-            best = _BestIterate(x, self.clean_pred)
+        eta = torch.full_like(self.eps, cfg.step_size) if cfg.step_size is not None else self.eps / 4
+        x = self._random_start(self.eps) if self.x_init is None else self._project(self.x_init, self.eps)
+        best = _BestIterate(x, self.clean_pred)
         for i in range(n + 1):
-            with self._lean():
-                grad, scale, terms, loss_img, x, _ = self._evaluate(x, i, n, last=i == n)
-                acc, miou = self._metrics(terms.pred, in_range=True)
-                best.update(self._success(acc), acc, self.records, x, terms.pred)
-                rec = self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=i, stage=0,
-                                   stage_step=i, stage_total=n, eps=self.eps, eta=eta, best_acc=best.acc,
-                                   best_index=best.index)
-            yield rec
+            grad, scale, terms, loss_img, x, _ = self._evaluate(x, i, n, last=i == n)
+            acc, miou = self._metrics(terms.pred, in_range=True)
+            best.update(self._success(acc), acc, self.records, x, terms.pred)
+            yield self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=i, stage=0, stage_step=i,
+                               stage_total=n, eps=self.eps, eta=eta, best_acc=best.acc, best_index=best.index)
             self.records += 1
             if i < n:
-                with self._lean():
-                    x = self._project(self._step(x, eta, grad), self.eps, owned=True)
-        with self._lean():
-            self._finish(best)
+                x = self._project(self._step(x, eta, grad), self.eps, owned=True)
+        self._finish(best)
 
     def _apgd(self) -> Iterator[StepRecord]:
         cfg = self.cfg
         stages = apgd_stages(cfg.steps, cfg.multi_eps)
-        with self._lean():
-            x = self._random_start(self.eps * stages[0][0]) if self.x_init is None else self.x_init.clone()
-            best = _BestIterate(x, self.clean_pred)  # only the last stage (radius ε) is eligible
+        x = self._random_start(self.eps * stages[0][0]) if self.x_init is None else self.x_init.clone()
         iteration = 0
+        best = _BestIterate(x, self.clean_pred)  # only the last stage (radius ε) is eligible
         for si, (mult, n) in enumerate(stages):
             last = si == len(stages) - 1
-            with self._lean():
-                eps = self.eps * mult
-                x = self._project(x, eps)
-                grad, scale, terms, loss_img, x, obj = self._evaluate(x, 0, n, control=True)
-                ctl = _StepControl(2 * eps, obj, n, self.step_rule)
-                best_obj, x_best_obj, g_best = obj.clone(), x.clone(), grad.clone()
-                acc, miou = self._metrics(terms.pred, in_range=True)
-                if last:
-                    best.update(self._success(acc), acc, self.records, x, terms.pred)
-                rec = self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=iteration,
-                                   stage=si, stage_step=0, stage_total=n, eps=eps, eta=ctl.eta, best_acc=best.acc,
-                                   best_index=best.index, ce=self.sign * obj)
-            yield rec
+            eps = self.eps * mult
+            x = self._project(x, eps)
+            grad, scale, terms, loss_img, x, obj = self._evaluate(x, 0, n, control=True)
+            ctl = _StepControl(2 * eps, obj, n, self.step_rule)
+            best_obj, x_best_obj, g_best = obj.clone(), x.clone(), grad.clone()
+            acc, miou = self._metrics(terms.pred, in_range=True)
+            if last:
+                best.update(self._success(acc), acc, self.records, x, terms.pred)
+            yield self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
+                               stage_step=0, stage_total=n, eps=eps, eta=ctl.eta, best_acc=best.acc,
+                               best_index=best.index, ce=self.sign * obj)
             self.records += 1
             x_prev = x
             for i in range(n):
-                with self._lean():
-                    d = x - x_prev
-                    x_prev = x
-                    x1 = self._project(self._step(x, ctl.eta, grad), eps, owned=True)
-                    if i > 0:
-                        x1 = self._project(self._momentum(x, x1, d), eps, owned=True)
-                    grad, scale, terms, loss_img, x, obj = self._evaluate(x1, i + 1, n, last=i == n - 1, control=True)
-                    iteration += 1
-                    ctl.observe(obj)
-                    up = obj >= best_obj  # ties go to the later iterate
-                    best_obj = torch.where(up, obj, best_obj)
-                    x_best_obj = _keep_where(up, x, x_best_obj)
-                    if grad is not None:  # None after the stage's last evaluation (telemetry off): no step follows
-                        g_best = _keep_where(up, grad, g_best)
-                    acc, miou = self._metrics(terms.pred, in_range=True)
-                    if last:
-                        best.update(self._success(acc), acc, self.records, x, terms.pred)
-                    rec = self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records,
-                                       iteration=iteration, stage=si, stage_step=i + 1, stage_total=n, eps=eps,
-                                       eta=ctl.eta, best_acc=best.acc, best_index=best.index, ce=self.sign * obj)
-                    halve = ctl.checkpoint(i + 1, best_obj)
-                    if halve is not None:  # jump back to the best-objective iterate and its gradient where halved
-                        x = torch.where(_per_image(halve), x_best_obj, x)
-                        if grad is not None:
-                            grad = torch.where(_per_image(halve), g_best, grad)
-                        rec.step_size = ctl.eta.clone()
+                d = x - x_prev
+                x_prev = x
+                x1 = self._project(self._step(x, ctl.eta, grad), eps, owned=True)
+                if i > 0:
+                    x1 = self._project(self._momentum(x, x1, d), eps, owned=True)
+                grad, scale, terms, loss_img, x, obj = self._evaluate(x1, i + 1, n, last=i == n - 1, control=True)
+                iteration += 1
+                ctl.observe(obj)
+                up = obj >= best_obj  # ties go to the later iterate
+                best_obj = torch.where(up, obj, best_obj)
+                x_best_obj = _keep_where(up, x, x_best_obj)
+                if grad is not None:  # None after the stage's last evaluation (telemetry off): no step follows
+                    g_best = _keep_where(up, grad, g_best)
+                acc, miou = self._metrics(terms.pred, in_range=True)
+                if last:
+                    best.update(self._success(acc), acc, self.records, x, terms.pred)
+                rec = self._record(x, grad, scale, terms, loss_img, acc, miou, index=self.records, iteration=iteration, stage=si,
+                                   stage_step=i + 1, stage_total=n, eps=eps, eta=ctl.eta, best_acc=best.acc,
+                                   best_index=best.index, ce=self.sign * obj)
+                halve = ctl.checkpoint(i + 1, best_obj)
+                if halve is not None:  # jump back to the best-objective iterate and its gradient where halved
+                    x = torch.where(_per_image(halve), x_best_obj, x)
+                    if grad is not None:
+                        grad = torch.where(_per_image(halve), g_best, grad)
+                    rec.step_size = ctl.eta.clone()
                 yield rec
                 self.records += 1
             if not last:
-                with self._lean():
-                    x = self._project(x_best_obj, eps)  # as the reference: the stage returns its max-objective iterate
-        with self._lean():
-            self._finish(best)
+                x = self._project(x_best_obj, eps)  # as the reference: the stage returns its max-objective iterate
+        self._finish(best)
 
 
 class _StepControl:

@@ -18,13 +18,12 @@ A diagnostic second table times the objective alone on the model's logits (ours,
 from __future__ import annotations
 
 import functools
-import math
 
 import torch
 import torch.nn.functional as F
 
 from attack_engine import AttackConfig, AttackRun, threads
-from attack_engine.attack import GRAD_LOG2_DEFAULT
+from attack_engine.attack import gradient_log_scale
 from attack_engine.losses import pixel_terms
 from bench import models as M
 from bench.common import Stats, bare_loop, cli_main, clock, interleave, paired_ratios, record_sampler, set_threads
@@ -91,8 +90,6 @@ def objective_cost(model, x0: torch.Tensor, y: torch.Tensor, attack: str, rounds
     """
     with torch.no_grad():
         logits = model(x0)
-    log_n = math.log(logits[0, 0].numel())
-    target = GRAD_LOG2_DEFAULT * math.log(2.0) + log_n
 
     def ce() -> float:
         z = logits.detach().requires_grad_(True)
@@ -108,7 +105,7 @@ def objective_cost(model, x0: torch.Tensor, y: torch.Tensor, attack: str, rounds
         with threads.lean(), torch.no_grad():
             t = clock()
             terms = pixel_terms(attack, z, y, step=1, total=10, with_grad_norm=tel, workspace=ws)
-            log_scale = (target - terms.log_grad.flatten(1).amax(1)).nan_to_num_(0.0, 0.0, 0.0).clamp_(-700, 700)
+            log_scale, log_n = gradient_log_scale(terms.log_grad, z.dtype)
             terms.logit_grad(log_scale - log_n, 1.0)
             if tel:
                 terms.weight  # noqa: B018  (telemetry reads the weight)
