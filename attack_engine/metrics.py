@@ -64,20 +64,14 @@ class ConfusionCounter:
 
 
 def accuracy_and_miou(cm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`pixel_accuracy` and :func:`mean_iou` of the same matrices, sharing the sums (same values).
+    """:func:`pixel_accuracy` and :func:`mean_iou` of the same matrices.
 
     Two classes on CPU: the same float64 arithmetic in NumPy (every sum has at most two terms, so its order cannot
     differ), which on these few numbers costs a fraction of the dozen tensor operations.
     """
     if cm.device.type == "cpu" and cm.shape[-1] <= 2:
         return _accuracy_and_miou_np(cm)
-    cm = cm.double()
-    tp = torch.diagonal(cm, dim1=-2, dim2=-1)
-    rows = cm.sum(-1)
-    total = rows.sum(-1)
-    acc = tp.sum(-1) / total.where(total > 0, torch.nan)
-    union = rows + cm.sum(-2) - tp
-    return acc, torch.nanmean(tp / union.where(union > 0, torch.nan), dim=-1)
+    return pixel_accuracy(cm), mean_iou(cm)
 
 
 def _accuracy_and_miou_np(cm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
