@@ -46,7 +46,7 @@ class _Weighted(torch.autograd.Function):
     ``weight`` is by definition ``(dℓ/dz)/(dCE/dz)`` (see :mod:`attack_engine.objectives`), so this is the gradient
     of ``ℓ`` without an autograd graph of the objective.  ``grad_of`` maps the incoming per-pixel ``g`` to it in
     closed form from what the forward pass computed (:class:`_SoftmaxCEGrad`; two classes in log space,
-    :func:`_binary_grad_of`), with no ``p_y - 1`` cancellation, so every pixel that float64 can represent keeps
+    :func:`_binary_grads`), with no ``p_y - 1`` cancellation, so every pixel that float64 can represent keeps
     its gradient.
     """
 
@@ -404,12 +404,10 @@ def pixel_terms(
         log_grad = lab.mask(torch.add(log_weight, log_ce_grad,
                                       out=_buffer(workspace, "log_grad", ce.shape, dtype, ce.device)), -math.inf)
     weight_of = weight if weight is not None else _lazy_weight(lab, log_weight)
+    grad_of, scaled = (_binary_grads(lab, log_grad, logits.dtype, workspace) if binary
+                       else _softmax_grads(base.grad, weight_of))
     if torch.is_grad_enabled() and logits.requires_grad:
-        grad_of = (_binary_grad_of(lab, log_grad, logits.dtype, workspace) if binary
-                   else _softmax_grad_of(base.grad, weight if weight is not None else weight_of()))
         loss = _Weighted.apply(logits, loss, grad_of)
-    scaled = (_binary_scaled(lab, log_grad, logits.dtype, workspace) if binary
-              else _softmax_scaled(base.grad, weight_of))
     return PixelTerms(loss, ce, inputs, lab.valid, param, base.pred, grad_norm, log_grad, log_ce_grad, log_rest,
                       scaled, weight if weight is not None else weight_of)
 
@@ -427,60 +425,49 @@ def _lazy_weight(lab: _Labels, log_weight: torch.Tensor) -> Callable[[], torch.T
     return weight
 
 
-def _softmax_grad_of(ce_grad: Callable[[torch.Tensor], torch.Tensor], weight: torch.Tensor):
-    """Any number of classes, per-pixel ``g``: ``(g · weight) · dCE/dz`` through the closed-form CE gradient."""
+def _softmax_grads(ce_grad: Callable[[torch.Tensor], torch.Tensor],
+                   weight: torch.Tensor | Callable[[], torch.Tensor]):
+    """Any number of classes, through the closed-form CE gradient: ``grad_of(g)`` = ``(g · weight) · dCE/dz`` (the
+    :class:`_Weighted` backward) and ``scaled`` = :meth:`PixelTerms.logit_grad` (``c_b · weight · dCE/dz``)."""
+
+    def w() -> torch.Tensor:
+        return weight() if callable(weight) else weight
 
     def grad_of(g: torch.Tensor) -> torch.Tensor:
-        return ce_grad(g * weight)
-
-    return grad_of
-
-
-def _softmax_scaled(ce_grad: Callable[[torch.Tensor], torch.Tensor],
-                    weight: torch.Tensor | Callable[[], torch.Tensor]):
-    """:meth:`PixelTerms.logit_grad`, any number of classes: ``c_b · weight`` through the closed-form CE gradient."""
+        return ce_grad(g * w())
 
     def scaled(log_coef: torch.Tensor, sign: float) -> torch.Tensor:
         with torch.no_grad():
-            w = weight() if callable(weight) else weight
-            return ce_grad((sign * torch.exp(log_coef)).view(-1, 1, 1) * w)
+            return ce_grad((sign * torch.exp(log_coef)).view(-1, 1, 1) * w())
 
-    return scaled
-
-
-def _signed_pair(m: torch.Tensor, pm: torch.Tensor, workspace: dict | None) -> torch.Tensor:
-    """``[B,2,H,W]``: ``m`` rounded to ``pm``'s dtype (into a workspace buffer), times the exact ``±1``/0 pattern
-    ``pm``, as a new tensor.  (A mixed-dtype product with ``out=`` gives the same bits but runs ≈ 3× slower.)"""
-    r = _buffer(workspace, "binary_m_z", m.shape, pm.dtype, m.device).copy_(m)
-    return r.unsqueeze(1) * pm
+    return grad_of, scaled
 
 
-def _binary_grad_of(lab: _Labels, log_grad: torch.Tensor, z_dtype: torch.dtype, workspace: dict | None = None):
-    """Two classes, per-pixel ``g``: ``g · |dℓ/dz_j|`` with ``|dℓ/dz_j| = exp(log_grad) / sqrt(2)``, signed."""
+def _binary_grads(lab: _Labels, log_grad: torch.Tensor, z_dtype: torch.dtype, workspace: dict | None = None):
+    """Two classes, ``|dℓ/dz_j| = exp(log_grad) / sqrt(2)`` for both entries, signed by the labels' exact ``±1``
+    pattern (cached per run): ``grad_of(g)`` (the :class:`_Weighted` backward, per-pixel ``g``) and ``scaled`` =
+    :meth:`PixelTerms.logit_grad`, where ``exp(log_coef + log_grad - log sqrt 2)`` is rounded once, to the logits'
+    dtype.  The float64 and the rounded magnitudes go through workspace buffers; the result is a new tensor."""
+    half_log2 = 0.5 * math.log(2.0)
+
+    def signed(log_add: float | torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        m = torch.add(log_grad, log_add, out=_buffer(workspace, "binary_m", log_grad.shape, log_grad.dtype,
+                                                      log_grad.device)).exp_()
+        if g is not None:
+            m.mul_(g)
+        # rounded into a buffer first: a mixed-dtype product with out= gives the same bits but runs ≈ 3× slower
+        r = _buffer(workspace, "binary_m_z", m.shape, z_dtype, m.device).copy_(m)
+        return r.unsqueeze(1) * lab.binary_pm(z_dtype)
 
     def grad_of(g: torch.Tensor) -> torch.Tensor:
-        buf = _buffer(workspace, "binary_m", log_grad.shape, log_grad.dtype, log_grad.device)
-        m = torch.add(log_grad, -0.5 * math.log(2.0), out=buf).exp_().mul_(g)
-        return _signed_pair(m, lab.binary_pm(z_dtype), workspace)
-
-    return grad_of
-
-
-def _binary_scaled(lab: _Labels, log_grad: torch.Tensor, z_dtype: torch.dtype, workspace: dict | None = None):
-    """:meth:`PixelTerms.logit_grad`, two classes: ``|dℓ/dz_j| = exp(log_grad) / sqrt(2)`` for both entries, signed.
-
-    ``exp(log_coef + log_grad - log sqrt 2)`` is rounded once, to the logits' dtype, then multiplied by the exact
-    ``±1`` pattern of the labels (cached per run).
-    """
+        return signed(-half_log2, g)
 
     def scaled(log_coef: torch.Tensor, sign: float) -> torch.Tensor:
         with torch.no_grad():
-            buf = _buffer(workspace, "binary_m", log_grad.shape, log_grad.dtype, log_grad.device)
-            m = torch.add(log_grad, (log_coef - 0.5 * math.log(2.0)).view(-1, 1, 1), out=buf).exp_()
-            out = _signed_pair(m, lab.binary_pm(z_dtype), workspace)
+            out = signed((log_coef - half_log2).view(-1, 1, 1))
             return out.neg_() if sign < 0 else out
 
-    return scaled
+    return grad_of, scaled
 
 
 @dataclass
