@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -208,10 +207,10 @@ class PixelTerms:
     _logit_grad: Callable[[torch.Tensor, float], torch.Tensor] | None = field(default=None, repr=False)
     _weight: torch.Tensor | Callable[[], torch.Tensor] | None = field(default=None, repr=False)
 
-    @cached_property
+    @property
     def weight(self) -> torch.Tensor:
-        """Gradient weight relative to CE, ``(dℓ/dz) / (dCE/dz)``, 0 on ignored pixels (formed when first asked for
-        where the objective gave only its log)."""
+        """Gradient weight relative to CE, ``(dℓ/dz) / (dCE/dz)``, 0 on ignored pixels (formed, and kept, when first
+        asked for where the objective gave only its log: :func:`_lazy_weight`)."""
         return self._weight() if callable(self._weight) else self._weight
 
     def logit_grad(self, log_coef: torch.Tensor, sign: float = 1.0) -> torch.Tensor:
@@ -244,8 +243,7 @@ class PixelInputs:
     :func:`pixel_terms`.  :meth:`p_norm` is computed on demand (one class-sized pass, shared with the telemetry).
     """
 
-    ce: torch.Tensor  # per-pixel CE, 0 on ignored pixels (the same tensor as ce_detached)
-    ce_detached: torch.Tensor
+    ce: torch.Tensor  # per-pixel CE, 0 on ignored pixels, detached
     valid: torch.Tensor  # bool, not ignored
     validf: torch.Tensor  # valid as 0/1 in the objective dtype
     dtype: torch.dtype
@@ -260,6 +258,11 @@ class PixelInputs:
     log_weight: torch.Tensor | None = None  # an objective may leave log(weight) here (exact where weight underflows);
     # then it may return None for the weight, which is formed as exp(log_weight) only when something reads it
 
+    @property
+    def ce_detached(self) -> torch.Tensor:
+        """``ce`` (every input is detached; kept for objectives written when ``ce`` carried the gradient)."""
+        return self.ce
+
     # p_y and the correct mask are computed when an objective or the telemetry first asks (the default TsallisPGD
     # without telemetry needs neither): two and one pixel-sized operations less per evaluation
     @property
@@ -267,7 +270,7 @@ class PixelInputs:
         """p_y = exp(-ce), detached."""
         if "p_true" not in self._cache:
             with torch.no_grad():
-                self._cache["p_true"] = torch.exp(-self.ce_detached)
+                self._cache["p_true"] = torch.exp(-self.ce)
         return self._cache["p_true"]
 
     @property
@@ -385,7 +388,7 @@ def pixel_terms(
         base = _binary_base(zd, lab, dtype, workspace) if binary else _softmax_base(zd, lab, dtype, workspace)
         validf = lab.validf(dtype)
         ce = base.ce0 if lab.all_valid else base.ce0 * validf
-        inputs = PixelInputs(ce, ce, lab.valid, validf, dtype, base.e, base.ey, base.s, _p_norm=base.p_norm,
+        inputs = PixelInputs(ce, lab.valid, validf, dtype, base.e, base.ey, base.s, _p_norm=base.p_norm,
                              _pred=base.pred, _labels=lab)
         if binary:
             grad_norm, log_ce_grad, log_rest = _binary_norms(base, lab, with_grad_norm, workspace)
@@ -507,7 +510,7 @@ class _Labels:
         """Two classes: ``sign(dCE/dz)`` as ``[B,2,H,W]`` (-1 at the label, +1 at the other class, 0 if ignored)."""
         pm = self._pm
         if pm is None or pm.dtype != dtype:
-            s = torch.where(self.y == 0, 1.0, -1.0).to(dtype) * self.valid
+            s = self.binary_sign(dtype) * self.valid
             pm = self._pm = torch.stack([-s, s], 1)
         return pm
 
