@@ -14,6 +14,8 @@ Scenarios (each on a fresh 40-step run of the default model, the default attack,
   and until the server computes no more records.
 * ``upload`` — an image is uploaded 1 s after the first record: time until the status says it is checked and its
   clean prediction is shown, and until the server computes no more records.
+* ``link``    — a shared link (attack, optimiser, ε, steps, seed of an example) opened at desktop and phone width:
+  time until the controls show its settings and whether they still do once the example's shipped run has loaded.
 * ``tab``     — 1 s after the first record the "Compare attacks" tab is clicked, then "Explore" (plain mouse clicks at
   the tabs' places, as a person clicks: Playwright's ``locator.click`` would first wait for the page to scroll and
   for two equal animation frames): time from the click until the first frame that shows the tab's content (and
@@ -289,6 +291,39 @@ def scenario_upload(browser, url: str, tracer: Tracer, steps: int) -> dict:
                         "checked and ready", "__obs")
 
 
+LINK_QUERY = "?example=astronaut&attack=segpgd&opt=pgd&eps=2&steps=5&seed=4"
+LINK_WANT = {"#attack input": "SegPGD", "#steps input[type=number]": "5", "#eps input[type=number]": "2"}
+LINKED_JS = """(want) => Object.entries(want).every(([sel, v]) => document.querySelector(sel)?.value === v)"""
+
+
+def scenario_link(browser, url: str, tracer: Tracer, steps: int, shots: Path | None = None) -> dict:
+    """A shared link is opened in a fresh page (desktop, then phone width): time from navigation until the
+    controls show the linked settings, whether they still do once the page has settled (the example's shipped run
+    loads after them), and until the status shows a record."""
+    out: dict = {}
+    for name, vp in (("desktop", {"width": 1440, "height": 900}), ("phone", {"width": 390, "height": 844})):
+        page = browser.new_page(viewport=vp)
+        page.add_init_script(OBSERVER_JS)
+        t0 = time.time()
+        page.goto(url + LINK_QUERY)
+        page.wait_for_function(LINKED_JS, arg=LINK_WANT, timeout=60_000, polling=50)
+        t_linked = time.time() - t0
+        page.wait_for_function("() => /record \\d+ of|selected/.test(document.querySelector('#status')?.innerText "
+                               "|| '')", timeout=60_000, polling=50)
+        t_status = time.time() - t0
+        _settle(page)
+        kept = page.evaluate(LINKED_JS, LINK_WANT)
+        pgd = page.get_by_label("PGD", exact=True).is_checked()
+        if shots is not None:
+            shots.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(shots / f"link_{name}.png"), full_page=name == "phone")
+        out[name] = {"linked_controls_s": round(t_linked, 3), "status_s": round(t_status, 3),
+                     "settings_kept_after_settle": bool(kept and pgd),
+                     "page_width_px": page.evaluate("document.documentElement.scrollWidth")}
+        page.close()
+    return out
+
+
 def _click_to_halt(page, tracer: Tracer, xy: tuple[float, float], word: str, log: str) -> dict:
     """:func:`_act_to_halt` with a plain mouse click at ``xy``."""
     return _act_to_halt(page, tracer, lambda: page.mouse.click(*xy), word, log)
@@ -519,9 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=int(os.environ.get("BENCH_PORT", "7873")))
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--json", type=Path)
-    ap.add_argument("--only", nargs="*", default=["stream", "pause", "stop", "reset", "upload", "tab", "scrub",
-                                                  "compare_stop",
-                                                  "compare_live"])
+    ap.add_argument("--screens", type=Path, help="folder for the link scenario's screenshots")
+    ap.add_argument("--only", nargs="*", default=["stream", "pause", "stop", "reset", "upload", "link", "tab", "scrub",
+                                                  "compare_stop", "compare_live"])
     a = ap.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -542,6 +577,8 @@ def main(argv: list[str] | None = None) -> int:
                     res[sc] = scenario_control(browser, url, tracer, a.steps, sc)
                 elif sc == "upload":
                     res[sc] = scenario_upload(browser, url, tracer, a.steps)
+                elif sc == "link":
+                    res[sc] = scenario_link(browser, url, tracer, a.steps, a.screens)
                 elif sc == "tab":
                     res[sc] = scenario_tab(browser, url, tracer, a.steps)
                 elif sc == "compare_stop":
