@@ -42,12 +42,37 @@ def apply(threads: int | None = None) -> dict:
     return fingerprint()
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string where that is not readable."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def cpu_kernels() -> str:
+    """Which CPU kernels compute: ATen's vector ISA (``AVX2``, ``AVX512``, ``DEFAULT``), then ``no-onednn`` when
+    oneDNN is off and ``mkl-<mode>`` when MKL runs in a fixed mode (``MKL_CBWR``)."""
+    parts = [torch.backends.cpu.get_cpu_capability()]
+    if not torch.backends.mkldnn.enabled:
+        parts.append("no-onednn")
+    if os.environ.get("MKL_CBWR"):
+        parts.append(f"mkl-{os.environ['MKL_CBWR'].lower()}")
+    return "/".join(parts)
+
+
 def fingerprint() -> dict:
-    """What a re-run must match to give the same records: threads, deterministic mode, versions, machine, and
-    ``engine_one_thread`` where the engine's own ops ran on one thread (:mod:`attack_engine.threads`; absent = no)."""
+    """What a re-run must match to give the same records: threads, deterministic mode, versions, machine, the CPU
+    and its kernels (:func:`cpu_model`, :func:`cpu_kernels`: an AVX2 and an AVX-512 host differ in the last bits,
+    and an attack amplifies that), and ``engine_one_thread`` where the engine's own ops ran on one thread
+    (:mod:`attack_engine.threads`; absent = no)."""
     fp = {"torch_threads": torch.get_num_threads(), "deterministic": torch.are_deterministic_algorithms_enabled(),
           "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-          "machine": platform.machine(), "system": platform.system()}
+          "machine": platform.machine(), "system": platform.system(), "cpu": cpu_model(), "cpu_kernels": cpu_kernels()}
     if threads.active():
         fp["engine_one_thread"] = True
     return fp

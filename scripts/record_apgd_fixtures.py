@@ -21,6 +21,15 @@ and per-image pixel accuracy of every evaluation), ``project_gradient`` (the per
 ``check_oscillation`` (where the checkpoints fall and the oscillation flag) and ``project_perturbation`` (the
 step size a stage ends with).
 
+It runs on the portable CPU setting of ``tests/portable_cpu.py`` (ATen's non-AVX kernels, no oneDNN, MKL in
+compatible mode, one thread), as the replay does: the reference's halvings turn on float32 objectives that tie to
+the last bit, so recording on one host's native kernels and replaying on another's can differ by a halving.
+``--native`` records on this host's own kernels instead (compare with ``tests/apgd_replay.py --native`` on the
+same host); ``--out DIR`` writes elsewhere.  The model and images are kept from ``setup.npz`` (``--new-setup``
+draws them again).  For every gradient evaluation the recorder also recomputes the gradient in float64 and notes
+*sign ties*, input elements where the float32 gradient has the other sign (the Linf step takes the sign, so a
+more exact implementation may step them the other way); the test allows for what follows such a tie.
+
 It writes ``tests/fixtures/apgd_reference/``: ``setup.npz`` (the model's weights, clean images, labels, the start
 point), ``finals.npz`` (per run the returned iterate and its prediction), ``runs.json`` (per run and evaluation:
 step size per image, control objective, pixel accuracy; per checkpoint: oscillation and halving per image; the
@@ -30,17 +39,27 @@ running its loop). ``tests/test_apgd_reference.py`` replays them with our APGD, 
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import os
 import platform
+import sys
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+import portable_cpu  # noqa: E402  (no torch import; the setting must be in place before torch loads)
+
+NATIVE = "--native" in sys.argv  # this host's own kernels instead of the portable setting (a cross-check)
+if not NATIVE:
+    os.environ.update(portable_cpu.ENV)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
 OUT = ROOT / "tests" / "fixtures" / "apgd_reference"
 REFERENCE_COMMIT = "f8bdbe5"
 B, H, W, CLASSES, HIDDEN = 2, 16, 16, 4, 8
@@ -144,12 +163,52 @@ class Recorder:
             self.checks.append({"i": int(j), "k": int(k), "oscillation": flag.tolist()})
             return flag
 
+        self.ties: list[dict] = []  # per gradient evaluation with sign ties: see :meth:`_sign_ties`
+        agg, model64 = atk.gradient_aggregator, _float64_copy(atk.model)
+        compute = agg.compute_gradient
+
+        def compute_gradient(x, y, **kw):
+            out = compute(x, y, **kw)
+            self._sign_ties(atk, compute, model64, out[0], x, y, kw)
+            return out
+
+        agg.compute_gradient = compute_gradient
         atk.get_grad_at = wrap_eval(atk.get_grad_at, True)
         atk.get_loss_at = wrap_eval(atk.get_loss_at, False)
         atk.objective = obj
         atk.project_gradient = project_gradient
         atk.project_perturbation = project_perturbation
         atk.check_oscillation = check_oscillation
+
+
+def _float64_copy(model: nn.Module) -> nn.Module:
+    m = type(model)({k: v.double() for k, v in model.w.items()})
+    m.num_classes = getattr(model, "num_classes", CLASSES)
+    return m.eval()
+
+
+def _sign_ties(self, atk, compute, model64, g32, x, y, kw) -> None:
+    """Note the input elements where the float32 gradient's sign differs from the same gradient computed in
+    float64 (model and loss).  The Linf step takes the sign, so such an element is a rounding-level tie: an
+    implementation with other (e.g. more exact) arithmetic may step it the other way.  The attack's model is
+    swapped for the float64 copy for this one call and put back."""
+    model = atk.model
+    atk.model = model64
+    try:
+        g64 = compute(x.double(), y, **kw)[0]
+    finally:
+        atk.model = model
+    flip = (torch.sign(g32.double()) != torch.sign(g64)) & (g64 != 0)
+    for b in range(g32.shape[0]):
+        idx = flip[b].nonzero().tolist()
+        if idx:
+            self.ties.append({"record": len(self.evals), "image": b, "elements": idx[:5], "count": len(idx),
+                              "g32": [float(g32[b][tuple(i)]) for i in idx[:5]],
+                              "g64": [float(g64[b][tuple(i)]) for i in idx[:5]],
+                              "median_abs_g64": float(g64[b].abs().median())})
+
+
+Recorder._sign_ties = _sign_ties
 
 
 def per_record(rec: Recorder, stages: list[int]) -> dict:
@@ -176,6 +235,7 @@ def per_record(rec: Recorder, stages: list[int]) -> dict:
             checks.append({"done": done, "k": c["k"], "oscillation": [bool(v) for v in c["oscillation"]],
                            "halved": [a < b for a, b in zip(etas[done], etas[done - 1])]})
         out["checkpoints"].append(checks)
+    out["sign_ties"] = rec.ties  # records whose gradient has a rounding-level sign tie (the next iterate may differ)
     return out
 
 
@@ -225,10 +285,24 @@ def sha256(p: Path) -> str:
 def main() -> None:
     import segmentation_attacks
 
-    torch.set_num_threads(1)
-    OUT.mkdir(parents=True, exist_ok=True)
-    setup = make_setup()
-    np.savez_compressed(OUT / "setup.npz", **setup)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=OUT, help="where to write the fixtures (default: the tests')")
+    ap.add_argument("--native", action="store_true", help="record on this host's own kernels, not the portable "
+                    "setting of tests/portable_cpu.py (for a cross-check with an in-process replay)")
+    ap.add_argument("--new-setup", action="store_true", help="draw the model and images again instead of reusing "
+                    "tests/fixtures/apgd_reference/setup.npz")
+    args = ap.parse_args()
+    if NATIVE:
+        torch.set_num_threads(1)
+    else:
+        portable_cpu.configure(torch)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    # the inputs stay fixed across re-recordings (drawing them again depends on the host's kernels too)
+    fresh = args.new_setup or not (OUT / "setup.npz").exists()
+    setup = make_setup() if fresh else dict(np.load(OUT / "setup.npz"))
+    if args.new_setup or not (out / "setup.npz").exists():
+        np.savez_compressed(out / "setup.npz", **setup)
     src = Path(segmentation_attacks.__file__).parent
     runs, finals = {}, {}
     for steps in STAGES:
@@ -237,8 +311,10 @@ def main() -> None:
             runs[key], fin = record_run(setup, attack, steps)
             finals.update({f"{key}_{k}": v for k, v in fin.items()})
             halvings = sum(sum(c["halved"]) for s in runs[key]["checkpoints"] for c in s)
-            print(f"{key}: final acc {runs[key]['final']['acc']}, {halvings} halvings")
-    np.savez_compressed(OUT / "finals.npz", **finals)
+            ties = [(t["record"], t["image"], t["count"]) for t in runs[key]["sign_ties"]]
+            print(f"{key}: final acc {runs[key]['final']['acc']}, {halvings} halvings, sign ties (record, image, "
+                  f"elements): {ties}")
+    np.savez_compressed(out / "finals.npz", **finals)
     meta = {
         "reference": f"github.com/aam-at/tsallis_pgd@{REFERENCE_COMMIT} packages/segmentation_attacks",
         "reference_sha256": {p: sha256(src / p) for p in ("autopgd.py", "base.py", "norms.py", "utils/math_ops.py",
@@ -247,10 +323,10 @@ def main() -> None:
                                                           "gradient_aggregator/base.py")},
         "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
         "eps_255": EPS_255, "compile": False, "device": "cpu", "dtype": "float32",
-        "tsallis_loss": TSALLIS,
+        "tsallis_loss": TSALLIS, "cpu_setting": "native" if NATIVE else portable_cpu.describe(torch),
     }
-    (OUT / "runs.json").write_text(json.dumps({"meta": meta, "runs": runs}, separators=(",", ":")) + "\n")
-    (OUT / "checkpoints.json").write_text(json.dumps(reference_checkpoints(), separators=(",", ":")) + "\n")
+    (out / "runs.json").write_text(json.dumps({"meta": meta, "runs": runs}, separators=(",", ":")) + "\n")
+    (out / "checkpoints.json").write_text(json.dumps(reference_checkpoints(), separators=(",", ":")) + "\n")
 
 
 if __name__ == "__main__":
