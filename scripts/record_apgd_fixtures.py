@@ -58,6 +58,7 @@ if not NATIVE:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from apgd_replay import FixtureNet  # noqa: E402  (tests/: the model the replay attacks)
 from torch import nn  # noqa: E402
 
 OUT = ROOT / "tests" / "fixtures" / "apgd_reference"
@@ -67,19 +68,6 @@ EPS_255 = 12  # 2ε, 1.5ε and ε are then exact float32 multiples of float32(ε
 STAGES = {30: [9, 9, 12], 100: [30, 30, 40]}
 TSALLIS = {"type": "adaptive_tsallis_ce",
            "params": {"variant": "q_linear", "q_start": -2.0, "q_end": 1.0, "end_fraction": 0.0}}
-
-
-class FixtureNet(nn.Module):
-    """conv3x3(3→8) → tanh → conv3x3(8→4): the whole model, defined by the weights in ``setup.npz``."""
-
-    def __init__(self, w: dict[str, torch.Tensor]) -> None:
-        super().__init__()
-        self.w = w
-        self.num_classes = CLASSES  # the reference's CosPGD reads it
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.tanh(F.conv2d(x, self.w["w1"], self.w["b1"], padding=1))
-        return F.conv2d(h, self.w["w2"], self.w["b2"], padding=1)
 
 
 def make_setup() -> dict[str, np.ndarray]:
@@ -119,6 +107,12 @@ def build_attack(model: nn.Module, attack: str, iterations: list[int] | int, eps
         ignore_index=255, random_start=True, return_best=True, max_pixel_value=255.0, clip_min=0.0, clip_max=255.0,
         restarts=1, targeted=False, seed=0, verbose=False,
     )
+
+
+def _float64_copy(model: nn.Module) -> nn.Module:
+    m = type(model)({k: v.double() for k, v in model.w.items()})
+    m.num_classes = getattr(model, "num_classes", CLASSES)
+    return m.eval()
 
 
 class Recorder:
@@ -180,35 +174,25 @@ class Recorder:
         atk.project_perturbation = project_perturbation
         atk.check_oscillation = check_oscillation
 
-
-def _float64_copy(model: nn.Module) -> nn.Module:
-    m = type(model)({k: v.double() for k, v in model.w.items()})
-    m.num_classes = getattr(model, "num_classes", CLASSES)
-    return m.eval()
-
-
-def _sign_ties(self, atk, compute, model64, g32, x, y, kw) -> None:
-    """Note the input elements where the float32 gradient's sign differs from the same gradient computed in
-    float64 (model and loss).  The Linf step takes the sign, so such an element is a rounding-level tie: an
-    implementation with other (e.g. more exact) arithmetic may step it the other way.  The attack's model is
-    swapped for the float64 copy for this one call and put back."""
-    model = atk.model
-    atk.model = model64
-    try:
-        g64 = compute(x.double(), y, **kw)[0]
-    finally:
-        atk.model = model
-    flip = (torch.sign(g32.double()) != torch.sign(g64)) & (g64 != 0)
-    for b in range(g32.shape[0]):
-        idx = flip[b].nonzero().tolist()
-        if idx:
-            self.ties.append({"record": len(self.evals), "image": b, "elements": idx[:5], "count": len(idx),
-                              "g32": [float(g32[b][tuple(i)]) for i in idx[:5]],
-                              "g64": [float(g64[b][tuple(i)]) for i in idx[:5]],
-                              "median_abs_g64": float(g64[b].abs().median())})
-
-
-Recorder._sign_ties = _sign_ties
+    def _sign_ties(self, atk, compute, model64, g32, x, y, kw) -> None:
+        """Note the input elements where the float32 gradient's sign differs from the same gradient computed in
+        float64 (model and loss).  The Linf step takes the sign, so such an element is a rounding-level tie: an
+        implementation with other (e.g. more exact) arithmetic may step it the other way.  The attack's model is
+        swapped for the float64 copy for this one call and put back."""
+        model = atk.model
+        atk.model = model64
+        try:
+            g64 = compute(x.double(), y, **kw)[0]
+        finally:
+            atk.model = model
+        flip = (torch.sign(g32.double()) != torch.sign(g64)) & (g64 != 0)
+        for b in range(g32.shape[0]):
+            idx = flip[b].nonzero().tolist()
+            if idx:
+                self.ties.append({"record": len(self.evals), "image": b, "elements": idx[:5], "count": len(idx),
+                                  "g32": [float(g32[b][tuple(i)]) for i in idx[:5]],
+                                  "g64": [float(g64[b][tuple(i)]) for i in idx[:5]],
+                                  "median_abs_g64": float(g64[b].abs().median())})
 
 
 def per_record(rec: Recorder, stages: list[int]) -> dict:

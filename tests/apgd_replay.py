@@ -1,7 +1,7 @@
 """Replay the recorded reference APGD runs with our APGD; run as ``python tests/apgd_replay.py OUT.npz``.
 
-``tests/test_apgd_reference.py`` starts this in a subprocess on the portable CPU setting of
-:mod:`portable_cpu` (the fixtures were recorded on it) and compares what it writes with the fixtures.  Per run
+``tests/test_apgd_reference.py`` starts this in a subprocess whose environment already holds the portable CPU
+setting of :mod:`portable_cpu` (the fixtures were recorded on it; torch reads it when it loads, here at import) and compares what it writes with the fixtures.  Per run
 key (``ce_n30`` …, and ``tsallis_n30_telemetry`` with telemetry on) it saves the per-record step size, control
 objective, pixel accuracy, stage and stage step, and the result's accuracy, prediction and iterate.
 """
@@ -13,36 +13,36 @@ import json
 import sys
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
 FIX = Path(__file__).parent / "fixtures" / "apgd_reference"
 
 
-def fixture_net(setup: dict, torch):
-    """The recorded model: conv3x3 → tanh → conv3x3 with the weights from ``setup.npz``."""
-    import torch.nn.functional as F
-    from torch import nn
+class FixtureNet(nn.Module):
+    """The recorded model: conv3x3(3→8) → tanh → conv3x3(8→4), defined by the weights in ``setup.npz``.
+    ``scripts/record_apgd_fixtures.py`` imports it, so recording and replay attack the same module."""
 
-    class FixtureNet(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.w = {k: torch.from_numpy(setup[k]) for k in ("w1", "b1", "w2", "b2")}
+    def __init__(self, w: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.w = w
+        self.num_classes = w["w2"].shape[0]  # the reference's CosPGD reads it
 
-        def forward(self, x):
-            h = torch.tanh(F.conv2d(x, self.w["w1"], self.w["b1"], padding=1))
-            return F.conv2d(h, self.w["w2"], self.w["b2"], padding=1)
-
-    return FixtureNet()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(F.conv2d(x, self.w["w1"], self.w["b1"], padding=1))
+        return F.conv2d(h, self.w["w2"], self.w["b2"], padding=1)
 
 
 def replay(key: str, setup: dict, eps_255: float, telemetry: bool = False) -> dict:
     """One recorded run replayed with our APGD from the recorded start point."""
-    import torch
-
     from attack_engine.attack import AttackConfig, AttackRun
 
     attack, n = key.rsplit("_n", 1)
     cfg = AttackConfig(attack=attack, optimizer="apgd", steps=int(n), eps=eps_255 / 255, telemetry=telemetry,
                        schedule="linear:-2:1" if attack == "tsallis" else None)
-    run = AttackRun(fixture_net(setup, torch), torch.from_numpy(setup["x0"]),
+    w = {k: torch.from_numpy(setup[k]) for k in ("w1", "b1", "w2", "b2")}
+    run = AttackRun(FixtureNet(w), torch.from_numpy(setup["x0"]),
                     torch.from_numpy(setup["labels"]).long(), cfg, x_init=torch.from_numpy(setup["x_init"]))
     recs = list(run)
     res = run.result
@@ -62,7 +62,6 @@ def main(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).parent))
     import portable_cpu
-    import torch
 
     if args.native:
         torch.set_num_threads(1)
